@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kiln/export.hpp"
+#include "kiln/graph.hpp"
+#include "kiln/types.hpp"
+
+namespace kiln {
+
+/// What a graph is compiled for: backend, batch size, dtype and layout.
+struct Target {
+  Backend backend = Backend::cpu;
+  std::int64_t batch = 128;
+  DType dtype = DType::f32;
+  Layout layout = Layout::nchw;
+};
+
+/// How one layer maps onto cuDNN.
+struct CudnnLayerReport {
+  std::string layer;
+  std::string op;
+  /// "graph API: conv fwd, bwd-data, bwd-filter", "graph API: resample fwd (maxpool)",
+  /// "kiln kernel: ceil-mode pooling", "tensor descriptors", ...
+  std::string path;
+  int descriptors = 0;  ///< backend descriptors finalized for this layer
+};
+
+struct CudnnReport {
+  std::vector<CudnnLayerReport> layers;
+  int tensors = 0;      ///< tensor descriptors finalized
+  int operations = 0;   ///< operation descriptors finalized
+};
+
+/// True when this libkiln was built with the CUDA backend (CUDA toolkit, cuDNN, cuBLAS).
+KILN_API bool built_with_cuda();
+
+/// "CUDA 13.0, cuDNN 9.19.0" for a CUDA build, "CPU only" otherwise.
+KILN_API std::string build_description();
+
+/// Compiles every layer of `graph` to cuDNN graph-API (backend) descriptors for `target`
+/// and finalizes them; needs no GPU. Convolutions get their forward, backward-data and
+/// backward-filter operations; floor-mode pooling a resample operation; every activation a
+/// tensor descriptor. Throws GraphError naming the layer and quoting cuDNN's own message if
+/// cuDNN rejects what kiln accepted, DeviceError when built without CUDA.
+KILN_API CudnnReport compile_cudnn(const Graph& graph, const Target& target);
+
+}  // namespace kiln

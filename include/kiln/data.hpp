@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kiln/export.hpp"
+#include "kiln/graph.hpp"
+#include "kiln/types.hpp"
+
+namespace kiln {
+
+/// Labelled uint8 images in CIFAR-10's record layout: each image is C planes of H x W bytes
+/// (channel-major, like the binary files), its label one byte.
+struct Dataset {
+  std::string source;                    ///< directory or description, for messages
+  Shape sample = Shape::chw(3, 32, 32);
+  int classes = 10;
+  std::vector<std::string> class_names;  ///< from batches.meta.txt, when present
+  std::vector<std::uint8_t> images;      ///< size() * sample.elements() bytes
+  std::vector<std::uint8_t> labels;      ///< size() bytes, each < classes
+
+  std::int64_t size() const { return static_cast<std::int64_t>(labels.size()); }
+  const std::uint8_t* image(std::int64_t i) const { return images.data() + i * sample.elements(); }
+};
+
+/// The training and test splits of a CIFAR-10-format directory.
+struct Cifar10 {
+  Dataset train;
+  Dataset test;
+};
+
+/// Bytes of one CIFAR-10 binary record: a label byte and 3 x 32 x 32 pixel bytes.
+inline constexpr std::int64_t cifar10_record_bytes = 3073;
+
+/// Reads `dir`/data_batch_1..5.bin and test_batch.bin (and batches.meta.txt when present),
+/// validating every file before returning: present, a whole number of records (any count),
+/// every label 0..9. Throws DataError naming the file and the record.
+KILN_API Cifar10 load_cifar10(const std::string& dir);
+
+/// Checks that a dataset's sample shape and class count match the model's `input` and
+/// `classes`; throws GraphError naming both when they differ.
+KILN_API void check_dataset(const Graph& graph, const Dataset& data);
+
+}  // namespace kiln

@@ -1,0 +1,61 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kiln/export.hpp"
+#include "kiln/graph.hpp"
+#include "kiln/types.hpp"
+
+namespace kiln {
+
+/// Training keeps activations until the backward pass has used them and adds gradient
+/// buffers; evaluation frees each activation after its last reader.
+enum class PlanMode : std::uint8_t { train, eval };
+
+/// One activation or activation-gradient buffer of a memory plan. Steps count the
+/// schedule: forward of layer i at step i, the loss at step n (n = number of layers), the
+/// backward of layer i at step 2n - i. The buffer is live on steps [first, last].
+struct Buffer {
+  enum class Kind : std::uint8_t { activation, gradient };
+  Kind kind = Kind::activation;
+  int layer = 0;              ///< the layer whose output (or output gradient) it holds
+  std::int64_t bytes = 0;
+  std::int64_t offset = 0;    ///< byte offset in the activation arena
+  int first = 0;
+  int last = 0;
+  /// A gradient buffer no backward writes (the layer's output is unused): the backend
+  /// fills it with zeros before the layer's backward reads it.
+  bool zero_fill = false;
+};
+
+/// Where every tensor of a step lives, for one batch size and dtype. Backends allocate the
+/// activation arena once and place buffers at these offsets; buffers whose lifetimes do not
+/// overlap share memory. Flatten is a view: its output shares its input's buffer.
+struct MemoryPlan {
+  std::int64_t batch = 0;
+  DType dtype = DType::f32;
+  PlanMode mode = PlanMode::train;
+  std::vector<Buffer> buffers;
+  /// Per layer, the index in `buffers` of its output, and of its output gradient (-1 when
+  /// no gradient is needed: no trainable parameter at or before the layer).
+  std::vector<int> activation;
+  std::vector<int> gradient;
+  /// Per layer and input slot: true when the backward pass adds into that input's gradient
+  /// buffer because an earlier-running backward already wrote it (a tensor read twice).
+  std::vector<std::vector<bool>> accumulate;
+  std::int64_t param_bytes = 0;       ///< parameters and batchnorm buffers
+  std::int64_t grad_bytes = 0;        ///< gradients of trainable parameters
+  std::int64_t activation_sum = 0;    ///< all buffers, as if none were shared
+  std::int64_t live_peak = 0;         ///< most bytes live at one step (a lower bound)
+  std::int64_t arena_bytes = 0;       ///< size of the activation arena after placement
+  static constexpr std::int64_t alignment = 256;
+};
+
+/// Plans activation memory for `graph` at `batch`. Throws UsageError when batch < 1 or the
+/// sizes overflow 64 bits.
+KILN_API MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype = DType::f32,
+                                PlanMode mode = PlanMode::train);
+
+}  // namespace kiln

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "kiln/export.hpp"
+
+namespace kiln {
+
+/// Element type of activations and parameters in a compiled plan.
+enum class DType : std::uint8_t { f32, f16, bf16 };
+
+/// Memory layout of 4-D activations: NCHW (channels-first) or NHWC (channels-last).
+enum class Layout : std::uint8_t { nchw, nhwc };
+
+/// The backend a graph is compiled for.
+enum class Backend : std::uint8_t { cpu, cuda };
+
+KILN_API std::string_view to_string(DType dtype);
+KILN_API std::string_view to_string(Layout layout);
+KILN_API std::string_view to_string(Backend backend);
+/// Bytes per element of `dtype`.
+KILN_API std::int64_t size_of(DType dtype);
+/// Parses "fp32" / "fp16" / "bf16" (and "f32", "float32", ...); nullopt if unknown.
+KILN_API std::optional<DType> parse_dtype(std::string_view text);
+/// Parses "nchw" / "nhwc"; nullopt if unknown.
+KILN_API std::optional<Layout> parse_layout(std::string_view text);
+
+/// The shape of one sample, without the batch dimension: an image C x H x W (rank 3) or a
+/// vector of N features (rank 1, stored in `c`).
+struct Shape {
+  int rank = 0;
+  std::int64_t c = 0;
+  std::int64_t h = 1;
+  std::int64_t w = 1;
+
+  /// An image shape C x H x W.
+  static constexpr Shape chw(std::int64_t c, std::int64_t h, std::int64_t w) { return {3, c, h, w}; }
+  /// A vector of `n` features.
+  static constexpr Shape vec(std::int64_t n) { return {1, n, 1, 1}; }
+
+  constexpr bool is_image() const { return rank == 3; }
+  constexpr bool is_vector() const { return rank == 1; }
+  /// Number of elements per sample. Graph validation guarantees it does not overflow.
+  constexpr std::int64_t elements() const { return c * h * w; }
+  /// "3x32x32" for an image, "10" for a vector.
+  KILN_API std::string str() const;
+
+  constexpr bool operator==(const Shape&) const = default;
+};
+
+}  // namespace kiln

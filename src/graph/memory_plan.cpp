@@ -1,0 +1,180 @@
+// The memory planner: lifetimes of every activation and activation gradient over one
+// training (or evaluation) step, then a greedy placement by size (largest first, lowest
+// free offset), which reuses memory wherever lifetimes do not overlap.
+#include <algorithm>
+#include <fmt/format.h>
+#include <numeric>
+
+#include "graph/op_def.hpp"
+#include "kiln/memory.hpp"
+#include "util/checked.hpp"
+
+namespace kiln {
+
+namespace {
+
+// Flatten is a view: it and its input share one buffer, found by following inputs.
+int storage_root(std::span<const Layer> layers, int i) {
+  while (layers[static_cast<std::size_t>(i)].op == OpKind::flatten) i = layers[static_cast<std::size_t>(i)].inputs[0];
+  return i;
+}
+
+[[noreturn]] void too_large(const Graph& graph, std::int64_t batch) {
+  Diagnostic d;
+  d.loc.file = graph.source();
+  d.message = fmt::format("the activations of model '{}' at batch {} need more bytes than fit in 64 bits", graph.name(), batch);
+  d.hint = "use a smaller batch";
+  throw GraphError({d});
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, PlanMode mode) {
+  if (batch < 1) throw UsageError(fmt::format("batch must be at least 1, got {}", batch));
+  auto layers = graph.layers();
+  const int n = static_cast<int>(layers.size());
+  const bool train = mode == PlanMode::train;
+  auto fwd = [](int i) { return i; };
+  auto bwd = [n](int i) { return 2 * n - i; };
+
+  MemoryPlan plan;
+  plan.batch = batch;
+  plan.dtype = dtype;
+  plan.mode = mode;
+  plan.activation.assign(static_cast<std::size_t>(n), -1);
+  plan.gradient.assign(static_cast<std::size_t>(n), -1);
+  plan.accumulate.resize(static_cast<std::size_t>(n));
+
+  // A gradient of layer i's output is needed when a trainable parameter sits at or before i.
+  std::vector<bool> needs_grad(static_cast<std::size_t>(n), false);
+  for (const Layer& layer : layers) {
+    bool own = std::any_of(layer.params.begin(), layer.params.end(),
+                           [&](int p) { return graph.params()[static_cast<std::size_t>(p)].trainable; });
+    bool upstream = std::any_of(layer.inputs.begin(), layer.inputs.end(), [&](int in) { return needs_grad[static_cast<std::size_t>(in)]; });
+    needs_grad[static_cast<std::size_t>(layer.index)] = train && layer.index > 0 && (own || upstream);
+  }
+
+  auto bytes_of = [&](const Layer& layer) {
+    auto b = detail::checked_product({batch, layer.shape.elements(), size_of(dtype)});
+    if (!b) too_large(graph, batch);
+    return detail::align_up(*b, MemoryPlan::alignment);
+  };
+
+  // Activation lifetimes, per storage root.
+  std::vector<int> act_first(static_cast<std::size_t>(n), -1), act_last(static_cast<std::size_t>(n), -1);
+  for (const Layer& layer : layers) {
+    int root = storage_root(layers, layer.index);
+    auto r = static_cast<std::size_t>(root);
+    if (act_first[r] < 0) act_first[r] = fwd(layer.index);
+    int last = fwd(layer.index);
+    if (layer.index == n - 1) last = n;  // the loss reads the logits
+    for (int c : layer.consumers) {
+      const Layer& consumer = layers[static_cast<std::size_t>(c)];
+      last = std::max(last, fwd(c));
+      if (train && consumer.op != OpKind::flatten && needs_grad[static_cast<std::size_t>(c)] &&
+          detail::op_def(consumer.op).backward_needs(consumer).input)
+        last = std::max(last, bwd(c));
+    }
+    if (train && needs_grad[static_cast<std::size_t>(layer.index)] && detail::op_def(layer.op).backward_needs(layer).output)
+      last = std::max(last, bwd(layer.index));
+    act_last[r] = std::max(act_last[r], last);
+  }
+  for (int root = 0; root < n; ++root) {
+    auto r = static_cast<std::size_t>(root);
+    if (act_first[r] < 0 || layers[r].op == OpKind::flatten) continue;
+    plan.buffers.push_back({Buffer::Kind::activation, root, bytes_of(layers[r]), 0, act_first[r], act_last[r]});
+  }
+  for (const Layer& layer : layers) {
+    int root = storage_root(layers, layer.index);
+    for (std::size_t b = 0; b < plan.buffers.size(); ++b)
+      if (plan.buffers[b].layer == root) plan.activation[static_cast<std::size_t>(layer.index)] = static_cast<int>(b);
+  }
+
+  // Gradient lifetimes: written by the backward of the consumers (the latest consumer runs
+  // first), read by the layer's own backward. Flatten shares its input's gradient buffer.
+  if (train) {
+    std::vector<int> grad_first(static_cast<std::size_t>(n), 2 * n + 1), grad_last(static_cast<std::size_t>(n), -1);
+    for (const Layer& layer : layers) {
+      if (!needs_grad[static_cast<std::size_t>(layer.index)]) continue;
+      auto r = static_cast<std::size_t>(storage_root(layers, layer.index));
+      int& first = grad_first[r];
+      if (layer.index == n - 1) first = std::min(first, n);  // the loss writes the logits' gradient
+      for (int c : layer.consumers)
+        if (layers[static_cast<std::size_t>(c)].op != OpKind::flatten) first = std::min(first, bwd(c));
+      if (layer.op != OpKind::flatten) grad_last[r] = std::max(grad_last[r], bwd(layer.index));
+    }
+    for (int root = 0; root < n; ++root) {
+      auto r = static_cast<std::size_t>(root);
+      if (grad_last[r] < 0) continue;
+      bool unwritten = grad_first[r] > grad_last[r];
+      plan.buffers.push_back({Buffer::Kind::gradient, root, bytes_of(layers[r]), 0, std::min(grad_first[r], grad_last[r]),
+                              grad_last[r], unwritten});
+      int b = static_cast<int>(plan.buffers.size()) - 1;
+      for (const Layer& layer : layers)
+        if (needs_grad[static_cast<std::size_t>(layer.index)] && storage_root(layers, layer.index) == root)
+          plan.gradient[static_cast<std::size_t>(layer.index)] = b;
+    }
+    // Who writes a gradient buffer first: backward runs in reverse layer order, so of all
+    // (consumer, slot) pairs writing one buffer, the highest consumer index writes first
+    // and the others add.
+    std::vector<std::pair<int, int>> first_writer(plan.buffers.size(), {-1, -1});
+    for (int c = n - 1; c >= 1; --c) {
+      const Layer& consumer = layers[static_cast<std::size_t>(c)];
+      auto& acc = plan.accumulate[static_cast<std::size_t>(c)];
+      acc.assign(consumer.inputs.size(), false);
+      if (consumer.op == OpKind::flatten) continue;
+      for (std::size_t slot = 0; slot < consumer.inputs.size(); ++slot) {
+        int g = plan.gradient[static_cast<std::size_t>(consumer.inputs[slot])];
+        if (g < 0) continue;
+        auto& w = first_writer[static_cast<std::size_t>(g)];
+        if (w.first < 0) w = {c, static_cast<int>(slot)};
+        else acc[slot] = true;
+      }
+    }
+  }
+
+  // Greedy placement: largest first, at the lowest offset that overlaps no placed buffer
+  // live at the same time.
+  std::vector<std::size_t> order(plan.buffers.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return plan.buffers[a].bytes > plan.buffers[b].bytes; });
+  std::vector<std::size_t> placed;
+  for (std::size_t i : order) {
+    Buffer& buf = plan.buffers[i];
+    std::vector<std::pair<std::int64_t, std::int64_t>> busy;
+    for (std::size_t j : placed) {
+      const Buffer& o = plan.buffers[j];
+      if (o.last < buf.first || buf.last < o.first) continue;
+      busy.emplace_back(o.offset, o.offset + o.bytes);
+    }
+    std::sort(busy.begin(), busy.end());
+    std::int64_t offset = 0;
+    for (auto [lo, hi] : busy) {
+      if (offset + buf.bytes <= lo) break;
+      offset = std::max(offset, hi);
+    }
+    buf.offset = offset;
+    placed.push_back(i);
+    auto end = detail::checked_add(offset, buf.bytes);
+    if (!end) too_large(graph, batch);
+    plan.arena_bytes = std::max(plan.arena_bytes, *end);
+    auto sum = detail::checked_add(plan.activation_sum, buf.bytes);
+    if (!sum) too_large(graph, batch);
+    plan.activation_sum = *sum;
+  }
+  for (int t = 0; t <= 2 * n; ++t) {
+    std::int64_t live = 0;
+    for (const Buffer& b : plan.buffers)
+      if (b.first <= t && t <= b.last) live += b.bytes;
+    plan.live_peak = std::max(plan.live_peak, live);
+  }
+
+  for (const Param& p : graph.params()) {
+    std::int64_t bytes = p.elements * 4;  // parameters and their gradients stay fp32
+    plan.param_bytes += bytes;
+    if (train && p.trainable) plan.grad_bytes += bytes;
+  }
+  return plan;
+}
+
+}  // namespace kiln

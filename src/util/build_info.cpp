@@ -1,0 +1,31 @@
+#include <fmt/format.h>
+
+#include "kiln/cudnn.hpp"
+
+namespace kiln {
+
+bool built_with_cuda() {
+#if KILN_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string build_description() {
+#if KILN_HAVE_CUDA
+  return fmt::format("CUDA {}, cuDNN {}, cuBLAS", KILN_CUDA_VERSION_STRING, KILN_CUDNN_VERSION_STRING);
+#else
+  return "CPU only";
+#endif
+}
+
+#if !KILN_HAVE_CUDA
+CudnnReport compile_cudnn(const Graph&, const Target&) {
+  throw DeviceError(
+      "this kiln was built without CUDA (nvcc, cuDNN or cuBLAS not found at configure time), so it cannot compile for "
+      "cuDNN; rebuild with the CUDA toolkit and cuDNN installed");
+}
+#endif
+
+}  // namespace kiln

@@ -1,0 +1,160 @@
+// kiln check MODEL.yaml: validates a model, prints its layers, parameters, FLOPs and the
+// memory plan; --target cuda also compiles it to cuDNN descriptors (no GPU needed).
+#include <algorithm>
+#include <fmt/format.h>
+#include <optional>
+
+#include "cli.hpp"
+
+namespace kiln::cli {
+
+namespace {
+
+struct CheckOptions {
+  std::string model;
+  std::optional<std::int64_t> batch;
+  std::string dtype = "fp32";
+  std::string layout = "nchw";
+  std::string target = "cpu";
+  std::string data;
+  bool json = false;
+};
+
+std::string shape_text(const Shape& s) { return s.is_image() ? s.str() : fmt::format("{}", s.c); }
+
+nlohmann::json shape_json(const Shape& s) {
+  return s.is_image() ? nlohmann::json::array({s.c, s.h, s.w}) : nlohmann::json::array({s.c});
+}
+
+int run_check(const CheckOptions& o) {
+  auto dtype = parse_dtype(o.dtype);
+  auto layout = parse_layout(o.layout);
+  if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", o.dtype));
+  if (!layout) throw UsageError(fmt::format("--layout must be nchw or nhwc, got '{}'", o.layout));
+  const bool cuda = o.target == "cuda";
+
+  try {
+    Spec spec = load_spec(o.model);
+    const Graph& graph = spec.graph;
+    print_warnings(graph);
+    std::int64_t batch = o.batch.value_or(spec.train_batch.value_or(128));
+    MemoryPlan plan = plan_memory(graph, batch, *dtype, PlanMode::train);
+    if (!o.data.empty()) {
+      Cifar10 data = load_cifar10(o.data);
+      check_dataset(graph, data.train);
+    }
+    std::optional<CudnnReport> cudnn;
+    if (cuda) cudnn = compile_cudnn(graph, Target{Backend::cuda, batch, *dtype, *layout});
+
+    auto layers = graph.layers();
+    auto params_of = [&](const Layer& layer) {
+      std::int64_t n = 0;
+      for (int p : layer.params)
+        if (!graph.params()[static_cast<std::size_t>(p)].buffer) n += graph.params()[static_cast<std::size_t>(p)].elements;
+      return n;
+    };
+    auto act_bytes = [&](const Layer& layer) -> std::int64_t {
+      return layer.op == OpKind::flatten ? 0 : batch * layer.shape.elements() * size_of(*dtype);
+    };
+
+    if (o.json) {
+      nlohmann::json j;
+      j["valid"] = true;
+      j["model"] = graph.name();
+      j["file"] = o.model;
+      j["batch"] = batch;
+      j["dtype"] = to_string(*dtype);
+      j["layout"] = to_string(*layout);
+      j["target"] = o.target;
+      j["layers"] = nlohmann::json::array();
+      for (const Layer& layer : layers) {
+        nlohmann::json row{{"name", layer.name}, {"op", op_name(layer.op)}, {"output", shape_json(layer.shape)},
+                           {"params", params_of(layer)}, {"flops", layer.flops}, {"activation_bytes", act_bytes(layer)}};
+        row["inputs"] = nlohmann::json::array();
+        for (int in : layer.inputs) row["inputs"].push_back(layers[static_cast<std::size_t>(in)].name);
+        if (layer.loc.known()) row["line"] = layer.loc.line;
+        if (cudnn) row["cudnn"] = cudnn->layers[static_cast<std::size_t>(layer.index)].path;
+        j["layers"].push_back(row);
+      }
+      j["totals"] = {{"params", graph.parameter_count()}, {"flops_per_sample", graph.flops()}};
+      j["memory"] = {{"param_bytes", plan.param_bytes},       {"grad_bytes", plan.grad_bytes},
+                     {"activation_sum_bytes", plan.activation_sum}, {"activation_peak_bytes", plan.arena_bytes},
+                     {"live_peak_bytes", plan.live_peak}};
+      if (cudnn) j["cudnn"] = {{"tensors", cudnn->tensors}, {"operations", cudnn->operations}};
+      j["warnings"] = nlohmann::json::array();
+      for (const auto& w : graph.warnings()) j["warnings"].push_back(to_json(w));
+      fmt::print("{}\n", j.dump(2));
+      return 0;
+    }
+
+    std::vector<std::vector<std::string>> rows;
+    rows.push_back({"layer", "op", "output", "params", "FLOPs", "activation"});
+    if (cudnn) rows[0].push_back("cuDNN");
+    for (const Layer& layer : layers) {
+      std::vector<std::string> row{layer.name, std::string(op_name(layer.op)), shape_text(layer.shape),
+                                   format_count(params_of(layer)), format_flops(layer.flops),
+                                   layer.op == OpKind::flatten ? "(view)" : format_bytes(act_bytes(layer))};
+      if (cudnn) row.push_back(cudnn->layers[static_cast<std::size_t>(layer.index)].path);
+      rows.push_back(std::move(row));
+    }
+    rows.push_back({"total", "", "", format_count(graph.parameter_count()), format_flops(graph.flops()),
+                    format_bytes(plan.activation_sum)});
+    std::vector<std::size_t> width(rows[0].size(), 0);
+    for (const auto& r : rows)
+      for (std::size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
+    fmt::print("{} ({}): batch {}, {}, {}, target {}\n", graph.name(), o.model, batch, to_string(*dtype), to_string(*layout),
+               o.target);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      std::string line;
+      for (std::size_t c = 0; c < r.size(); ++c) {
+        bool numeric = c >= 3 && c <= 5;
+        std::string cell = numeric ? fmt::format("{:>{}}", r[c], width[c]) : fmt::format("{:<{}}", r[c], width[c]);
+        line += (c ? "  " : "") + cell;
+      }
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      fmt::print("{}\n", line);
+      if (i == 0 || i + 2 == rows.size()) {
+        std::size_t total = 0;
+        for (auto w : width) total += w + 2;
+        fmt::print("{}\n", std::string(total - 2, '-'));
+      }
+    }
+    fmt::print("FLOPs are per sample, forward (a multiply-add counts 2); activations at batch {}\n", batch);
+    fmt::print("memory (training, batch {}, {}): parameters {}, gradients {}, activations {} summed -> {} peak with reuse\n",
+               batch, to_string(*dtype), format_bytes(plan.param_bytes), format_bytes(plan.grad_bytes),
+               format_bytes(plan.activation_sum), format_bytes(plan.arena_bytes));
+    if (cudnn)
+      fmt::print("cuDNN {}: {} tensor and {} operation descriptors finalized for batch {}, {}, {}\n", build_description(),
+                 cudnn->tensors, cudnn->operations, batch, to_string(*dtype), to_string(*layout));
+    if (!o.data.empty()) fmt::print("data {}: matches input {} and {} classes\n", o.data, graph.input_shape().str(), graph.classes());
+    fmt::print("ok: {} is valid ({} layers, {} parameters)\n", o.model, layers.size() - 1, format_count(graph.parameter_count()));
+    return 0;
+  } catch (const GraphError& e) {
+    if (o.json) {
+      nlohmann::json j{{"valid", false}, {"file", o.model}, {"diagnostics", nlohmann::json::array()}};
+      for (const auto& d : e.diagnostics()) j["diagnostics"].push_back(to_json(d));
+      fmt::print("{}\n", j.dump(2));
+    }
+    throw;
+  }
+}
+
+}  // namespace
+
+void add_check(CLI::App& root, std::vector<Command>& commands) {
+  auto o = std::make_shared<CheckOptions>();
+  CLI::App* app = root.add_subcommand("check", "Validate a model spec and print its layers, parameters, FLOPs and memory plan");
+  app->add_option("model", o->model, "Model spec (YAML)")->required();
+  app->add_option("--batch", o->batch, "Batch size (default: the spec's train: batch, else 128)")->check(CLI::PositiveNumber);
+  app->add_option("--dtype", o->dtype, "Element type: fp32, fp16 or bf16")->capture_default_str();
+  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->capture_default_str();
+  app->add_option("--target", o->target, "Compile for: cpu, or cuda (cuDNN descriptors; needs no GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app->add_option("--data", o->data, "A CIFAR-10 binary directory to check against the model's input and classes");
+  app->add_flag("--json", o->json, "Print the result as JSON");
+  commands.push_back({app, [o] { return run_check(*o); }});
+}
+
+}  // namespace kiln::cli
