@@ -166,9 +166,13 @@ Graph GraphBuilder::build() const {
   data->classes = s.classes;
 
   // Layer 0: the model input.
+  // The spec parser leaves the input empty (and has said why) when it could not read it.
+  const bool parser_failed = !s.reported.empty();
   bool input_ok = s.input.size() == 3 &&
                   std::all_of(s.input.begin(), s.input.end(), [](std::int64_t d) { return d >= 1 && d <= kMaxValue; });
-  if (s.input.size() != 3) {
+  if (s.input.empty() && parser_failed) {
+    // already reported
+  } else if (s.input.size() != 3) {
     diags.push_back(model_error(s.input_loc,
                                 fmt::format("input must be [C, H, W] (channels, height, width of one sample), got {} with {} "
                                             "number{}",
@@ -184,7 +188,7 @@ Graph GraphBuilder::build() const {
   }
   if (s.classes < 1 || s.classes > kMaxValue)
     diags.push_back(model_error(s.classes_loc, fmt::format("classes must be between 1 and {}, got {}", kMaxValue, s.classes)));
-  if (s.defs.empty())
+  if (s.defs.empty() && !parser_failed)
     diags.push_back(model_error(s.model_loc, "the model has no layers", "list them under layers:, ending with a linear layer"));
 
   Layer input;

@@ -316,7 +316,7 @@ Spec SpecParser::parse(std::string_view text) {
     if (!ok) {
       error(input_loc, fmt::format("'input' must be a list of integers [C, H, W], got {}", show(in)),
             "e.g. input: [3, 32, 32] for CIFAR-10");
-      input = {1, 1, 1};  // keeps the layers checkable; the error above already fails the build
+      input.clear();  // the builder then skips everything that reads the input
     }
   }
 

@@ -1,0 +1,202 @@
+// `kiln check` as a user runs it: output, diagnostics on stderr, exit codes.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "run.hpp"
+
+namespace kiln::test {
+namespace {
+
+TEST(CliCheck, ShippedModelsAreValid) {
+  for (const char* model : {"cifar_quick", "resnet20", "airbench"}) {
+    CliRun r = run_kiln("check " + src(std::string("data/models/") + model + ".yaml"));
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(has(r.out, "ok: ")) << r.out;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
+  CliRun r = run_kiln("check " + src("data/models/cifar_quick.yaml"));
+  EXPECT_TRUE(has(r.out, "145,578")) << r.out;
+  EXPECT_TRUE(has(r.out, "pool1    maxpool  32x16x16")) << r.out;
+  EXPECT_TRUE(has(r.out, "batch 128")) << r.out;  // the spec's train: batch
+  EXPECT_TRUE(has(r.out, "peak with reuse")) << r.out;
+}
+
+struct SeedCase {
+  const char* file;
+  const char* location;  // file:line:column suffix
+  const char* layer;
+  const char* numbers;
+};
+
+TEST(CliCheck, SeedFailuresAreCaughtAtBuildTime) {
+  const SeedCase cases[] = {
+      {"kernel_too_large", ":6:5: error: layer 'conv1' (conv 35x35, stride 1, pad 0)", "conv1",
+       "kernel 35x35 is larger than its padded input 32x32"},
+      {"pool_too_large", ":10:5: error: layer 'pool4' (maxpool 5x5, stride 5, pad 0)", "pool4",
+       "pooling window 5x5 is larger than its padded input 4x4"},
+      {"gray_conv", ":6:5: error: layer 'gray' (conv 3x3)", "gray",
+       "declares in: 1 channel, but its input 'input' has 3 channels (3x32x32)"},
+      {"batchnorm_mismatch", ":7:5: error: layer 'bn1' (batchnorm)", "bn1",
+       "declares features: 64, but its input 'conv1' has 32 channels (32x32x32)"},
+      {"linear_mismatch", ":10:5: error: layer 'fc' (linear, out 10)", "fc",
+       "declares in: 1024, but its input 'flat' has 4096 features"},
+      {"linear_without_flatten", ":7:5: error: layer 'fc' (linear, out 10)", "fc", "but its input 'conv1' is 16x32x32"},
+      {"input_not_4d", ":7:5: error: layer 'conv1' (conv 3x3)", "conv1",
+       "expects a C x H x W input (4-D with the batch), but its input 'flat' is a vector of 3072 features"},
+  };
+  for (const auto& c : cases) {
+    std::string path = src(std::string("tests/specs/") + c.file + ".yaml");
+    CliRun r = run_kiln("check " + path);
+    SCOPED_TRACE(c.file);
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_TRUE(has(r.err, path + c.location)) << r.err;
+    EXPECT_TRUE(has(r.err, c.numbers)) << r.err;
+    EXPECT_TRUE(has(r.err, "hint: ")) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+TEST(CliCheck, EveryErrorInOneRun) {
+  std::string path = src("tests/specs/several_errors.yaml");
+  CliRun r = run_kiln("check " + path);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(has(r.err, path + ":6:5: error: layer 'conv1' (conv): missing required key 'kernel'")) << r.err;
+  EXPECT_TRUE(has(r.err, path + ":6:38: error: layer 'conv1' (conv): unknown key 'kernal' for op conv")) << r.err;
+  EXPECT_TRUE(has(r.err, "hint: did you mean 'kernel'?")) << r.err;
+  EXPECT_TRUE(has(r.err, path + ":8:5: error: layer 'branch' (conv 3x3): declares in: 1 channel")) << r.err;
+  EXPECT_TRUE(has(r.err, path + ":9:5: error: layer 'pool' (maxpool 64x64, stride 64, pad 0)")) << r.err;
+  EXPECT_FALSE(has(r.err, "'bn1'")) << r.err;  // downstream of conv1: not reported again
+  std::size_t errors = 0;
+  for (std::size_t p = r.err.find("error:"); p != std::string::npos; p = r.err.find("error:", p + 1)) ++errors;
+  EXPECT_EQ(errors, 4u) << r.err;
+}
+
+TEST(CliCheck, JsonOutput) {
+  CliRun ok = run_kiln("check --json " + src("data/models/resnet20.yaml") + " --batch 32");
+  ASSERT_EQ(ok.code, 0) << ok.err;
+  auto j = nlohmann::json::parse(ok.out);
+  EXPECT_TRUE(j["valid"].get<bool>());
+  EXPECT_EQ(j["batch"], 32);
+  EXPECT_EQ(j["totals"]["params"], 272474);
+  EXPECT_EQ(j["layers"][0]["name"], "input");
+  EXPECT_LT(j["memory"]["activation_peak_bytes"].get<long>(), j["memory"]["activation_sum_bytes"].get<long>());
+
+  CliRun bad = run_kiln("check --json " + src("tests/specs/gray_conv.yaml"));
+  EXPECT_EQ(bad.code, 1);
+  auto e = nlohmann::json::parse(bad.out);
+  EXPECT_FALSE(e["valid"].get<bool>());
+  ASSERT_EQ(e["diagnostics"].size(), 1u);
+  EXPECT_EQ(e["diagnostics"][0]["layer"], "gray");
+  EXPECT_EQ(e["diagnostics"][0]["line"], 6);
+  EXPECT_EQ(e["diagnostics"][0]["column"], 5);
+}
+
+TEST(CliCheck, UsageErrorsExitTwo) {
+  EXPECT_EQ(run_kiln("").code, 2);
+  EXPECT_EQ(run_kiln("check").code, 2);
+  EXPECT_EQ(run_kiln("frobnicate").code, 2);
+  std::string m = src("data/models/cifar_quick.yaml");
+  EXPECT_EQ(run_kiln("check " + m + " --batch 0").code, 2);
+  EXPECT_EQ(run_kiln("check " + m + " --batch many").code, 2);
+  EXPECT_EQ(run_kiln("check " + m + " --target tpu").code, 2);
+  CliRun r = run_kiln("check " + m + " --dtype fp64");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(has(r.err, "--dtype must be fp32, fp16 or bf16, got 'fp64'")) << r.err;
+}
+
+TEST(CliCheck, HelpAndVersion) {
+  CliRun v = run_kiln("--version");
+  EXPECT_EQ(v.code, 0);
+  EXPECT_TRUE(has(v.out, "kiln 0.1.0")) << v.out;
+  EXPECT_TRUE(has(v.out, KILN_HAVE_CUDA ? "cuDNN 9." : "CPU only")) << v.out;
+  CliRun h = run_kiln("--help");
+  EXPECT_EQ(h.code, 0);
+  EXPECT_TRUE(has(h.out, "check")) << h.out;
+  CliRun ch = run_kiln("check --help");
+  EXPECT_EQ(ch.code, 0);
+  EXPECT_TRUE(has(ch.out, "--target")) << ch.out;
+}
+
+TEST(CliCheck, MissingFileIsInvalidInput) {
+  CliRun r = run_kiln("check /nonexistent/m.yaml");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(has(r.err, "/nonexistent/m.yaml: error: cannot read the model spec")) << r.err;
+}
+
+// A CIFAR-10-format directory with a few records per file.
+std::string make_tiny_cifar(const std::string& name, int bad_label_at = -1) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("kiln_cli_" + name + "_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::vector<std::string> files{"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
+                                 "data_batch_5.bin", "test_batch.bin"};
+  for (const auto& f : files) {
+    std::ofstream out(dir / f, std::ios::binary);
+    for (int r = 0; r < 3; ++r) {
+      char label = static_cast<char>(r == bad_label_at && f == "data_batch_2.bin" ? 12 : r);
+      out.put(label);
+      std::string pixels(3072, static_cast<char>(r * 40));
+      out.write(pixels.data(), static_cast<std::streamsize>(pixels.size()));
+    }
+  }
+  return dir.string();
+}
+
+TEST(CliCheck, DataMatchesModel) {
+  std::string dir = make_tiny_cifar("ok");
+  CliRun r = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --data " + dir);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(has(r.out, "matches input 3x32x32 and 10 classes")) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CliCheck, DataInTheWrongForm) {
+  std::string dir = make_tiny_cifar("form");
+  std::string model = std::filesystem::temp_directory_path() / ("kiln_mnist_" + std::to_string(getpid()) + ".yaml");
+  std::ofstream(model) << "name: mnist_mlp\ninput: [1, 28, 28]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\n";
+  CliRun r = run_kiln("check " + model + " --data " + dir);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(has(r.err, model + ":2:8: error: model 'mnist_mlp' takes input 1x28x28, but the dataset '" + dir +
+                             "' has samples of 3x32x32"))
+      << r.err;
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(model);
+}
+
+TEST(CliCheck, BadDataDirectories) {
+  CliRun missing = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --data /nonexistent/cifar");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_TRUE(has(missing.err, "CIFAR-10 directory '/nonexistent/cifar' does not exist")) << missing.err;
+  std::string dir = make_tiny_cifar("label", 1);
+  CliRun label = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --data " + dir);
+  EXPECT_EQ(label.code, 1);
+  EXPECT_TRUE(has(label.err, "data_batch_2.bin: record 1 (byte offset 3,073) has label 12; CIFAR-10 labels are 0..9")) << label.err;
+  std::filesystem::remove(std::filesystem::path(dir) / "test_batch.bin");
+  CliRun partial = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --data " + dir);
+  EXPECT_EQ(partial.code, 1);
+  EXPECT_TRUE(has(partial.err, "is not a CIFAR-10 binary directory: missing test_batch.bin")) << partial.err;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CliCheck, TargetCuda) {
+  CliRun r = run_kiln("check " + src("data/models/resnet20.yaml") + " --target cuda --layout nhwc --dtype fp16");
+  if (KILN_HAVE_CUDA) {
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(has(r.out, "graph API: conv fwd, bwd-data, bwd-filter")) << r.out;
+    EXPECT_TRUE(has(r.out, "operation descriptors finalized for batch 128, fp16, nhwc")) << r.out;
+  } else {
+    EXPECT_EQ(r.code, 3);
+    EXPECT_TRUE(has(r.err, "built without CUDA")) << r.err;
+  }
+  CliRun ceil = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --target cuda");
+  if (KILN_HAVE_CUDA) {
+    EXPECT_EQ(ceil.code, 0) << ceil.err;
+    EXPECT_TRUE(has(ceil.out, "kiln kernel: ceil-mode pooling")) << ceil.out;
+  }
+}
+
+}  // namespace
+}  // namespace kiln::test

@@ -1,0 +1,46 @@
+#pragma once
+
+// Runs the kiln executable as a user would and captures its exit code, stdout and stderr.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace kiln::test {
+
+struct CliRun {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// `args` is passed to /bin/sh after the binary; quote as needed.
+inline CliRun run_kiln(const std::string& args, const std::string& env = "") {
+  static int counter = 0;
+  std::string base = "/tmp/kiln_cli_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
+  std::string cmd = env + " " + KILN_BIN + " " + args + " >" + base + ".out 2>" + base + ".err </dev/null";
+  int status = std::system(cmd.c_str());
+  CliRun r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(base + ".out");
+  r.err = slurp(base + ".err");
+  std::remove((base + ".out").c_str());
+  std::remove((base + ".err").c_str());
+  return r;
+}
+
+inline std::string src(const std::string& relative) { return std::string(KILN_SOURCE_DIR) + "/" + relative; }
+
+inline bool has(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
+
+}  // namespace kiln::test
