@@ -38,6 +38,23 @@ inline constexpr std::int64_t cifar10_record_bytes = 3073;
 /// every label 0..9. Throws DataError naming the file and the record.
 KILN_API Cifar10 load_cifar10(const std::string& dir);
 
+/// Options of the synthetic CIFAR-format set (`kiln synth`).
+struct SynthOptions {
+  std::int64_t train = 50000;
+  std::int64_t test = 10000;
+  std::uint64_t seed = 0;
+};
+
+/// A learnable synthetic 10-class set in CIFAR-10's format: shapes, stripes, rings and
+/// other patterns with random colours, positions, scale and noise. For machines without
+/// CIFAR-10, and for tests. A pure function of the options.
+KILN_API Cifar10 make_synthetic_cifar10(const SynthOptions& options);
+
+/// Writes `data` as a CIFAR-10 binary directory: data_batch_1..5.bin (the training split
+/// divided evenly), test_batch.bin and batches.meta.txt, each file written atomically.
+/// Throws DataError naming the file on failure.
+KILN_API void write_cifar10(const Cifar10& data, const std::string& dir);
+
 /// Checks that a dataset's sample shape and class count match the model's `input` and
 /// `classes`; throws GraphError naming both when they differ.
 KILN_API void check_dataset(const Graph& graph, const Dataset& data);

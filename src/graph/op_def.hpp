@@ -52,7 +52,9 @@ struct BackwardNeeds {
   bool output = false;
 };
 
-// One op: its keys, its shape rule, its parameters and FLOPs. The spec parser, the builder,
+struct CpuLayer;
+
+// One op: its keys, its shape rule, its parameters and FLOPs, its CPU kernels. The spec parser, the builder,
 // `kiln check` and the backends all read this table; adding an op starts here.
 struct OpDef {
   OpKind kind;
@@ -68,6 +70,15 @@ struct OpDef {
   // Forward FLOPs of one sample; nullopt on overflow.
   std::optional<std::int64_t> (*flops)(const Layer& layer, std::span<const Layer> before) = nullptr;
   BackwardNeeds (*backward_needs)(const Layer& layer) = nullptr;
+  // CPU backend (src/backend/cpu_layer.hpp). Forward writes y; backward writes dx (where
+  // not nullptr, adding when accumulate says so) and the parameter gradients (where not
+  // nullptr, overwriting them).
+  void (*cpu_forward)(const CpuLayer& l) = nullptr;
+  void (*cpu_backward)(const CpuLayer& l) = nullptr;
+  // Floats kept from forward to backward for a batch of `batch` (batchnorm's statistics).
+  std::int64_t (*state_floats)(const Layer& layer, std::int64_t batch) = nullptr;
+  // Scratch floats one CPU call needs for a batch of `batch` (im2col buffers).
+  std::int64_t (*cpu_workspace)(const Layer& layer, std::span<const Layer> before, std::int64_t batch) = nullptr;
 };
 
 const OpDef& op_def(OpKind kind);

@@ -33,7 +33,12 @@ std::optional<Shape> infer(ShapeCtx& ctx) {
   Hw stride = a.stride.value_or(a.kernel);
   if (stride.h < 1 || stride.w < 1) ok = false, ctx.error(fmt::format("stride must be at least 1, got {}x{}", stride.h, stride.w));
   const Padding& p = a.pad;
-  if (p.top < 0 || p.left < 0) ok = false, ctx.error(fmt::format("padding must not be negative, got {}", hw(p.top, p.left)));
+  if (p.same || !p.symmetric())
+    ok = false, ctx.error("pooling padding must be the same on both sides (an integer or [h, w]), as in PyTorch");
+  else if (p.top < 0 || p.left < 0)
+    ok = false, ctx.error(fmt::format("padding must not be negative, got {}", hw(p.top, p.left)));
+  if (a.dilation != Hw{1, 1} || a.groups != 1)
+    ok = false, ctx.error(fmt::format("{} has no dilation or groups", op_def(ctx.layer.op).name));
   if (!ok) return std::nullopt;
   if (2 * p.top > a.kernel.h || 2 * p.left > a.kernel.w) {
     ctx.error(fmt::format("pad {} is more than half the kernel {}", hw(p.top, p.left), hw(a.kernel.h, a.kernel.w)), {},

@@ -72,6 +72,18 @@ TEST(ShapeErrors, PoolingPadMoreThanHalfKernel) {
   EXPECT_TRUE(contains(d.hint, "at most 1"));
 }
 
+TEST(ShapeErrors, PoolingPaddingFromTheBuilderMustBeSymmetric) {
+  auto build = [](LayerDef pool) {
+    GraphBuilder b("p", Shape::chw(3, 8, 8), 10);
+    b.add(pool.named("p")).add(layers::flatten()).add(layers::linear(10));
+    return b.build();
+  };
+  EXPECT_THROW(build(layers::maxpool(3).stride(1).pad(Padding{0, 1, 0, 1, false})), GraphError);
+  EXPECT_THROW(build(layers::maxpool(3).pad_same()), GraphError);
+  EXPECT_THROW(build(layers::avgpool(2).dilation(2)), GraphError);
+  EXPECT_NO_THROW(build(layers::maxpool(3).stride(1).pad(Padding::hw(1, 0))));
+}
+
 TEST(ShapeErrors, GrayscaleConvFedRgb) {
   auto d = only_error(spec("  - {name: gray, op: conv, out: 8, kernel: 3, in: 1}\n  - {op: flatten}\n  - {op: linear, out: 10}\n"));
   EXPECT_EQ(d.layer, "gray");

@@ -1,0 +1,35 @@
+#pragma once
+
+// What one layer's CPU forward and backward see: pointers into the plan's memory, laid
+// out NCHW in fp32, for the n samples of the current batch. Built once per plan; a step
+// only changes n, train, and the dropout key.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kiln/graph.hpp"
+
+namespace kiln::detail {
+
+struct CpuLayer {
+  const Layer* layer = nullptr;
+  std::span<const Layer> layers;        // the whole graph, for input shapes
+  std::int64_t n = 0;                   // samples in this batch (at most the plan's batch)
+  bool train = false;
+  std::vector<const float*> x;          // inputs, in Layer::inputs order
+  float* y = nullptr;                   // output
+  const float* dy = nullptr;            // backward: gradient of the output
+  std::vector<float*> dx;               // backward: input gradients, nullptr where none is needed
+  std::vector<bool> accumulate;         // per input: add into dx instead of overwriting it
+  std::vector<float*> params;           // the layer's parameters and buffers (Layer::params order)
+  std::vector<float*> grads;            // their gradients; nullptr for non-trainable ones
+  float* state = nullptr;               // kept from forward to backward (OpDef::state_floats)
+  float* workspace = nullptr;           // scratch for one call (OpDef::cpu_workspace floats)
+  std::uint64_t dropout_key = 0;        // dropout: the stream for this layer and step
+  int threads = 1;
+
+  const Shape& in_shape(std::size_t i = 0) const { return layers[static_cast<std::size_t>(layer->inputs[i])].shape; }
+  const Shape& out_shape() const { return layer->shape; }
+};
+
+}  // namespace kiln::detail

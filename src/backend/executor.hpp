@@ -1,0 +1,83 @@
+#pragma once
+
+// A graph compiled for one backend and batch size: the memory it owns and the steps of
+// training and evaluation. The trainer drives it; the CPU and CUDA backends implement it.
+// Shapes were validated when the graph was built; nothing here checks them again.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kiln/graph.hpp"
+#include "kiln/memory.hpp"
+#include "math/augment.hpp"
+#include "math/sgd.hpp"
+
+namespace kiln::detail {
+
+// A batch on the host: uint8 images in CIFAR-10's layout (gathered in order), labels, and
+// per-sample augmentation (nullptr: none).
+struct HostBatch {
+  std::int64_t n = 0;
+  const std::uint8_t* images = nullptr;
+  const std::uint8_t* labels = nullptr;
+  const math::AugmentParams* augment = nullptr;
+};
+
+// How staged images become the model input: padding mode of the augmentation, and the
+// per-channel normalization (pixel/255 - mean) / std.
+struct InputTransform {
+  math::PadMode pad = math::PadMode::zero;
+  std::vector<float> mean;     // one per channel
+  std::vector<float> inv_std;  // one per channel
+};
+
+struct LossOptions {
+  float label_smoothing = 0.0f;
+  bool sum = false;  // false: the batch mean (PyTorch's default)
+};
+
+// Accumulated over the steps since the last take_stats(): summed per-sample losses,
+// correct predictions, samples.
+struct StepStats {
+  double loss_sum = 0.0;
+  std::int64_t correct = 0;
+  std::int64_t count = 0;
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+
+  virtual const Graph& graph() const = 0;
+  virtual std::int64_t capacity() const = 0;  // the largest batch
+  virtual const MemoryPlan& memory() const = 0;
+
+  // Writes the batch, augmented and normalized, into the input activation.
+  virtual void stage(const HostBatch& batch, const InputTransform& transform) = 0;
+  // Forward over every layer; `step` keys the dropout masks.
+  virtual void forward(bool train, std::uint64_t step) = 0;
+  // Loss of the staged labels against the logits; accumulates stats; in training also
+  // writes the gradient of the logits.
+  virtual void loss(const LossOptions& options, bool train) = 0;
+  virtual void backward(std::uint64_t step) = 0;
+  // One optimizer step; `hyper` has one entry per Graph::params() (ignored for buffers and
+  // non-trainable parameters).
+  virtual void update(std::span<const math::SgdHyper> hyper) = 0;
+  virtual StepStats take_stats() = 0;
+
+  // n x classes logits of the last forward.
+  virtual void read_logits(std::span<float> out) const = 0;
+  // Parameters, buffers, and momentum buffers, by index into Graph::params().
+  virtual void read_param(std::size_t index, std::span<float> out) const = 0;
+  virtual void write_param(std::size_t index, std::span<const float> in) = 0;
+  virtual void read_momentum(std::size_t index, std::span<float> out) const = 0;
+  virtual void write_momentum(std::size_t index, std::span<const float> in) = 0;
+  // Gradients of the last backward (tests and the divergence guard).
+  virtual void read_grad(std::size_t index, std::span<float> out) const = 0;
+};
+
+// The CPU backend: fp32, NCHW, OpenBLAS and OpenMP with `threads` threads.
+std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads);
+
+}  // namespace kiln::detail
