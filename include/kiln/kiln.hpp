@@ -1,13 +1,17 @@
 #pragma once
 
 // The umbrella header: everything a program that links libkiln needs.
+#include "kiln/bench.hpp"
+#include "kiln/checkpoint.hpp"
 #include "kiln/cudnn.hpp"
 #include "kiln/data.hpp"
+#include "kiln/device.hpp"
 #include "kiln/error.hpp"
 #include "kiln/export.hpp"
 #include "kiln/format.hpp"
 #include "kiln/graph.hpp"
 #include "kiln/memory.hpp"
 #include "kiln/spec.hpp"
+#include "kiln/train.hpp"
 #include "kiln/types.hpp"
 #include "kiln/version.hpp"

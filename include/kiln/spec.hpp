@@ -1,23 +1,20 @@
 #pragma once
 
-#include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 
 #include "kiln/export.hpp"
 #include "kiln/graph.hpp"
+#include "kiln/train.hpp"
 
 namespace kiln {
 
-/// A model spec: the validated graph and the raw `train:` section (YAML text), which the
-/// trainer interprets.
+/// A model spec: the validated graph and its training recipe (the `train:` section, with
+/// defaults for what it leaves out).
 struct Spec {
   Graph graph;
   std::string file;
-  std::string train_yaml;
-  /// `train: batch`, when the spec sets it.
-  std::optional<std::int64_t> train_batch;
+  TrainConfig train;
 };
 
 /// Reads and validates a YAML model spec. Throws GraphError with every problem found

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "kiln/graph.hpp"
@@ -45,6 +46,13 @@ struct StepStats {
   std::int64_t count = 0;
 };
 
+// Time spent in one layer's forward and backward since profiling was switched on.
+struct LayerTime {
+  double forward_ms = 0;
+  double backward_ms = 0;
+  std::int64_t calls = 0;  // forward calls
+};
+
 class Executor {
  public:
   virtual ~Executor() = default;
@@ -75,6 +83,13 @@ class Executor {
   virtual void write_momentum(std::size_t index, std::span<const float> in) = 0;
   // Gradients of the last backward (tests and the divergence guard).
   virtual void read_grad(std::size_t index, std::span<float> out) const = 0;
+
+  // Per-layer timing for `kiln bench`: switching it on resets the counters. A backend may
+  // synchronize around each layer while it is on, so it is off during training.
+  virtual void set_profiling(bool on) = 0;
+  virtual std::vector<LayerTime> layer_times() const = 0;
+  // A short description of the backend for reports ("cpu, 2 threads").
+  virtual std::string describe() const = 0;
 };
 
 // The CPU backend: fp32, NCHW, OpenBLAS and OpenMP with `threads` threads.

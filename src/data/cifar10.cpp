@@ -24,10 +24,14 @@ constexpr const char* kGetHint =
 std::vector<std::uint8_t> read_file(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw DataError(path, -1, fmt::format("{}: is a directory, not a CIFAR-10 batch file", path));
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw DataError(path, -1, fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw DataError(path, -1, fmt::format("{}: read failed: {}", path, std::strerror(errno)));
+  const std::streamoff size = in.tellg();
+  if (size < 0) throw DataError(path, -1, fmt::format("{}: cannot read: not a regular file", path));
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+  in.seekg(0);
+  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
+    throw DataError(path, -1, fmt::format("{}: read failed: {}", path, std::strerror(errno)));
   return bytes;
 }
 

@@ -12,7 +12,8 @@
 
 #include "graph/op_def.hpp"
 #include "kiln/spec.hpp"
-#include "util/expr.hpp"
+#include "graph/train_yaml.hpp"
+#include "graph/yaml_util.hpp"
 #include "util/text.hpp"
 
 namespace kiln {
@@ -29,11 +30,7 @@ class SpecParser {
   Spec parse(std::string_view text);
 
  private:
-  SourceLoc loc(const YAML::Node& node) const {
-    const YAML::Mark m = node.Mark();
-    if (m.line < 0) return {file_, 0, 0};
-    return {file_, m.line + 1, m.column + 1};
-  }
+  SourceLoc loc(const YAML::Node& node) const { return detail::yaml_loc(node, file_); }
   SourceLoc loc(const YAML::Mark& m) const { return {file_, m.line + 1, m.column + 1}; }
 
   void error(SourceLoc where, std::string message, std::string hint = {}, std::string layer = {}, std::string context = {}) {
@@ -46,19 +43,8 @@ class SpecParser {
     diags_.push_back(std::move(d));
   }
 
-  static std::string show(const YAML::Node& node) {
-    if (node.IsScalar()) return fmt::format("'{}'", node.Scalar());
-    if (node.IsSequence()) return "a list";
-    if (node.IsMap()) return "a mapping";
-    return "nothing";
-  }
-
-  std::optional<std::int64_t> integer(const YAML::Node& node) const {
-    if (!node.IsScalar()) return std::nullopt;
-    auto v = detail::parse_integer(node.Scalar());
-    if (!v) return std::nullopt;
-    return static_cast<std::int64_t>(*v);
-  }
+  static std::string show(const YAML::Node& node) { return detail::yaml_show(node); }
+  static std::optional<std::int64_t> integer(const YAML::Node& node) { return detail::yaml_integer(node); }
 
   std::optional<Hw> int_pair(const YAML::Node& node) const {
     if (auto v = integer(node)) return Hw{*v, *v};
@@ -129,12 +115,9 @@ bool SpecParser::layer_key(LayerDef& def, const KeyDef& key, const YAML::Node& v
       return true;
     }
     case KeyType::boolean: {
-      if (!value.IsScalar()) return fail();
-      const std::string& s = value.Scalar();
-      bool b = false;
-      if (s == "true" || s == "True" || s == "TRUE") b = true;
-      else if (s == "false" || s == "False" || s == "FALSE") b = false;
-      else return fail();
+      auto parsed = detail::yaml_bool(value);
+      if (!parsed) return fail();
+      bool b = *parsed;
       if (key.name == "bias") a.bias = b;
       else if (key.name == "ceil") a.ceil = b;
       else if (key.name == "weight") a.weight = b;
@@ -142,7 +125,7 @@ bool SpecParser::layer_key(LayerDef& def, const KeyDef& key, const YAML::Node& v
       return true;
     }
     case KeyType::number: {
-      auto v = value.IsScalar() ? detail::eval_number(value.Scalar()) : std::nullopt;
+      auto v = detail::yaml_number(value);
       if (!v) return fail();
       if (key.name == "eps") a.eps = *v;
       else if (key.name == "momentum") a.momentum = *v;
@@ -340,28 +323,12 @@ Spec SpecParser::parse(std::string_view text) {
     for (const auto& node : layers) layer(node, position++, builder);
   }
 
-  std::string train_yaml;
-  std::optional<std::int64_t> train_batch;
-  if (const auto t = root["train"]) {
-    if (!t.IsMap() && !t.IsNull()) {
-      error(loc(t), fmt::format("'train' must be a mapping of training options, got {}", show(t)));
-    } else if (t.IsMap()) {
-      YAML::Emitter out;
-      out << t;
-      train_yaml = out.c_str();
-      if (const auto b = t["batch"]) {
-        train_batch = integer(b);
-        if (!train_batch || *train_batch < 1) {
-          error(loc(b), fmt::format("'batch' must be a positive integer, got {}", show(b)));
-          train_batch.reset();
-        }
-      }
-    }
-  }
+  TrainConfig train;
+  if (const auto t = root["train"]) train = detail::parse_train_section(t, file_, diags_);
 
   for (auto& d : diags_) builder.report(std::move(d));
   Graph graph = builder.build();
-  return Spec{std::move(graph), file_, std::move(train_yaml), train_batch};
+  return Spec{std::move(graph), file_, std::move(train)};
 }
 
 }  // namespace

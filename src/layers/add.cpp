@@ -1,6 +1,7 @@
 // add: element-wise sum of two or more tensors of identical shape (residual connections).
 #include <fmt/format.h>
 
+#include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
 #include "util/checked.hpp"
 
@@ -36,10 +37,42 @@ std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer>) {
 
 BackwardNeeds needs(const Layer&) { return {}; }
 
+// ---- CPU: y = x0 + x1 + ... summed left to right; every input's gradient is dy -------------
+
+void forward(const CpuLayer& l) {
+  const std::int64_t count = l.n * l.out_shape().elements();
+  const std::size_t inputs = l.x.size();
+  const float* const* x = l.x.data();
+  float* y = l.y;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t i = 0; i < count; ++i) {
+    float sum = x[0][i];
+    for (std::size_t k = 1; k < inputs; ++k) sum += x[k][i];
+    y[i] = sum;
+  }
+}
+
+void backward(const CpuLayer& l) {
+  const std::int64_t count = l.n * l.out_shape().elements();
+  const float* dy = l.dy;
+  for (std::size_t k = 0; k < l.dx.size(); ++k) {
+    float* dx = l.dx[k];
+    if (!dx) continue;
+    if (l.accumulate[k]) {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+      for (std::int64_t i = 0; i < count; ++i) dx[i] += dy[i];
+    } else if (dx != dy) {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+      for (std::int64_t i = 0; i < count; ++i) dx[i] = dy[i];
+    }
+  }
+}
+
 }  // namespace
 
 const OpDef& add_op() {
-  static const OpDef def{OpKind::add, "add", {}, 2, 64, false, infer, nullptr, flops, needs};
+  static const OpDef def{OpKind::add, "add", {}, 2, 64, false, infer, nullptr, flops, needs,
+                         forward, backward};
   return def;
 }
 

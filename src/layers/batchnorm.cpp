@@ -1,7 +1,9 @@
 // batchnorm: PyTorch's BatchNorm2d on C x H x W (BatchNorm1d on a vector of features).
 #include <fmt/format.h>
 
+#include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
+#include "math/batchnorm.hpp"
 #include "util/checked.hpp"
 
 namespace kiln::detail {
@@ -45,10 +47,104 @@ std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer>) {
 
 BackwardNeeds needs(const Layer&) { return {.input = true, .output = false}; }
 
+// ---- CPU: one channel per iteration, its values in a fixed order, sums in double ---------
+//
+// state: the per-channel mean [0, C) and inverse standard deviation [C, 2C) that forward
+// normalized with (batch statistics in training, running ones in evaluation).
+
+std::int64_t state_floats(const Layer& layer, std::int64_t) { return 2 * layer.shape.c; }
+
+enum ParamIndex : std::size_t { kWeight, kBias, kRunningMean, kRunningVar };
+
+// A channel's values: n runs of `size` contiguous floats, `stride` apart.
+struct Channels {
+  std::int64_t c, size, n;
+  std::int64_t stride() const { return c * size; }
+  std::int64_t count() const { return n * size; }
+};
+
+Channels channels(const CpuLayer& l) {
+  const Shape& s = l.out_shape();
+  return {s.c, s.h * s.w, l.n};
+}
+
+void forward(const CpuLayer& l) {
+  const Channels g = channels(l);
+  const Attrs& a = l.layer->attrs;
+  float* mean_out = l.state;
+  float* invstd_out = l.state + g.c;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t c = 0; c < g.c; ++c) {
+    const float* x = l.x[0] + c * g.size;
+    double mean = 0.0, invstd = 0.0;
+    if (l.train) {
+      double sum = 0.0;
+      for (std::int64_t i = 0; i < g.n; ++i)
+        for (std::int64_t j = 0; j < g.size; ++j) sum += x[i * g.stride() + j];
+      mean = sum / static_cast<double>(g.count());
+      double squares = 0.0;
+      for (std::int64_t i = 0; i < g.n; ++i)
+        for (std::int64_t j = 0; j < g.size; ++j) {
+          double d = x[i * g.stride() + j] - mean;
+          squares += d * d;
+        }
+      double var = squares / static_cast<double>(g.count());
+      invstd = math::bn_invstd(var, a.eps);
+      float& running_mean = l.params[kRunningMean][c];
+      float& running_var = l.params[kRunningVar][c];
+      running_mean = static_cast<float>(math::bn_running(running_mean, mean, a.momentum));
+      running_var = static_cast<float>(math::bn_running(running_var, math::bn_unbiased(var, g.count()), a.momentum));
+    } else {
+      mean = l.params[kRunningMean][c];
+      invstd = math::bn_invstd(l.params[kRunningVar][c], a.eps);
+    }
+    mean_out[c] = static_cast<float>(mean);
+    invstd_out[c] = static_cast<float>(invstd);
+    const math::BnAffine f = math::bn_affine(mean, invstd, l.params[kWeight][c], l.params[kBias][c]);
+    float* y = l.y + c * g.size;
+    for (std::int64_t i = 0; i < g.n; ++i)
+      for (std::int64_t j = 0; j < g.size; ++j) y[i * g.stride() + j] = x[i * g.stride() + j] * f.alpha + f.beta;
+  }
+}
+
+// Training: the standard batch-statistics gradient. Evaluation (a backward after an eval
+// forward): the statistics are constants, so dx = dy * weight * invstd.
+void backward(const CpuLayer& l) {
+  const Channels g = channels(l);
+  float* dx_all = l.dx[0];
+  const bool accumulate = l.accumulate[0];
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t c = 0; c < g.c; ++c) {
+    const float* x = l.x[0] + c * g.size;
+    const float* dy = l.dy + c * g.size;
+    const double mean = l.state[c], invstd = l.state[g.c + c];
+    double sum_dy = 0.0, sum_dy_xmu = 0.0;
+    for (std::int64_t i = 0; i < g.n; ++i)
+      for (std::int64_t j = 0; j < g.size; ++j) {
+        const std::int64_t k = i * g.stride() + j;
+        sum_dy += dy[k];
+        sum_dy_xmu += static_cast<double>(dy[k]) * (x[k] - mean);
+      }
+    if (l.grads[kWeight]) l.grads[kWeight][c] = static_cast<float>(sum_dy_xmu * invstd);
+    if (l.grads[kBias]) l.grads[kBias][c] = static_cast<float>(sum_dy);
+    if (!dx_all) continue;
+    math::BnBackward b = math::bn_backward(mean, invstd, l.params[kWeight][c], sum_dy, sum_dy_xmu, g.count());
+    if (!l.train) b.proj = 0.0f, b.mean_dy = 0.0f;
+    float* dx = dx_all + c * g.size;
+    for (std::int64_t i = 0; i < g.n; ++i)
+      for (std::int64_t j = 0; j < g.size; ++j) {
+        const std::int64_t k = i * g.stride() + j;
+        const float v = math::bn_grad_input(x[k], dy[k], b);
+        dx[k] = accumulate ? dx[k] + v : v;
+      }
+  }
+}
+
 }  // namespace
 
 const OpDef& batchnorm_op() {
-  static const OpDef def{OpKind::batchnorm, "batchnorm", kKeys, 1, 1, true, infer, params, flops, needs};
+  static const OpDef def{OpKind::batchnorm, "batchnorm", kKeys, 1, 1, true, infer, params, flops, needs,
+                         forward, backward, state_floats};
   return def;
 }
 

@@ -1,6 +1,9 @@
 // concat: joins tensors along channels (features for vectors); same height and width.
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
 #include "util/checked.hpp"
 
@@ -33,10 +36,49 @@ std::optional<std::int64_t> no_flops(const Layer&, std::span<const Layer>) { ret
 
 BackwardNeeds needs(const Layer&) { return {}; }
 
+// ---- CPU: per sample, input k is the contiguous block of its C_k * H * W floats that
+// starts at channel offset_k of the output (H = W = 1 for vectors) --------------------------
+
+void forward(const CpuLayer& l) {
+  const std::int64_t out_size = l.out_shape().elements();
+  std::int64_t offset = 0;
+  for (std::size_t k = 0; k < l.x.size(); ++k) {
+    const std::int64_t size = l.in_shape(k).elements();
+    const float* x = l.x[k];
+    float* y = l.y + offset;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t i = 0; i < l.n; ++i) std::copy(x + i * size, x + (i + 1) * size, y + i * out_size);
+    offset += size;
+  }
+}
+
+void backward(const CpuLayer& l) {
+  const std::int64_t out_size = l.out_shape().elements();
+  std::int64_t offset = 0;
+  for (std::size_t k = 0; k < l.dx.size(); ++k) {
+    const std::int64_t size = l.in_shape(k).elements();
+    const float* dy = l.dy + offset;
+    float* dx = l.dx[k];
+    const bool accumulate = l.accumulate[k];
+    offset += size;
+    if (!dx) continue;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t i = 0; i < l.n; ++i) {
+      const float* src = dy + i * out_size;
+      float* dst = dx + i * size;
+      if (accumulate)
+        for (std::int64_t j = 0; j < size; ++j) dst[j] += src[j];
+      else
+        std::copy(src, src + size, dst);
+    }
+  }
+}
+
 }  // namespace
 
 const OpDef& concat_op() {
-  static const OpDef def{OpKind::concat, "concat", {}, 2, 64, false, infer, nullptr, no_flops, needs};
+  static const OpDef def{OpKind::concat, "concat", {}, 2, 64, false, infer, nullptr, no_flops, needs,
+                         forward, backward};
   return def;
 }
 

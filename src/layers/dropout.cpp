@@ -2,7 +2,9 @@
 // backward regenerates it instead of storing it.
 #include <fmt/format.h>
 
+#include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
+#include "math/dropout.hpp"
 
 namespace kiln::detail {
 
@@ -21,10 +23,53 @@ std::optional<Shape> infer(ShapeCtx& ctx) {
 
 BackwardNeeds needs(const Layer&) { return {}; }
 
+// ---- CPU: the multiplier of element i (its index in the batch) is drawn from the layer's
+// key for the step; evaluation, and p = 0, are the identity ---------------------------------
+
+struct Mask {
+  std::uint64_t key;
+  float p, scale;
+};
+
+Mask mask(const CpuLayer& l) {
+  const double p = l.layer->attrs.p;
+  return {l.dropout_key, static_cast<float>(p), static_cast<float>(1.0 / (1.0 - p))};
+}
+
+// out = in * multiplier (or in, when `identity`), added into out when `accumulate`.
+void apply(const CpuLayer& l, const float* in, float* out, bool accumulate) {
+  const std::int64_t count = l.n * l.out_shape().elements();
+  const bool identity = !l.train || l.layer->attrs.p == 0.0;
+  const Mask m = mask(l);
+  if (identity && !accumulate) {
+    if (out == in) return;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t i = 0; i < count; ++i) out[i] = in[i];
+  } else if (identity) {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t i = 0; i < count; ++i) out[i] += in[i];
+  } else if (!accumulate) {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t i = 0; i < count; ++i)
+      out[i] = in[i] * math::dropout_multiplier(m.key, static_cast<std::uint64_t>(i), m.p, m.scale);
+  } else {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t i = 0; i < count; ++i)
+      out[i] += in[i] * math::dropout_multiplier(m.key, static_cast<std::uint64_t>(i), m.p, m.scale);
+  }
+}
+
+void forward(const CpuLayer& l) { apply(l, l.x[0], l.y, false); }
+
+void backward(const CpuLayer& l) {
+  if (l.dx[0]) apply(l, l.dy, l.dx[0], l.accumulate[0]);
+}
+
 }  // namespace
 
 const OpDef& dropout_op() {
-  static const OpDef def{OpKind::dropout, "dropout", kKeys, 1, 1, false, infer, nullptr, elementwise_flops, needs};
+  static const OpDef def{OpKind::dropout, "dropout", kKeys, 1, 1, false, infer, nullptr, elementwise_flops, needs,
+                         forward, backward};
   return def;
 }
 

@@ -1,5 +1,9 @@
 // global_avgpool, global_maxpool: PyTorch's adaptive pooling to 1x1; the output is C x 1 x 1.
+#include <algorithm>
+
+#include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
+#include "math/pool.hpp"
 
 namespace kiln::detail {
 
@@ -17,15 +21,85 @@ std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer> bef
 BackwardNeeds avg_needs(const Layer&) { return {}; }
 BackwardNeeds max_needs(const Layer&) { return {.input = true, .output = true}; }
 
+// ---- CPU: one (sample, channel) plane per iteration --------------------------------------
+
+// The whole plane as one pooling window.
+struct Plane {
+  std::int64_t count, h, w;
+  math::PoolSpan rows() const { return {0, h, h}; }
+  math::PoolSpan cols() const { return {0, w, w}; }
+};
+
+Plane plane(const CpuLayer& l) {
+  const Shape& in = l.in_shape();
+  return {l.n * in.c, in.h, in.w};
+}
+
+void avg_forward(const CpuLayer& l) {
+  const Plane g = plane(l);
+  const std::int64_t size = g.h * g.w;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.count; ++p) {
+    const float* x = l.x[0] + p * size;
+    double sum = 0.0;
+    for (std::int64_t i = 0; i < size; ++i) sum += x[i];
+    l.y[p] = static_cast<float>(sum / static_cast<double>(size));
+  }
+}
+
+void avg_backward(const CpuLayer& l) {
+  float* dx_all = l.dx[0];
+  if (!dx_all) return;
+  const Plane g = plane(l);
+  const std::int64_t size = g.h * g.w;
+  const bool accumulate = l.accumulate[0];
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.count; ++p) {
+    const float share = l.dy[p] / static_cast<float>(size);
+    float* dx = dx_all + p * size;
+    if (accumulate)
+      for (std::int64_t i = 0; i < size; ++i) dx[i] += share;
+    else
+      for (std::int64_t i = 0; i < size; ++i) dx[i] = share;
+  }
+}
+
+void max_forward(const CpuLayer& l) {
+  const Plane g = plane(l);
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.count; ++p) {
+    const float* x = l.x[0] + p * g.h * g.w;
+    l.y[p] = x[math::max_offset(x, g.w, g.rows(), g.cols())];
+  }
+}
+
+// The gradient goes to the plane's first maximum, found again in x as forward found it.
+void max_backward(const CpuLayer& l) {
+  float* dx_all = l.dx[0];
+  if (!dx_all) return;
+  const Plane g = plane(l);
+  const std::int64_t size = g.h * g.w;
+  const bool accumulate = l.accumulate[0];
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.count; ++p) {
+    const float* x = l.x[0] + p * size;
+    float* dx = dx_all + p * size;
+    if (!accumulate) std::fill(dx, dx + size, 0.0f);
+    dx[math::max_offset(x, g.w, g.rows(), g.cols())] += l.dy[p];
+  }
+}
+
 }  // namespace
 
 const OpDef& global_avgpool_op() {
-  static const OpDef def{OpKind::global_avgpool, "global_avgpool", {}, 1, 1, false, infer, nullptr, flops, avg_needs};
+  static const OpDef def{OpKind::global_avgpool, "global_avgpool", {}, 1, 1, false, infer, nullptr, flops, avg_needs,
+                         avg_forward, avg_backward};
   return def;
 }
 
 const OpDef& global_maxpool_op() {
-  static const OpDef def{OpKind::global_maxpool, "global_maxpool", {}, 1, 1, false, infer, nullptr, flops, max_needs};
+  static const OpDef def{OpKind::global_maxpool, "global_maxpool", {}, 1, 1, false, infer, nullptr, flops, max_needs,
+                         max_forward, max_backward};
   return def;
 }
 

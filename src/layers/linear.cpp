@@ -1,7 +1,9 @@
 // linear: PyTorch's Linear on a vector of features; weight [out, in].
 #include <fmt/format.h>
 
+#include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
+#include "layers/gemm.hpp"
 #include "util/checked.hpp"
 
 namespace kiln::detail {
@@ -50,10 +52,47 @@ std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer> bef
 
 BackwardNeeds needs(const Layer& layer) { return {.input = !layer.attrs.frozen, .output = false}; }
 
+// y[n, out] = x[n, in] * W^T + b: the bias is written first and the GEMM adds to it.
+void cpu_forward(const CpuLayer& l) {
+  const std::int64_t n = l.n, in = l.in_shape().c, out = l.out_shape().c;
+  float beta = 0.0f;
+  if (l.layer->attrs.bias) {
+    const float* b = l.params[1];
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t s = 0; s < n; ++s)
+      for (std::int64_t o = 0; o < out; ++o) l.y[s * out + o] = b[o];
+    beta = 1.0f;
+  }
+  gemm(Trans::no, Trans::yes, n, out, in, 1.0f, l.x[0], in, l.params[0], in, beta, l.y, out, l.threads);
+}
+
+// dx = dy * W, dW = dy^T * x, db = column sums of dy (in double, one thread per column).
+void cpu_backward(const CpuLayer& l) {
+  const std::int64_t n = l.n, in = l.in_shape().c, out = l.out_shape().c;
+  float* dx = l.dx.empty() ? nullptr : l.dx[0];
+  float* dw = l.grads.empty() ? nullptr : l.grads[0];
+  float* db = l.layer->attrs.bias && l.grads.size() > 1 ? l.grads[1] : nullptr;
+  if (dx) {
+    const bool accumulate = !l.accumulate.empty() && l.accumulate[0];
+    gemm(Trans::no, Trans::no, n, in, out, 1.0f, l.dy, out, l.params[0], in, accumulate ? 1.0f : 0.0f, dx, in,
+         l.threads);
+  }
+  if (dw) gemm(Trans::yes, Trans::no, out, in, n, 1.0f, l.dy, out, l.x[0], in, 0.0f, dw, in, l.threads);
+  if (db) {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t o = 0; o < out; ++o) {
+      double sum = 0.0;
+      for (std::int64_t s = 0; s < n; ++s) sum += l.dy[s * out + o];
+      db[o] = static_cast<float>(sum);
+    }
+  }
+}
+
 }  // namespace
 
 const OpDef& linear_op() {
-  static const OpDef def{OpKind::linear, "linear", kKeys, 1, 1, true, infer, params, flops, needs};
+  static const OpDef def{OpKind::linear, "linear", kKeys,       1,           1,      true, infer,
+                         params,         flops,    needs,       cpu_forward, cpu_backward};
   return def;
 }
 

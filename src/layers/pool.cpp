@@ -1,7 +1,11 @@
 // maxpool, avgpool: PyTorch's MaxPool2d / AvgPool2d (count_include_pad=True), ceil mode.
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
+#include "math/pool.hpp"
 #include "util/checked.hpp"
 
 namespace kiln::detail {
@@ -74,15 +78,86 @@ std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer>) {
 BackwardNeeds max_needs(const Layer&) { return {.input = true, .output = true}; }
 BackwardNeeds avg_needs(const Layer&) { return {}; }
 
+// ---- CPU: one (sample, channel) plane per iteration --------------------------------------
+
+struct Geometry {
+  std::int64_t planes, in_h, in_w, out_h, out_w;
+  Hw kernel, stride;
+  std::int64_t pad_h, pad_w;
+
+  math::PoolSpan row(std::int64_t o) const { return math::pool_span(o, kernel.h, stride.h, pad_h, in_h); }
+  math::PoolSpan col(std::int64_t o) const { return math::pool_span(o, kernel.w, stride.w, pad_w, in_w); }
+};
+
+Geometry geometry(const CpuLayer& l) {
+  const Shape& in = l.in_shape();
+  const Shape& out = l.out_shape();
+  const Attrs& a = l.layer->attrs;
+  return {l.n * in.c, in.h, in.w, out.h, out.w, a.kernel, *a.stride, a.pad.top, a.pad.left};
+}
+
+template <bool Max>
+void forward(const CpuLayer& l) {
+  const Geometry g = geometry(l);
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.planes; ++p) {
+    const float* x = l.x[0] + p * g.in_h * g.in_w;
+    float* y = l.y + p * g.out_h * g.out_w;
+    for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+      const math::PoolSpan rows = g.row(oh);
+      for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+        const math::PoolSpan cols = g.col(ow);
+        if constexpr (Max)
+          y[oh * g.out_w + ow] = x[math::max_offset(x, g.in_w, rows, cols)];
+        else
+          y[oh * g.out_w + ow] = math::avg_window(x, g.in_w, rows, cols);
+      }
+    }
+  }
+}
+
+// Max: the gradient goes to the window's first maximum, found again in x (not by comparing
+// with y, which an in-place successor may have changed). Avg: dy / divisor to every input
+// element the window reads.
+template <bool Max>
+void backward(const CpuLayer& l) {
+  if (!l.dx[0]) return;
+  const Geometry g = geometry(l);
+  const bool accumulate = l.accumulate[0];
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.planes; ++p) {
+    const float* x = l.x[0] + p * g.in_h * g.in_w;
+    const float* dy = l.dy + p * g.out_h * g.out_w;
+    float* dx = l.dx[0] + p * g.in_h * g.in_w;
+    if (!accumulate) std::fill(dx, dx + g.in_h * g.in_w, 0.0f);
+    for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+      const math::PoolSpan rows = g.row(oh);
+      for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+        const math::PoolSpan cols = g.col(ow);
+        const float d = dy[oh * g.out_w + ow];
+        if constexpr (Max) {
+          dx[math::max_offset(x, g.in_w, rows, cols)] += d;
+        } else {
+          const float share = d / static_cast<float>(rows.extent * cols.extent);
+          for (std::int64_t r = rows.begin; r < rows.end; ++r)
+            for (std::int64_t c = cols.begin; c < cols.end; ++c) dx[r * g.in_w + c] += share;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const OpDef& maxpool_op() {
-  static const OpDef def{OpKind::maxpool, "maxpool", kKeys, 1, 1, false, infer, nullptr, flops, max_needs};
+  static const OpDef def{OpKind::maxpool, "maxpool", kKeys, 1, 1, false, infer, nullptr, flops, max_needs,
+                         forward<true>, backward<true>};
   return def;
 }
 
 const OpDef& avgpool_op() {
-  static const OpDef def{OpKind::avgpool, "avgpool", kKeys, 1, 1, false, infer, nullptr, flops, avg_needs};
+  static const OpDef def{OpKind::avgpool, "avgpool", kKeys, 1, 1, false, infer, nullptr, flops, avg_needs,
+                         forward<false>, backward<false>};
   return def;
 }
 

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <fmt/format.h>
 
+#include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
 
 namespace kiln::detail {
@@ -20,10 +21,37 @@ std::optional<Shape> infer(ShapeCtx& ctx) {
 
 BackwardNeeds needs(const Layer&) { return {}; }
 
+// ---- CPU: y = factor * x, dx = factor * dy (fp32 factor, as PyTorch's x * 1/9) -------------
+
+void forward(const CpuLayer& l) {
+  const std::int64_t count = l.n * l.out_shape().elements();
+  const float f = static_cast<float>(l.layer->attrs.factor);
+  const float* x = l.x[0];
+  float* y = l.y;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t i = 0; i < count; ++i) y[i] = f * x[i];
+}
+
+void backward(const CpuLayer& l) {
+  float* dx = l.dx[0];
+  if (!dx) return;
+  const std::int64_t count = l.n * l.out_shape().elements();
+  const float f = static_cast<float>(l.layer->attrs.factor);
+  const float* dy = l.dy;
+  if (l.accumulate[0]) {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t i = 0; i < count; ++i) dx[i] += f * dy[i];
+  } else {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t i = 0; i < count; ++i) dx[i] = f * dy[i];
+  }
+}
+
 }  // namespace
 
 const OpDef& scale_op() {
-  static const OpDef def{OpKind::scale, "scale", kKeys, 1, 1, false, infer, nullptr, elementwise_flops, needs};
+  static const OpDef def{OpKind::scale, "scale", kKeys, 1, 1, false, infer, nullptr, elementwise_flops, needs,
+                         forward, backward};
   return def;
 }
 

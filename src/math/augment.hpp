@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "math/hd.hpp"
+#include "math/rng.hpp"
 
 namespace kiln::math {
 
@@ -44,6 +45,21 @@ KILN_HD float augmented_pixel(const std::uint8_t* image, int height, int width, 
     v = static_cast<float>(image[(c * height + sy) * width + sx]) * (1.0f / 255.0f);
   }
   return (v - mean) * inv_std;
+}
+
+// The augmentation of the sample at `position` of an epoch's order, from that epoch's
+// augment stream (stream_key(seed, kStreamAugment, epoch)): dy, dx uniform in
+// [-max_shift, max_shift] (max_shift < 32768), a flip with probability 1/2 when `flip`.
+// One draw per sample, so the CPU loader and a device kernel get the same parameters in
+// any order. Multiply-high maps the bits to the range with a bias below 2^-15.
+KILN_HD AugmentParams draw_augment(std::uint64_t key, std::uint64_t position, int max_shift, bool flip) {
+  std::uint64_t r = random_u64(key, position);
+  auto span = static_cast<std::uint64_t>(2 * max_shift + 1);
+  AugmentParams a;
+  a.dy = static_cast<std::int16_t>(static_cast<int>(((r & 0xFFFFFFFFull) * span) >> 32) - max_shift);
+  a.dx = static_cast<std::int16_t>(static_cast<int>((((r >> 32) & 0x7FFFFFFFull) * span) >> 31) - max_shift);
+  a.flip = flip ? static_cast<std::uint8_t>(r >> 63) : std::uint8_t{0};
+  return a;
 }
 
 }  // namespace kiln::math

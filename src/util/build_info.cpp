@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include "kiln/cudnn.hpp"
+#include "kiln/device.hpp"
 
 namespace kiln {
 
@@ -21,6 +22,10 @@ std::string build_description() {
 }
 
 #if !KILN_HAVE_CUDA
+int cuda_device_count() { return 0; }
+
+std::string cuda_unavailable_reason() { return "this kiln was built without CUDA"; }
+
 CudnnReport compile_cudnn(const Graph&, const Target&) {
   throw DeviceError(
       "this kiln was built without CUDA (nvcc, cuDNN or cuBLAS not found at configure time), so it cannot compile for "

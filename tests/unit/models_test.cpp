@@ -21,7 +21,7 @@ TEST(Models, CifarQuick) {
   EXPECT_EQ(g.find("pool1")->flops, 32LL * 16 * 16 * 9);
   EXPECT_EQ(g.find("ip1")->flops, 2LL * 1024 * 64);
   EXPECT_EQ(g.flops(), 24830208);
-  EXPECT_EQ(s.train_batch, 128);
+  EXPECT_EQ(s.train.batch, 128);
   ASSERT_EQ(g.params().size(), 10u);
   EXPECT_EQ(g.params()[0].name, "conv1.weight");
   EXPECT_EQ(g.params()[0].dims, (std::vector<std::int64_t>{32, 3, 5, 5}));
@@ -75,7 +75,7 @@ TEST(Models, Airbench) {
   EXPECT_EQ(g.find("g1_conv1")->attrs.pad, Padding::all(1));
   std::int64_t convs = 24 * 64 * 9 + 64 * 64 * 9 + 64 * 256 * 9 + 3 * 256 * 256 * 9;
   EXPECT_EQ(g.parameter_count(), (3 * 24 * 4 + 24) + convs + 2 * 2 * (64 + 256 + 256) + 256 * 10);
-  EXPECT_EQ(s.train_batch, 1024);
+  EXPECT_EQ(s.train.batch, 1024);
 }
 
 TEST(Builder, SameGraphAsTheSpec) {

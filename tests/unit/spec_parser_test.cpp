@@ -181,12 +181,13 @@ TEST(SpecParser, UnreadableFiles) {
   }
 }
 
-TEST(SpecParser, TrainSectionIsKept) {
+TEST(SpecParser, TrainSection) {
   Spec s = parse_spec(spec(kTail) + "train:\n  batch: 64\n  lr: 0.1\n");
-  EXPECT_EQ(s.train_batch, 64);
-  EXPECT_TRUE(contains(s.train_yaml, "lr: 0.1"));
+  EXPECT_EQ(s.train.batch, 64);
+  EXPECT_DOUBLE_EQ(s.train.lr, 0.1);
   auto d = only_error(spec(kTail) + "train:\n  batch: -3\n");
-  EXPECT_EQ(d.message, "'batch' must be a positive integer, got '-3'");
+  EXPECT_EQ(d.message, "'batch' must be an integer of at least 1, got '-3'");
+  EXPECT_EQ(d.loc.line, 8);
 }
 
 TEST(SpecParser, PaddingForms) {

@@ -37,7 +37,7 @@ int run_check(const CheckOptions& o) {
     Spec spec = load_spec(o.model);
     const Graph& graph = spec.graph;
     print_warnings(graph);
-    std::int64_t batch = o.batch.value_or(spec.train_batch.value_or(128));
+    std::int64_t batch = o.batch.value_or(spec.train.batch);
     MemoryPlan plan = plan_memory(graph, batch, *dtype, PlanMode::train);
     if (!o.data.empty()) {
       Cifar10 data = load_cifar10(o.data);

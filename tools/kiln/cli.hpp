@@ -18,6 +18,22 @@ struct Command {
 };
 
 void add_check(CLI::App& root, std::vector<Command>& commands);
+void add_train(CLI::App& root, std::vector<Command>& commands);
+void add_eval(CLI::App& root, std::vector<Command>& commands);
+void add_bench(CLI::App& root, std::vector<Command>& commands);
+void add_synth(CLI::App& root, std::vector<Command>& commands);
+
+// The default model (data/models/cifar_quick.yaml), found from the working directory or
+// beside the executable.
+std::string default_model();
+
+// The data a command trains or evaluates on: --data DIR, else $KILN_CIFAR10_DIR, else
+// data/cifar-10-batches-bin if present, else (when `allow_synthetic`) a synthetic set made
+// in memory, saying so on stderr. `description` says which.
+Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& description);
+
+// "cpu", "cuda", or "auto" (cuda when built with CUDA and a device is present).
+Backend resolve_device(const std::string& device);
 
 // Diagnostics as JSON objects, for --json output.
 nlohmann::json to_json(const Diagnostic& d);

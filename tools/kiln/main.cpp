@@ -31,6 +31,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<cli::Command> commands;
   cli::add_check(app, commands);
+  cli::add_train(app, commands);
+  cli::add_eval(app, commands);
+  cli::add_bench(app, commands);
+  cli::add_synth(app, commands);
 
   try {
     app.parse(argc, argv);

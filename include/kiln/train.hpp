@@ -1,0 +1,150 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kiln/data.hpp"
+#include "kiln/export.hpp"
+#include "kiln/graph.hpp"
+#include "kiln/types.hpp"
+
+namespace kiln {
+
+/// Learning-rate schedule, a factor of `lr` evaluated at every optimizer step.
+struct Schedule {
+  enum class Kind : std::uint8_t {
+    constant,  ///< 1
+    step,      ///< gamma^floor(epoch / every), epoch counted in fractional steps
+    cosine,    ///< from 1 to `final` along half a cosine over the run
+    linear,    ///< linear from `start` to 1 over the first `warmup` of the run, then to `final`
+  };
+  Kind kind = Kind::constant;
+  double every = 1.0;    ///< step: epochs between decays
+  double gamma = 0.1;    ///< step: decay factor
+  double warmup = 0.0;   ///< linear: fraction of the run spent warming up
+  double start = 0.0;    ///< linear: factor at step 0
+  double final = 0.0;    ///< cosine, linear: factor at the last step
+
+  /// The factor at `step` of a run of `total` steps with `per_epoch` steps an epoch.
+  KILN_API double factor(std::int64_t step, std::int64_t total, std::int64_t per_epoch) const;
+};
+
+/// Data augmentation of training images.
+struct Augment {
+  int crop = 0;       ///< random crop with zero padding of this many pixels (torchvision's RandomCrop)
+  int translate = 0;  ///< random translation by up to this many pixels, reflect-padded
+  bool flip = false;  ///< random horizontal flip
+  bool enabled() const { return crop > 0 || translate > 0 || flip; }
+};
+
+/// A training recipe: the spec's `train:` section (README "Training options"), overridable
+/// from the command line.
+struct TrainConfig {
+  double epochs = 10;
+  std::int64_t batch = 128;
+  double lr = 0.01;
+  double momentum = 0.9;
+  bool nesterov = false;
+  double weight_decay = 0.0;       ///< coupled L2 on every parameter, as torch.optim.SGD
+  bool decoupled_decay = false;    ///< true: w -= lr * weight_decay * w (AdamW-style) instead
+  Schedule schedule;
+  double label_smoothing = 0.0;
+  bool sum_loss = false;           ///< loss reduction: false = batch mean, true = sum
+  Augment augment;
+  bool shuffle = true;
+  bool drop_last = false;
+  std::uint64_t seed = 0;
+  std::vector<float> mean{0.4914f, 0.4822f, 0.4465f};  ///< per-channel normalization of [0, 1] pixels
+  std::vector<float> std{0.2470f, 0.2435f, 0.2616f};
+};
+
+/// How a run is executed (command-line options rather than recipe).
+struct RunOptions {
+  Backend device = Backend::cpu;
+  int threads = 0;                       ///< 0: all cores
+  std::optional<std::int64_t> max_steps; ///< stop after this many optimizer steps
+  std::string out;                       ///< checkpoints and metrics.jsonl; empty: none written
+  std::string init;                      ///< initial weights (safetensors)
+  std::string resume;                    ///< a directory with train_state.safetensors
+  bool evaluate_each_epoch = true;
+};
+
+/// After each optimizer step.
+struct StepEvent {
+  std::int64_t step = 0;                 ///< steps done, from 1
+  std::int64_t total_steps = 0;
+  std::int64_t epoch = 0;                ///< from 0
+  std::int64_t batch_in_epoch = 0;       ///< batches done in this epoch, from 1
+  std::int64_t batches_per_epoch = 0;
+  double loss = 0;                       ///< this step's loss as optimized (mean or sum)
+  double lr = 0;
+  double images_per_sec = 0;             ///< over the epoch so far
+};
+
+/// After each epoch (and after a partial last epoch).
+struct EpochEvent {
+  std::int64_t epoch = 0;
+  std::int64_t step = 0;
+  double train_loss = 0;                 ///< mean per-sample loss over the epoch
+  double train_accuracy = 0;
+  std::optional<double> test_accuracy;
+  double lr = 0;
+  double images_per_sec = 0;
+  double elapsed_sec = 0;
+};
+
+/// Accuracy of a model on a dataset.
+struct Evaluation {
+  double accuracy = 0;
+  double loss = 0;                       ///< mean per-sample cross-entropy
+  std::int64_t count = 0;
+  std::vector<double> class_accuracy;
+  std::vector<std::vector<std::int64_t>> confusion;  ///< [true][predicted]
+};
+
+struct TrainResult {
+  std::int64_t steps = 0;
+  std::int64_t epochs_completed = 0;
+  bool interrupted = false;
+  std::optional<double> test_accuracy;
+  double seconds = 0;
+};
+
+/// Trains a graph with a recipe. The CLI's `kiln train` is a thin client of this class.
+class KILN_API Trainer {
+ public:
+  Trainer(Graph graph, TrainConfig config, RunOptions run);
+  ~Trainer();
+  Trainer(Trainer&&) noexcept;
+  Trainer& operator=(Trainer&&) noexcept;
+
+  void on_step(std::function<void(const StepEvent&)> callback);
+  void on_epoch(std::function<void(const EpochEvent&)> callback);
+
+  /// Trains on `data.train`, evaluating on `data.test` after each epoch. Writes
+  /// OUT/metrics.jsonl, OUT/train_state.safetensors after each epoch and
+  /// OUT/model.safetensors at the end when RunOptions::out is set.
+  TrainResult fit(const Cifar10& data);
+  /// Asks a running fit() to stop after the current step, save and return (signal-safe).
+  void request_stop();
+
+  Evaluation evaluate(const Dataset& data);
+  /// Logits of `n` uint8 images (CIFAR layout), normalized as in training.
+  std::vector<float> predict(const std::uint8_t* images, std::int64_t n);
+
+  /// Weights as a safetensors file (PyTorch names; batchnorm's num_batches_tracked).
+  void save_weights(const std::string& path) const;
+  void load_weights(const std::string& path);
+  const Graph& graph() const;
+  const TrainConfig& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln

@@ -1,0 +1,241 @@
+// The CPU backend: one arena per plan laid out by the memory planner, parameters,
+// gradients and momentum in flat fp32 vectors, and each layer's kernels from its OpDef.
+// Nothing is allocated during a step.
+#include <algorithm>
+#include <cblas.h>
+#include <chrono>
+#include <cstring>
+#include <utility>
+#include <fmt/format.h>
+
+#include "backend/cpu_layer.hpp"
+#include "backend/executor.hpp"
+#include "graph/op_def.hpp"
+#include "math/loss.hpp"
+#include "math/rng.hpp"
+#include "trace/trace.hpp"
+
+namespace kiln::detail {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class CpuExecutor final : public Executor {
+ public:
+  CpuExecutor(const Graph& graph, std::int64_t batch, int threads)
+      : graph_(graph), batch_(batch), threads_(std::max(1, threads)), plan_(plan_memory(graph, batch, DType::f32, PlanMode::train)) {
+    openblas_set_num_threads(threads_);
+    arena_.assign(static_cast<std::size_t>(plan_.arena_bytes / 4), 0.0f);
+    auto layers = graph.layers();
+    auto params = graph.params();
+
+    // Parameters, gradients and momentum: one flat vector each, same offsets.
+    param_offset_.resize(params.size());
+    std::int64_t total = 0;
+    for (std::size_t p = 0; p < params.size(); ++p) {
+      param_offset_[p] = total;
+      total += params[p].elements;
+    }
+    params_.assign(static_cast<std::size_t>(total), 0.0f);
+    grads_.assign(static_cast<std::size_t>(total), 0.0f);
+    momentum_.assign(static_cast<std::size_t>(total), 0.0f);
+
+    std::int64_t state_total = 0, workspace = 0;
+    std::vector<std::int64_t> state_offset(layers.size(), 0);
+    for (const Layer& layer : layers) {
+      const OpDef& def = op_def(layer.op);
+      state_offset[static_cast<std::size_t>(layer.index)] = state_total;
+      if (def.state_floats) state_total += def.state_floats(layer, batch);
+      if (def.cpu_workspace) workspace = std::max(workspace, def.cpu_workspace(layer, layers, batch));
+    }
+    state_.assign(static_cast<std::size_t>(state_total), 0.0f);
+    workspace_.assign(static_cast<std::size_t>(workspace), 0.0f);
+
+    cpu_.resize(layers.size());
+    for (const Layer& layer : layers) {
+      auto i = static_cast<std::size_t>(layer.index);
+      CpuLayer& l = cpu_[i];
+      l.layer = &layer;
+      l.layers = layers;
+      l.threads = threads_;
+      l.y = activation(layer.index);
+      l.dy = gradient(layer.index);
+      for (std::size_t slot = 0; slot < layer.inputs.size(); ++slot) {
+        int in = layer.inputs[slot];
+        l.x.push_back(activation(in));
+        l.dx.push_back(gradient(in));
+        l.accumulate.push_back(plan_.accumulate[i].empty() ? false : static_cast<bool>(plan_.accumulate[i][slot]));
+      }
+      for (int p : layer.params) {
+        const Param& param = params[static_cast<std::size_t>(p)];
+        l.params.push_back(params_.data() + param_offset_[static_cast<std::size_t>(p)]);
+        l.grads.push_back(param.trainable ? grads_.data() + param_offset_[static_cast<std::size_t>(p)] : nullptr);
+      }
+      l.state = state_.empty() ? nullptr : state_.data() + state_offset[i];
+      l.workspace = workspace_.empty() ? nullptr : workspace_.data();
+    }
+    labels_.assign(static_cast<std::size_t>(batch), 0);
+    for (const Layer& layer : layers) names_.push_back({layer.name + "/fwd", layer.name + "/bwd"});
+  }
+
+  const Graph& graph() const override { return graph_; }
+  std::int64_t capacity() const override { return batch_; }
+  const MemoryPlan& memory() const override { return plan_; }
+
+  void stage(const HostBatch& batch, const InputTransform& t) override {
+    trace::Range range("data/stage");
+    n_ = batch.n;
+    const Shape in = graph_.input_shape();
+    const int C = static_cast<int>(in.c), H = static_cast<int>(in.h), W = static_cast<int>(in.w);
+    const std::int64_t plane = static_cast<std::int64_t>(C) * H * W;
+    float* x = activation(0);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t i = 0; i < n_; ++i) {
+      const std::uint8_t* image = batch.images + i * plane;
+      math::AugmentParams a = batch.augment ? batch.augment[i] : math::AugmentParams{};
+      float* out = x + i * plane;
+      for (int c = 0; c < C; ++c)
+        for (int yy = 0; yy < H; ++yy)
+          for (int xx = 0; xx < W; ++xx)
+            out[(c * H + yy) * W + xx] = math::augmented_pixel(image, H, W, c, yy, xx, a, t.pad, t.mean[static_cast<std::size_t>(c)],
+                                                               t.inv_std[static_cast<std::size_t>(c)]);
+    }
+    std::copy(batch.labels, batch.labels + n_, labels_.begin());
+  }
+
+  void forward(bool train, std::uint64_t step) override {
+    for (CpuLayer& l : cpu_) {
+      if (l.layer->index == 0) continue;
+      trace::Range range(names_[static_cast<std::size_t>(l.layer->index)].fwd.c_str());
+      l.n = n_;
+      l.train = train;
+      l.dropout_key = math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(l.layer->index));
+      auto t0 = profiling_ ? Clock::now() : Clock::time_point{};
+      op_def(l.layer->op).cpu_forward(l);
+      if (profiling_) {
+        auto& t = times_[static_cast<std::size_t>(l.layer->index)];
+        t.forward_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        ++t.calls;
+      }
+    }
+  }
+
+  void loss(const LossOptions& o, bool train) override {
+    trace::Range range("loss");
+    const Layer& out = graph_.output();
+    const int K = static_cast<int>(out.shape.c);
+    const float* logits = activation(out.index);
+    float* grad = train ? gradient(out.index) : nullptr;
+    const float scale = o.sum ? 1.0f : 1.0f / static_cast<float>(n_);
+    double loss = 0;
+    std::int64_t correct = 0;
+    for (std::int64_t i = 0; i < n_; ++i) {
+      auto s = math::softmax_cross_entropy(logits + i * K, K, labels_[static_cast<std::size_t>(i)], o.label_smoothing, scale,
+                                           grad ? grad + i * K : nullptr);
+      loss += s.loss;
+      correct += s.correct ? 1 : 0;
+    }
+    stats_.loss_sum += loss;
+    stats_.correct += correct;
+    stats_.count += n_;
+  }
+
+  void backward(std::uint64_t step) override {
+    for (std::size_t b = 0; b < plan_.buffers.size(); ++b) {
+      const Buffer& buf = plan_.buffers[b];
+      if (buf.zero_fill) std::fill_n(arena_.data() + buf.offset / 4, buf.bytes / 4, 0.0f);
+    }
+    for (auto it = cpu_.rbegin(); it != cpu_.rend(); ++it) {
+      CpuLayer& l = *it;
+      const Layer& layer = *l.layer;
+      if (layer.index == 0 || !l.dy) continue;
+      trace::Range range(names_[static_cast<std::size_t>(layer.index)].bwd.c_str());
+      l.dropout_key = math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(layer.index));
+      auto t0 = profiling_ ? Clock::now() : Clock::time_point{};
+      op_def(layer.op).cpu_backward(l);
+      if (profiling_)
+        times_[static_cast<std::size_t>(layer.index)].backward_ms +=
+            std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    }
+  }
+
+  void update(std::span<const math::SgdHyper> hyper) override {
+    trace::Range range("optimizer");
+    auto params = graph_.params();
+    for (std::size_t p = 0; p < params.size(); ++p) {
+      if (!params[p].trainable) continue;
+      const math::SgdHyper h = hyper[p];
+      float* w = params_.data() + param_offset_[p];
+      float* m = momentum_.data() + param_offset_[p];
+      const float* g = grads_.data() + param_offset_[p];
+      const std::int64_t count = params[p].elements;
+#pragma omp parallel for num_threads(threads_) schedule(static) if (count > 4096)
+      for (std::int64_t e = 0; e < count; ++e) math::sgd_update(w[e], m[e], g[e], h);
+    }
+  }
+
+  StepStats take_stats() override { return std::exchange(stats_, StepStats{}); }
+
+  void read_logits(std::span<float> out) const override {
+    const Layer& last = graph_.output();
+    const float* logits = const_cast<CpuExecutor*>(this)->activation(last.index);
+    std::copy_n(logits, std::min<std::size_t>(out.size(), static_cast<std::size_t>(n_ * last.shape.c)), out.begin());
+  }
+
+  void read_param(std::size_t i, std::span<float> out) const override { copy_out(params_, i, out); }
+  void write_param(std::size_t i, std::span<const float> in) override { copy_in(params_, i, in); }
+  void read_momentum(std::size_t i, std::span<float> out) const override { copy_out(momentum_, i, out); }
+  void write_momentum(std::size_t i, std::span<const float> in) override { copy_in(momentum_, i, in); }
+  void read_grad(std::size_t i, std::span<float> out) const override { copy_out(grads_, i, out); }
+
+  void set_profiling(bool on) override {
+    profiling_ = on;
+    times_.assign(cpu_.size(), LayerTime{});
+  }
+  std::vector<LayerTime> layer_times() const override { return times_; }
+  std::string describe() const override { return fmt::format("cpu, {} thread{}", threads_, threads_ == 1 ? "" : "s"); }
+
+ private:
+  float* activation(int layer) {
+    int b = plan_.activation[static_cast<std::size_t>(layer)];
+    return arena_.data() + plan_.buffers[static_cast<std::size_t>(b)].offset / 4;
+  }
+  float* gradient(int layer) {
+    int b = plan_.gradient[static_cast<std::size_t>(layer)];
+    return b < 0 ? nullptr : arena_.data() + plan_.buffers[static_cast<std::size_t>(b)].offset / 4;
+  }
+  void copy_out(const std::vector<float>& v, std::size_t i, std::span<float> out) const {
+    auto n = static_cast<std::size_t>(graph_.params()[i].elements);
+    std::copy_n(v.begin() + param_offset_[i], std::min(n, out.size()), out.begin());
+  }
+  void copy_in(std::vector<float>& v, std::size_t i, std::span<const float> in) {
+    auto n = static_cast<std::size_t>(graph_.params()[i].elements);
+    std::copy_n(in.begin(), std::min(n, in.size()), v.begin() + param_offset_[i]);
+  }
+
+  Graph graph_;
+  std::int64_t batch_;
+  int threads_;
+  MemoryPlan plan_;
+  std::vector<float> arena_, params_, grads_, momentum_, state_, workspace_;
+  std::vector<std::int64_t> param_offset_;
+  std::vector<CpuLayer> cpu_;
+  std::vector<int> labels_;
+  struct RangeNames {
+    std::string fwd, bwd;
+  };
+  std::vector<RangeNames> names_;  // "conv1/fwd": made once, so a step allocates nothing
+  std::int64_t n_ = 0;
+  StepStats stats_;
+  bool profiling_ = false;
+  std::vector<LayerTime> times_;
+};
+
+}  // namespace
+
+std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads) {
+  return std::make_unique<CpuExecutor>(graph, batch, threads);
+}
+
+}  // namespace kiln::detail

@@ -1,0 +1,188 @@
+// The `train:` section of a model spec: every key typed, range-checked and positioned, with
+// "did you mean" for typos, like the layers.
+#include "graph/train_yaml.hpp"
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <set>
+
+#include "graph/yaml_util.hpp"
+#include "util/text.hpp"
+
+namespace kiln::detail {
+
+namespace {
+
+class TrainParser {
+ public:
+  TrainParser(const std::string& file, std::vector<Diagnostic>& diags) : file_(file), diags_(diags) {}
+
+  void error(const YAML::Node& at, std::string message, std::string hint = {}) {
+    Diagnostic d;
+    d.loc = yaml_loc(at, file_);
+    d.message = std::move(message);
+    d.hint = std::move(hint);
+    diags_.push_back(std::move(d));
+  }
+
+  // Checks the keys of a mapping against `known`, reporting unknown and duplicate ones.
+  bool keys(const YAML::Node& map, const std::vector<std::string_view>& known, const std::string& where) {
+    if (!map.IsMap()) {
+      error(map, fmt::format("'{}' must be a mapping, got {}", where, yaml_show(map)));
+      return false;
+    }
+    std::set<std::string> seen;
+    for (const auto& kv : map) {
+      std::string k = kv.first.IsScalar() ? kv.first.Scalar() : "";
+      if (!seen.insert(k).second) error(kv.first, fmt::format("key '{}' appears twice in {}", k, where), "keep one of them");
+      if (std::find(known.begin(), known.end(), k) != known.end()) continue;
+      std::string guess = closest(k, known);
+      error(kv.first, fmt::format("unknown key '{}' in {}", k, where),
+            guess.empty() ? fmt::format("{} takes: {}", where, fmt::join(known, ", ")) : fmt::format("did you mean '{}'?", guess));
+    }
+    return true;
+  }
+
+  void number(const YAML::Node& map, const char* key, double& out, double lo, double hi, bool hi_open, const char* range) {
+    const auto v = map[key];
+    if (!v) return;
+    auto x = yaml_number(v);
+    if (!x || *x < lo || *x > hi || (hi_open && *x == hi)) {
+      error(v, fmt::format("'{}' must be a number {}, got {}", key, range, yaml_show(v)));
+      return;
+    }
+    out = *x;
+  }
+
+  template <class Int>
+  void integer(const YAML::Node& map, const char* key, Int& out, std::int64_t lo) {
+    const auto v = map[key];
+    if (!v) return;
+    auto x = yaml_integer(v);
+    if (!x || *x < lo) {
+      error(v, fmt::format("'{}' must be an integer of at least {}, got {}", key, lo, yaml_show(v)));
+      return;
+    }
+    out = static_cast<Int>(*x);
+  }
+
+  void boolean(const YAML::Node& map, const char* key, bool& out) {
+    const auto v = map[key];
+    if (!v) return;
+    auto x = yaml_bool(v);
+    if (!x) {
+      error(v, fmt::format("'{}' must be true or false, got {}", key, yaml_show(v)));
+      return;
+    }
+    out = *x;
+  }
+
+  std::optional<std::string> choice(const YAML::Node& v, const char* key, const std::vector<std::string_view>& options) {
+    if (v.IsScalar() && std::find(options.begin(), options.end(), v.Scalar()) != options.end()) return v.Scalar();
+    std::string guess = v.IsScalar() ? closest(v.Scalar(), options) : "";
+    error(v, fmt::format("'{}' must be one of {}, got {}", key, fmt::join(options, ", "), yaml_show(v)),
+          guess.empty() ? "" : fmt::format("did you mean '{}'?", guess));
+    return std::nullopt;
+  }
+
+  void schedule(const YAML::Node& v, Schedule& s) {
+    static const std::vector<std::string_view> kinds{"constant", "step", "cosine", "linear"};
+    YAML::Node type = v;
+    if (v.IsMap()) {
+      if (!keys(v, {"type", "every", "gamma", "warmup", "start", "final"}, "schedule")) return;
+      type = v["type"];
+      if (!type) {
+        error(v, "schedule has no 'type'", "type: constant, step, cosine or linear");
+        return;
+      }
+    }
+    auto kind = choice(type, "schedule", kinds);
+    if (!kind) return;
+    s.kind = *kind == "constant" ? Schedule::Kind::constant
+             : *kind == "step"   ? Schedule::Kind::step
+             : *kind == "cosine" ? Schedule::Kind::cosine
+                                 : Schedule::Kind::linear;
+    if (!v.IsMap()) return;
+    number(v, "every", s.every, 1e-9, 1e12, false, "> 0 (epochs)");
+    number(v, "gamma", s.gamma, 0, 1e12, false, ">= 0");
+    number(v, "warmup", s.warmup, 0, 1, false, "in [0, 1] (a fraction of the run)");
+    number(v, "start", s.start, 0, 1e12, false, ">= 0 (a fraction of lr)");
+    number(v, "final", s.final, 0, 1e12, false, ">= 0 (a fraction of lr)");
+  }
+
+  void augment(const YAML::Node& v, Augment& a) {
+    if (auto on = yaml_bool(v)) {
+      a = *on ? Augment{4, 0, true} : Augment{};
+      return;
+    }
+    if (!v.IsMap()) {
+      error(v, fmt::format("'augment' must be true, false, or a mapping of crop, translate, flip; got {}", yaml_show(v)));
+      return;
+    }
+    if (!keys(v, {"crop", "translate", "flip"}, "augment")) return;
+    a = Augment{};
+    integer(v, "crop", a.crop, 0);
+    integer(v, "translate", a.translate, 0);
+    boolean(v, "flip", a.flip);
+    if (a.crop > 0 && a.translate > 0) error(v, "augment: crop and translate are alternatives; set one of them");
+    if (a.crop > 16 || a.translate > 16) error(v, "augment: crop and translate shift by at most 16 pixels");
+  }
+
+  void normalize(const YAML::Node& v, TrainConfig& c) {
+    if (!keys(v, {"mean", "std"}, "normalize")) return;
+    auto list = [&](const char* key, std::vector<float>& out, bool positive) {
+      const auto n = v[key];
+      if (!n) return;
+      std::vector<float> values;
+      bool ok = n.IsSequence() && n.size() > 0;
+      if (ok)
+        for (const auto& e : n) {
+          auto x = yaml_number(e);
+          if (!x || (positive && *x <= 0)) ok = false;
+          else values.push_back(static_cast<float>(*x));
+        }
+      if (!ok) error(n, fmt::format("'{}' must be a list of {}numbers, one per channel", key, positive ? "positive " : ""));
+      else out = values;
+    };
+    list("mean", c.mean, false);
+    list("std", c.std, true);
+    if (c.mean.size() != c.std.size()) error(v, fmt::format("normalize: mean has {} values but std has {}", c.mean.size(), c.std.size()));
+  }
+
+ private:
+  const std::string& file_;
+  std::vector<Diagnostic>& diags_;
+};
+
+}  // namespace
+
+TrainConfig parse_train_section(const YAML::Node& train, const std::string& file, std::vector<Diagnostic>& diags) {
+  TrainConfig c;
+  if (train.IsNull()) return c;
+  TrainParser p(file, diags);
+  static const std::vector<std::string_view> known{
+      "epochs", "batch",          "lr",       "momentum", "nesterov",  "weight_decay", "weight_decay_mode", "schedule",
+      "label_smoothing", "reduction", "augment", "shuffle", "drop_last", "seed",         "normalize"};
+  if (!p.keys(train, known, "train")) return c;
+  p.number(train, "epochs", c.epochs, 1e-9, 1e9, false, "> 0");
+  p.integer(train, "batch", c.batch, 1);
+  p.number(train, "lr", c.lr, 0, 1e9, false, ">= 0");
+  p.number(train, "momentum", c.momentum, 0, 1, true, "in [0, 1)");
+  p.boolean(train, "nesterov", c.nesterov);
+  p.number(train, "weight_decay", c.weight_decay, 0, 1e9, false, ">= 0");
+  if (const auto v = train["weight_decay_mode"])
+    if (auto mode = p.choice(v, "weight_decay_mode", {"coupled", "decoupled"})) c.decoupled_decay = *mode == "decoupled";
+  if (const auto v = train["schedule"]) p.schedule(v, c.schedule);
+  p.number(train, "label_smoothing", c.label_smoothing, 0, 1, true, "in [0, 1)");
+  if (const auto v = train["reduction"])
+    if (auto r = p.choice(v, "reduction", {"mean", "sum"})) c.sum_loss = *r == "sum";
+  if (const auto v = train["augment"]) p.augment(v, c.augment);
+  p.boolean(train, "shuffle", c.shuffle);
+  p.boolean(train, "drop_last", c.drop_last);
+  p.integer(train, "seed", c.seed, 0);
+  if (const auto v = train["normalize"]) p.normalize(v, c);
+  if (c.nesterov && c.momentum == 0) p.error(train["nesterov"], "nesterov needs a momentum above 0");
+  return c;
+}
+
+}  // namespace kiln::detail

@@ -1,0 +1,76 @@
+#include "kiln/bench.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <fmt/format.h>
+#include <thread>
+
+#include "backend/executor.hpp"
+#include "kiln/cudnn.hpp"
+#include "math/rng.hpp"
+#include "train/init.hpp"
+
+namespace kiln {
+
+BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOptions& o) {
+  if (o.batch < 1 || o.repeats < 1 || o.steps_per_repeat < 1 || o.warmup < 0)
+    throw UsageError("bench: batch, repeats and steps must be at least 1");
+  if (o.device == Backend::cuda)
+    throw DeviceError(built_with_cuda() ? "bench --device cuda: the CUDA backend is not implemented in this build yet"
+                                        : "bench --device cuda: this kiln was built without CUDA");
+  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto ex = detail::make_cpu_executor(graph, o.batch, threads);
+  detail::init_params(*ex, config.seed);
+
+  // A random batch: timing does not depend on pixel values, and this needs no dataset.
+  const std::int64_t plane = graph.input_shape().elements();
+  std::vector<std::uint8_t> images(static_cast<std::size_t>(o.batch * plane)), labels(static_cast<std::size_t>(o.batch));
+  const std::uint64_t key = math::stream_key(config.seed, math::kStreamSynth, 99);
+  for (std::size_t i = 0; i < images.size(); ++i) images[i] = static_cast<std::uint8_t>(math::random_u64(key, i));
+  for (std::size_t i = 0; i < labels.size(); ++i)
+    labels[i] = static_cast<std::uint8_t>(math::random_below(key, images.size() + i, static_cast<std::uint32_t>(graph.classes())));
+  detail::InputTransform transform;
+  transform.mean = config.mean;
+  for (float s : config.std) transform.inv_std.push_back(1.0f / s);
+  std::vector<math::SgdHyper> hyper(graph.params().size(),
+                                    math::SgdHyper{static_cast<float>(config.lr), static_cast<float>(config.momentum),
+                                                   static_cast<float>(config.weight_decay), 0.0f, config.nesterov});
+  std::uint64_t step = 0;
+  auto train_step = [&] {
+    ex->stage({o.batch, images.data(), labels.data(), nullptr}, transform);
+    ex->forward(true, step);
+    ex->loss({static_cast<float>(config.label_smoothing), config.sum_loss}, true);
+    ex->backward(step);
+    ex->update(hyper);
+    ex->take_stats();
+    ++step;
+  };
+
+  for (int i = 0; i < o.warmup; ++i) train_step();
+  BenchResult r;
+  r.batch = o.batch;
+  r.threads = threads;
+  r.backend = ex->describe();
+  for (int rep = 0; rep < o.repeats; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int s = 0; s < o.steps_per_repeat; ++s) train_step();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.images_per_sec.push_back(static_cast<double>(o.batch * o.steps_per_repeat) / seconds);
+  }
+  std::vector<double> sorted = r.images_per_sec;
+  std::sort(sorted.begin(), sorted.end());
+  r.median_images_per_sec = sorted[sorted.size() / 2];
+
+  ex->set_profiling(true);
+  for (int s = 0; s < o.steps_per_repeat; ++s) train_step();
+  auto times = ex->layer_times();
+  for (const Layer& layer : graph.layers()) {
+    if (layer.index == 0) continue;
+    const auto& t = times[static_cast<std::size_t>(layer.index)];
+    double calls = static_cast<double>(std::max<std::int64_t>(t.calls, 1));
+    r.layers.push_back({layer.name, std::string(op_name(layer.op)), t.forward_ms / calls, t.backward_ms / calls});
+  }
+  return r;
+}
+
+}  // namespace kiln

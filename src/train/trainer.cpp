@@ -1,0 +1,290 @@
+// The training loop: epochs of batches from the loader through the executor, the schedule
+// and the optimizer, evaluation after each epoch, metrics and checkpoints. Everything that
+// decides a run's numbers is a function of (seed, step), so a resumed run continues exactly.
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "data/loader.hpp"
+#include "kiln/checkpoint.hpp"
+#include "kiln/cudnn.hpp"
+#include "kiln/train.hpp"
+#include "math/rng.hpp"
+#include "train/init.hpp"
+#include "train/state.hpp"
+#include "trace/trace.hpp"
+
+namespace kiln {
+
+using detail::Executor;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+detail::InputTransform transform_of(const TrainConfig& c) {
+  detail::InputTransform t;
+  t.pad = c.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero;
+  t.mean = c.mean;
+  for (float s : c.std) t.inv_std.push_back(1.0f / s);
+  return t;
+}
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+}  // namespace
+
+struct Trainer::Impl {
+  Graph graph;
+  TrainConfig config;
+  RunOptions run;
+  int threads;
+  std::unique_ptr<Executor> executor;
+  std::function<void(const StepEvent&)> step_callback;
+  std::function<void(const EpochEvent&)> epoch_callback;
+  std::atomic<bool> stop{false};
+  detail::RunPosition position;
+  std::vector<float> lr_scale;  // per parameter, from its layer
+
+  Impl(Graph g, TrainConfig c, RunOptions r) : graph(std::move(g)), config(std::move(c)), run(std::move(r)) {
+    threads = resolve_threads(run.threads);
+    if (config.mean.size() != static_cast<std::size_t>(graph.input_shape().c))
+      throw UsageError(fmt::format("normalize has {} channel values but the model input has {} channels", config.mean.size(),
+                                   graph.input_shape().c));
+    if (run.device == Backend::cuda) {
+      if (!built_with_cuda())
+        throw DeviceError("--device cuda: this kiln was built without CUDA; rebuild with the CUDA toolkit and cuDNN, or use --device cpu");
+      throw DeviceError("--device cuda: the CUDA training backend is not implemented in this build yet; use --device cpu");
+    }
+    executor = detail::make_cpu_executor(graph, config.batch, threads);
+    detail::init_params(*executor, config.seed);
+    for (const Param& p : graph.params())
+      lr_scale.push_back(static_cast<float>(graph.layers()[static_cast<std::size_t>(p.layer)].attrs.lr_scale));
+    if (!run.init.empty()) load_weights(run.init);
+    if (!run.resume.empty()) {
+      std::string path = (std::filesystem::path(run.resume) / "train_state.safetensors").string();
+      position = detail::load_train_state(path, *executor, config.seed, config.batch);
+    }
+  }
+
+  void load_weights(const std::string& path) { detail::load_weights_file(*executor, read_safetensors(path), path); }
+
+  std::vector<math::SgdHyper> hyper_at(std::int64_t step, std::int64_t total, std::int64_t per_epoch, double& lr_out) const {
+    double lr = config.lr * config.schedule.factor(step, total, per_epoch);
+    lr_out = lr;
+    std::vector<math::SgdHyper> hyper(lr_scale.size());
+    for (std::size_t p = 0; p < hyper.size(); ++p) {
+      hyper[p].lr = static_cast<float>(lr * lr_scale[p]);
+      hyper[p].momentum = static_cast<float>(config.momentum);
+      hyper[p].nesterov = config.nesterov;
+      if (config.decoupled_decay) hyper[p].decoupled_decay = static_cast<float>(config.weight_decay);
+      else hyper[p].weight_decay = static_cast<float>(config.weight_decay);
+    }
+    return hyper;
+  }
+
+  detail::LoaderOptions loader_options(bool training) const {
+    detail::LoaderOptions o;
+    o.batch = config.batch;
+    o.seed = config.seed;
+    o.shuffle = training && config.shuffle;
+    o.drop_last = training && config.drop_last;
+    if (training && config.augment.enabled()) {
+      o.augment.enabled = true;
+      o.augment.pad = config.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero;
+      o.augment.max_shift = config.augment.translate > 0 ? config.augment.translate : config.augment.crop;
+      o.augment.flip = config.augment.flip;
+    }
+    return o;
+  }
+
+  Evaluation evaluate(const Dataset& data) {
+    trace::Range range("evaluate");
+    Evaluation e;
+    const auto K = static_cast<std::size_t>(graph.classes());
+    e.confusion.assign(K, std::vector<std::int64_t>(K, 0));
+    detail::Loader loader(data, loader_options(false));
+    loader.start_epoch(0);
+    detail::HostBatch batch;
+    std::vector<float> logits(static_cast<std::size_t>(config.batch) * K);
+    auto transform = transform_of(config);
+    executor->take_stats();
+    while (loader.next(batch)) {
+      executor->stage(batch, transform);
+      executor->forward(false, 0);
+      executor->loss({static_cast<float>(config.label_smoothing), false}, false);
+      executor->read_logits(logits);
+      for (std::int64_t i = 0; i < batch.n; ++i) {
+        const float* row = logits.data() + static_cast<std::size_t>(i) * K;
+        std::size_t best = 0;
+        for (std::size_t k = 1; k < K; ++k)
+          if (row[k] > row[best]) best = k;
+        ++e.confusion[batch.labels[i]][best];
+      }
+    }
+    auto stats = executor->take_stats();
+    e.count = stats.count;
+    e.accuracy = stats.count ? static_cast<double>(stats.correct) / static_cast<double>(stats.count) : 0.0;
+    e.loss = stats.count ? stats.loss_sum / static_cast<double>(stats.count) : 0.0;
+    for (std::size_t k = 0; k < K; ++k) {
+      std::int64_t total = 0;
+      for (auto c : e.confusion[k]) total += c;
+      e.class_accuracy.push_back(total ? static_cast<double>(e.confusion[k][k]) / static_cast<double>(total) : 0.0);
+    }
+    return e;
+  }
+
+  void save_checkpoint(bool final_weights) {
+    if (run.out.empty()) return;
+    std::filesystem::create_directories(run.out);
+    detail::save_train_state((std::filesystem::path(run.out) / "train_state.safetensors").string(), *executor, position,
+                             config.seed, config.batch);
+    if (final_weights)
+      write_safetensors((std::filesystem::path(run.out) / "model.safetensors").string(),
+                        detail::weights_file(*executor, position.step));
+  }
+
+  TrainResult fit(const Cifar10& data) {
+    check_dataset(graph, data.train);
+    const auto start = Clock::now();
+    detail::Loader loader(data.train, loader_options(true));
+    const std::int64_t per_epoch = loader.batches_per_epoch();
+    if (per_epoch == 0)
+      throw DataError(data.train.source, -1,
+                      fmt::format("{}: {} training records make no batch of {} (drop_last)", data.train.source, data.train.size(),
+                                  config.batch));
+    const auto total = static_cast<std::int64_t>(std::ceil(config.epochs * static_cast<double>(per_epoch) - 1e-9));
+    const std::int64_t stop_at = run.max_steps ? std::min(total, position.step + *run.max_steps) : total;
+    const auto transform = transform_of(config);
+    const detail::LossOptions loss_options{static_cast<float>(config.label_smoothing), config.sum_loss};
+
+    std::ofstream metrics;
+    if (!run.out.empty()) {
+      std::filesystem::create_directories(run.out);
+      auto mode = run.resume.empty() ? std::ios::trunc : std::ios::app;
+      metrics.open(std::filesystem::path(run.out) / "metrics.jsonl", std::ios::out | mode);
+      if (!metrics) throw Error(fmt::format("cannot write {}/metrics.jsonl", run.out), ExitCode::runtime);
+    }
+
+    TrainResult result;
+    double lr = 0;
+    executor->take_stats();
+    while (position.step < stop_at && !stop.load()) {
+      const auto epoch_start = Clock::now();
+      loader.start_epoch(position.epoch, position.batch_in_epoch);
+      detail::StepStats epoch_stats;
+      std::int64_t seen = 0;
+      detail::HostBatch batch;
+      bool epoch_done = true;
+      while (loader.next(batch)) {
+        auto hyper = hyper_at(position.step, total, per_epoch, lr);
+        const std::uint64_t key = math::stream_key(config.seed, static_cast<std::uint64_t>(position.step));
+        executor->stage(batch, transform);
+        executor->forward(true, key);
+        executor->loss(loss_options, true);
+        executor->backward(key);
+        executor->update(hyper);
+        auto s = executor->take_stats();
+        double loss = config.sum_loss ? s.loss_sum : s.loss_sum / static_cast<double>(std::max<std::int64_t>(s.count, 1));
+        if (!std::isfinite(loss))
+          throw DivergenceError(fmt::format("training diverged: the loss is {} at step {} (epoch {}); try a lower learning rate "
+                                            "(lr is {})",
+                                            loss, position.step + 1, position.epoch + 1, lr));
+        epoch_stats.loss_sum += s.loss_sum;
+        epoch_stats.correct += s.correct;
+        epoch_stats.count += s.count;
+        seen += batch.n;
+        ++position.step;
+        ++position.batch_in_epoch;
+        StepEvent ev{position.step, total, position.epoch, position.batch_in_epoch, per_epoch, loss, lr,
+                     static_cast<double>(seen) / std::max(seconds_since(epoch_start), 1e-9)};
+        if (metrics) metrics << nlohmann::json{{"step", ev.step}, {"epoch", ev.epoch}, {"loss", loss}, {"lr", lr}}.dump() << '\n';
+        if (step_callback) step_callback(ev);
+        if (position.step >= stop_at || stop.load()) {
+          epoch_done = position.batch_in_epoch >= per_epoch;
+          break;
+        }
+      }
+      const double train_seconds = seconds_since(epoch_start);
+      EpochEvent ev;
+      ev.epoch = position.epoch;
+      ev.step = position.step;
+      ev.train_loss = epoch_stats.count ? epoch_stats.loss_sum / static_cast<double>(epoch_stats.count) : 0.0;
+      ev.train_accuracy = epoch_stats.count ? static_cast<double>(epoch_stats.correct) / static_cast<double>(epoch_stats.count) : 0.0;
+      ev.lr = lr;
+      ev.images_per_sec = static_cast<double>(seen) / std::max(train_seconds, 1e-9);
+      if (epoch_done) {
+        ++position.epoch;
+        position.batch_in_epoch = 0;
+        ++result.epochs_completed;
+      }
+      const bool last = position.step >= stop_at || stop.load();
+      if (run.evaluate_each_epoch && data.test.size() > 0 && (epoch_done || last)) {
+        ev.test_accuracy = evaluate(data.test).accuracy;
+        result.test_accuracy = ev.test_accuracy;
+      }
+      ev.elapsed_sec = seconds_since(start);
+      if (metrics) {
+        nlohmann::json j{{"epoch", ev.epoch}, {"step", ev.step}, {"train_loss", ev.train_loss}, {"train_accuracy", ev.train_accuracy},
+                         {"lr", ev.lr}, {"images_per_sec", ev.images_per_sec}, {"elapsed", ev.elapsed_sec}};
+        j["test_accuracy"] = ev.test_accuracy ? nlohmann::json(*ev.test_accuracy) : nlohmann::json(nullptr);
+        metrics << j.dump() << '\n';
+        metrics.flush();
+      }
+      if (epoch_callback) epoch_callback(ev);
+      save_checkpoint(last);
+    }
+    result.steps = position.step;
+    result.interrupted = stop.load();
+    result.seconds = seconds_since(start);
+    return result;
+  }
+};
+
+Trainer::Trainer(Graph graph, TrainConfig config, RunOptions run)
+    : impl_(std::make_unique<Impl>(std::move(graph), std::move(config), std::move(run))) {}
+Trainer::~Trainer() = default;
+Trainer::Trainer(Trainer&&) noexcept = default;
+Trainer& Trainer::operator=(Trainer&&) noexcept = default;
+
+void Trainer::on_step(std::function<void(const StepEvent&)> callback) { impl_->step_callback = std::move(callback); }
+void Trainer::on_epoch(std::function<void(const EpochEvent&)> callback) { impl_->epoch_callback = std::move(callback); }
+TrainResult Trainer::fit(const Cifar10& data) { return impl_->fit(data); }
+void Trainer::request_stop() { impl_->stop.store(true); }
+Evaluation Trainer::evaluate(const Dataset& data) { return impl_->evaluate(data); }
+const Graph& Trainer::graph() const { return impl_->graph; }
+const TrainConfig& Trainer::config() const { return impl_->config; }
+
+std::vector<float> Trainer::predict(const std::uint8_t* images, std::int64_t n) {
+  auto& ex = *impl_->executor;
+  const auto K = static_cast<std::size_t>(impl_->graph.classes());
+  const std::int64_t plane = impl_->graph.input_shape().elements();
+  std::vector<float> out(static_cast<std::size_t>(n) * K);
+  std::vector<std::uint8_t> labels(static_cast<std::size_t>(ex.capacity()), 0);
+  auto transform = transform_of(impl_->config);
+  for (std::int64_t first = 0; first < n; first += ex.capacity()) {
+    std::int64_t count = std::min(ex.capacity(), n - first);
+    ex.stage({count, images + first * plane, labels.data(), nullptr}, transform);
+    ex.forward(false, 0);
+    ex.read_logits(std::span<float>(out.data() + static_cast<std::size_t>(first) * K, static_cast<std::size_t>(count) * K));
+  }
+  return out;
+}
+
+void Trainer::save_weights(const std::string& path) const {
+  write_safetensors(path, detail::weights_file(*impl_->executor, impl_->position.step));
+}
+
+void Trainer::load_weights(const std::string& path) { impl_->load_weights(path); }
+
+}  // namespace kiln

@@ -1,0 +1,240 @@
+// Training runs on the CPU: determinism, resume equal to an uninterrupted run, interruption,
+// weights files, and a pinned loss trajectory.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <unistd.h>
+
+#include "kiln/kiln.hpp"
+#include "test_util.hpp"
+
+namespace kiln::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("kiln_train_" + name + "_" + std::to_string(getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string str(const std::string& child = "") const { return (path / child).string(); }
+};
+
+const Cifar10& small_data() {
+  static const Cifar10 data = [] {
+    Cifar10 d = make_synthetic_cifar10({640, 128, 5});
+    d.train.source = d.test.source = "synthetic";
+    return d;
+  }();
+  return data;
+}
+
+// Everything that a resumed run must reproduce: shuffling, augmentation, dropout,
+// batchnorm statistics, momentum, a schedule.
+Graph dropout_bn_net() {
+  GraphBuilder b("small", Shape::chw(3, 32, 32), 10);
+  b.add(layers::conv(8, 3).pad(1).stride(2).named("conv1"))
+      .add(layers::batchnorm().named("bn1"))
+      .add(layers::relu())
+      .add(layers::dropout(0.2).named("drop"))
+      .add(layers::maxpool(2))
+      .add(layers::flatten())
+      .add(layers::linear(10).named("fc"));
+  return b.build();
+}
+
+TrainConfig recipe() {
+  TrainConfig c;
+  c.epochs = 2;
+  c.batch = 64;
+  c.lr = 0.05;
+  c.momentum = 0.9;
+  c.nesterov = true;
+  c.weight_decay = 5e-4;
+  c.schedule.kind = Schedule::Kind::cosine;
+  c.label_smoothing = 0.1;
+  c.augment = Augment{4, 0, true};
+  c.seed = 3;
+  return c;
+}
+
+SafetensorsFile weights_after(const Graph& g, const TrainConfig& c, RunOptions run) {
+  Trainer t(g, c, run);
+  t.fit(small_data());
+  TempDir tmp("w");
+  t.save_weights(tmp.str("w.safetensors"));
+  return read_safetensors(tmp.str("w.safetensors"));
+}
+
+void expect_same_weights(const SafetensorsFile& a, const SafetensorsFile& b) {
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (std::size_t i = 0; i < a.tensors.size(); ++i) {
+    EXPECT_EQ(a.tensors[i].name, b.tensors[i].name);
+    EXPECT_EQ(a.tensors[i].f32, b.tensors[i].f32) << a.tensors[i].name;  // bit for bit
+  }
+}
+
+TEST(Training, SameSeedSameWeights) {
+  RunOptions run;
+  run.threads = 2;
+  expect_same_weights(weights_after(dropout_bn_net(), recipe(), run), weights_after(dropout_bn_net(), recipe(), run));
+}
+
+TEST(Training, ResumeEqualsAnUninterruptedRun) {
+  TempDir whole("whole"), split("split");
+  RunOptions run;
+  run.threads = 2;
+  run.out = whole.str();
+  auto reference = weights_after(dropout_bn_net(), recipe(), run);
+
+  // Stop in the middle of the first epoch (step 7 of 10), then resume to the end.
+  RunOptions first = run;
+  first.out = split.str();
+  first.max_steps = 7;
+  {
+    Trainer t(dropout_bn_net(), recipe(), first);
+    TrainResult r = t.fit(small_data());
+    EXPECT_EQ(r.steps, 7);
+    EXPECT_TRUE(fs::exists(split.str("train_state.safetensors")));
+  }
+  RunOptions second = run;
+  second.out = split.str();
+  second.resume = split.str();
+  auto resumed = weights_after(dropout_bn_net(), recipe(), second);
+  expect_same_weights(reference, resumed);
+  auto final = read_safetensors(split.str("model.safetensors"));
+  expect_same_weights(reference, final);
+}
+
+TEST(Training, ResumeRejectsAnotherModelOrBatch) {
+  TempDir dir("other");
+  RunOptions run;
+  run.threads = 1;
+  run.out = dir.str();
+  run.max_steps = 1;
+  Trainer(dropout_bn_net(), recipe(), run).fit(small_data());
+  RunOptions again = run;
+  again.resume = dir.str();
+  TrainConfig other_batch = recipe();
+  other_batch.batch = 32;
+  try {
+    Trainer t(dropout_bn_net(), other_batch, again);
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_TRUE(contains(e.what(), "was written with batch 64, this run uses batch 32")) << e.what();
+  }
+  Graph quick = load_spec(repo_path("data/models/cifar_quick.yaml")).graph;
+  try {
+    Trainer t(quick, recipe(), again);
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_TRUE(contains(e.what(), "belongs to model 'small', not 'cifar_quick'")) << e.what();
+  }
+}
+
+TEST(Training, StopRequestSavesAndReturns) {
+  TempDir dir("stop");
+  RunOptions run;
+  run.threads = 1;
+  run.out = dir.str();
+  Trainer t(dropout_bn_net(), recipe(), run);
+  t.on_step([&](const StepEvent& e) {
+    if (e.step == 3) t.request_stop();
+  });
+  TrainResult r = t.fit(small_data());
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_EQ(r.steps, 3);
+  EXPECT_TRUE(fs::exists(dir.str("train_state.safetensors")));
+  EXPECT_TRUE(fs::exists(dir.str("model.safetensors")));
+  EXPECT_TRUE(fs::exists(dir.str("metrics.jsonl")));
+}
+
+TEST(Training, WeightsRoundTripAndPredict) {
+  TempDir dir("predict");
+  RunOptions run;
+  run.threads = 1;
+  run.max_steps = 4;
+  Trainer a(dropout_bn_net(), recipe(), run);
+  a.fit(small_data());
+  a.save_weights(dir.str("w.safetensors"));
+  const Dataset& test = small_data().test;
+  auto logits_a = a.predict(test.images.data(), 70);
+  RunOptions from_file;
+  from_file.init = dir.str("w.safetensors");
+  Trainer b(dropout_bn_net(), recipe(), from_file);
+  auto logits_b = b.predict(test.images.data(), 70);
+  ASSERT_EQ(logits_a.size(), 700u);
+  EXPECT_EQ(logits_a, logits_b);
+  // A weights file is PyTorch's state dict: batchnorm's num_batches_tracked included.
+  auto file = read_safetensors(dir.str("w.safetensors"));
+  const NamedTensor* tracked = file.find("bn1.num_batches_tracked");
+  ASSERT_NE(tracked, nullptr);
+  EXPECT_EQ(tracked->type, TensorType::i64);
+  EXPECT_EQ(tracked->i64, std::vector<std::int64_t>{4});
+}
+
+TEST(Training, InitFromMismatchedWeightsListsEveryProblem) {
+  TempDir dir("mismatch");
+  RunOptions run;
+  run.max_steps = 1;
+  Trainer a(load_spec(repo_path("data/models/cifar_quick.yaml")).graph, recipe(), run);
+  a.save_weights(dir.str("quick.safetensors"));
+  RunOptions init;
+  init.init = dir.str("quick.safetensors");
+  try {
+    Trainer b(dropout_bn_net(), recipe(), init);
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_EQ(e.exit_code(), ExitCode::invalid_input);
+    EXPECT_TRUE(contains(e.what(), "conv1.weight")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "bn1.weight")) << e.what();
+    EXPECT_GE(e.tensors().size(), 3u);
+  }
+}
+
+TEST(Training, DivergenceStopsWithExitCodeThree) {
+  TrainConfig c = recipe();
+  c.lr = 1e30;
+  RunOptions run;
+  run.threads = 1;
+  Trainer t(dropout_bn_net(), c, run);
+  try {
+    t.fit(small_data());
+    FAIL();
+  } catch (const DivergenceError& e) {
+    EXPECT_EQ(e.exit_code(), ExitCode::runtime);
+    EXPECT_TRUE(contains(e.what(), "try a lower learning rate")) << e.what();
+  }
+}
+
+TEST(Schedule, Values) {
+  Schedule constant;
+  EXPECT_DOUBLE_EQ(constant.factor(17, 100, 10), 1.0);
+  Schedule step{Schedule::Kind::step, 2.0, 0.1};
+  EXPECT_DOUBLE_EQ(step.factor(19, 100, 10), 1.0);
+  EXPECT_NEAR(step.factor(20, 100, 10), 0.1, 1e-12);
+  EXPECT_NEAR(step.factor(45, 100, 10), 0.01, 1e-12);
+  Schedule cosine{Schedule::Kind::cosine};
+  cosine.final = 0.1;
+  EXPECT_DOUBLE_EQ(cosine.factor(0, 100, 10), 1.0);
+  EXPECT_NEAR(cosine.factor(50, 100, 10), 0.55, 1e-12);
+  EXPECT_NEAR(cosine.factor(100, 100, 10), 0.1, 1e-12);
+  // airbench: 0.2 -> 1 over the first 23% of the steps, then -> 0.07 (numpy.interp knots).
+  Schedule linear{Schedule::Kind::linear};
+  linear.warmup = 0.23;
+  linear.start = 0.2;
+  linear.final = 0.07;
+  EXPECT_DOUBLE_EQ(linear.factor(0, 1000, 100), 0.2);
+  EXPECT_NEAR(linear.factor(115, 1000, 100), 0.2 + 0.8 * 115.0 / 230.0, 1e-12);
+  EXPECT_DOUBLE_EQ(linear.factor(230, 1000, 100), 1.0);
+  EXPECT_NEAR(linear.factor(615, 1000, 100), 1.0 - 0.93 * 385.0 / 770.0, 1e-12);
+  EXPECT_NEAR(linear.factor(1000, 1000, 100), 0.07, 1e-12);
+}
+
+}  // namespace
+}  // namespace kiln::test

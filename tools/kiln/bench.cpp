@@ -1,0 +1,70 @@
+// kiln bench: per-layer forward/backward milliseconds and whole-step throughput; the last
+// line is `train: N img/s (batch B, T threads)`.
+#include <fmt/format.h>
+
+#include "cli.hpp"
+
+namespace kiln::cli {
+
+namespace {
+
+struct BenchCliOptions {
+  std::string model;
+  std::string device = "auto";
+  std::optional<std::int64_t> batch;
+  int threads = 0;
+  int repeats = 7;
+  int steps = 5;
+  bool json = false;
+};
+
+int run_bench(const BenchCliOptions& o) {
+  Spec spec = load_spec(o.model);
+  BenchOptions b;
+  b.device = resolve_device(o.device);
+  b.batch = o.batch.value_or(spec.train.batch);
+  b.threads = o.threads;
+  b.repeats = o.repeats;
+  b.steps_per_repeat = o.steps;
+  BenchResult r = bench(spec.graph, spec.train, b);
+  if (o.json) {
+    nlohmann::json j{{"model", spec.graph.name()}, {"backend", r.backend}, {"batch", r.batch}, {"threads", r.threads},
+                     {"images_per_sec", r.median_images_per_sec}, {"repeats", r.images_per_sec}};
+    for (const auto& l : r.layers)
+      j["layers"].push_back({{"name", l.name}, {"op", l.op}, {"forward_ms", l.forward_ms}, {"backward_ms", l.backward_ms}});
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print("{} on {}, batch {}\n", spec.graph.name(), r.backend, r.batch);
+    fmt::print("{:<16} {:<16} {:>10} {:>10}\n", "layer", "op", "fwd ms", "bwd ms");
+    double fwd = 0, bwd = 0;
+    for (const auto& l : r.layers) {
+      fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f}\n", l.name, l.op, l.forward_ms, l.backward_ms);
+      fwd += l.forward_ms;
+      bwd += l.backward_ms;
+    }
+    fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f}\n", "total", "", fwd, bwd);
+    std::string reps;
+    for (double v : r.images_per_sec) reps += fmt::format(" {:.0f}", v);
+    fmt::print("repetitions (img/s):{}\n", reps);
+  }
+  // The last line, for scripts: plain digits.
+  fmt::print("train: {:.0f} img/s (batch {}, {} threads)\n", r.median_images_per_sec, r.batch, r.threads);
+  return 0;
+}
+
+}  // namespace
+
+void add_bench(CLI::App& root, std::vector<Command>& commands) {
+  auto o = std::make_shared<BenchCliOptions>();
+  CLI::App* app = root.add_subcommand("bench", "Time training steps and each layer's forward and backward");
+  app->add_option("model", o->model, "Model spec (YAML)")->required();
+  app->add_option("--device", o->device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app->add_option("--batch", o->batch, "Batch size (default: the spec's train: batch)")->check(CLI::PositiveNumber);
+  app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  app->add_option("--repeats", o->repeats, "Timed repetitions (the median is reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--steps", o->steps, "Training steps per repetition")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_flag("--json", o->json, "Print JSON (the last line stays the summary)");
+  commands.push_back({app, [o] { return run_bench(*o); }});
+}
+
+}  // namespace kiln::cli

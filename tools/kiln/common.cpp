@@ -1,0 +1,73 @@
+// What several commands share: finding the default model and the data.
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "cli.hpp"
+
+namespace kiln::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path executable_dir() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path(".") : exe.parent_path();
+}
+
+// `relative` under the working directory, the executable's parent (a build tree), or the
+// install prefix's share/kiln.
+std::string find_file(const std::string& relative, const std::string& installed) {
+  std::error_code ec;
+  for (const fs::path& base : {fs::current_path(ec), executable_dir().parent_path()}) {
+    if (fs::exists(base / relative, ec)) return (base / relative).string();
+  }
+  fs::path share = executable_dir().parent_path() / "share" / "kiln" / installed;
+  if (fs::exists(share, ec)) return share.string();
+  return {};
+}
+
+}  // namespace
+
+std::string default_model() {
+  std::string path = find_file("data/models/cifar_quick.yaml", "models/cifar_quick.yaml");
+  return path.empty() ? "data/models/cifar_quick.yaml" : path;
+}
+
+Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& description) {
+  if (!dir.empty()) {
+    description = dir;
+    return load_cifar10(dir);
+  }
+  if (const char* env = std::getenv("KILN_CIFAR10_DIR"); env && *env) {
+    description = fmt::format("{} (KILN_CIFAR10_DIR)", env);
+    return load_cifar10(env);
+  }
+  std::string local = find_file("data/cifar-10-batches-bin/data_batch_1.bin", "cifar-10-batches-bin/data_batch_1.bin");
+  if (!local.empty()) {
+    std::string d = fs::path(local).parent_path().string();
+    description = d;
+    return load_cifar10(d);
+  }
+  if (!allow_synthetic)
+    throw UsageError("no data: give --data DIR, set KILN_CIFAR10_DIR, or get CIFAR-10 with tools/fetch-cifar10.sh");
+  fmt::print(stderr,
+             "kiln: no CIFAR-10 found (--data, KILN_CIFAR10_DIR, data/cifar-10-batches-bin); training on a synthetic set made "
+             "in memory. Get CIFAR-10 with tools/fetch-cifar10.sh.\n");
+  description = "synthetic (kiln synth, seed 0)";
+  Cifar10 data = make_synthetic_cifar10({});
+  data.train.source = "synthetic";
+  data.test.source = "synthetic";
+  return data;
+}
+
+Backend resolve_device(const std::string& device) {
+  if (device == "cpu") return Backend::cpu;
+  if (device == "cuda") return Backend::cuda;
+  return built_with_cuda() && cuda_device_count() > 0 ? Backend::cuda : Backend::cpu;
+}
+
+}  // namespace kiln::cli

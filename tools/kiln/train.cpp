@@ -1,0 +1,154 @@
+// kiln train: trains a model spec on CIFAR-10 (or a synthetic set), with a progress bar,
+// per-epoch summaries, OUT/metrics.jsonl and checkpoints; Ctrl-C saves and exits cleanly.
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fmt/format.h>
+#include <optional>
+#include <unistd.h>
+
+#include "cli.hpp"
+
+namespace kiln::cli {
+
+namespace {
+
+struct TrainOptions {
+  std::string model;
+  std::string data;
+  std::string device = "auto";
+  std::optional<double> epochs;
+  std::optional<std::int64_t> steps;
+  std::optional<std::int64_t> batch;
+  std::optional<double> lr;
+  std::optional<std::uint64_t> seed;
+  std::string out;
+  std::string init;
+  std::string resume;
+  bool no_augment = false;
+  bool no_shuffle = false;
+  int threads = 0;
+  bool json = false;
+};
+
+std::atomic<Trainer*> g_trainer{nullptr};
+
+extern "C" void on_signal(int) {
+  if (Trainer* t = g_trainer.load()) t->request_stop();
+  // A second Ctrl-C ends the process at once; the last checkpoint is intact either way.
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+}
+
+std::string percent(double x) { return fmt::format("{:.2f}%", 100.0 * x); }
+
+int run_train(const TrainOptions& o) {
+  std::string model = o.model.empty() ? default_model() : o.model;
+  Spec spec = load_spec(model);
+  print_warnings(spec.graph);
+  TrainConfig config = spec.train;
+  if (o.epochs) config.epochs = *o.epochs;
+  if (o.batch) config.batch = *o.batch;
+  if (o.lr) config.lr = *o.lr;
+  if (o.seed) config.seed = *o.seed;
+  if (o.no_augment) config.augment = Augment{};
+  if (o.no_shuffle) config.shuffle = false;
+  if (config.epochs <= 0) throw UsageError("--epochs must be positive");
+
+  RunOptions run;
+  run.device = resolve_device(o.device);
+  run.threads = o.threads;
+  run.max_steps = o.steps;
+  run.out = o.out.empty() ? (std::filesystem::path("runs") / spec.graph.name()).string() : o.out;
+  run.init = o.init;
+  run.resume = o.resume;
+
+  std::string data_description;
+  Cifar10 data = resolve_data(o.data, true, data_description);
+  Trainer trainer(spec.graph, config, run);
+
+  const bool tty = !o.json && isatty(STDERR_FILENO);
+  if (!o.json)
+    fmt::print("training {} ({}) on {}: {} train / {} test images, batch {}, {} epochs, lr {}, seed {}, device {}\n",
+               spec.graph.name(), model, data_description, data.train.size(), data.test.size(), config.batch, config.epochs,
+               config.lr, config.seed, to_string(run.device));
+  std::fflush(stdout);
+  trainer.on_step([&](const StepEvent& e) {
+    if (o.json) return;
+    if (tty) {
+      int width = 30;
+      auto filled = static_cast<int>(width * e.batch_in_epoch / std::max<std::int64_t>(e.batches_per_epoch, 1));
+      fmt::print(stderr, "\repoch {} [{}{}] {}/{}  loss {:.4f}  lr {:.6f}  {:.0f} img/s ", e.epoch + 1, std::string(filled, '='),
+                 std::string(width - filled, ' '), e.batch_in_epoch, e.batches_per_epoch, e.loss, e.lr, e.images_per_sec);
+      std::fflush(stderr);
+    } else if (e.batch_in_epoch % std::max<std::int64_t>(1, e.batches_per_epoch / 5) == 0) {
+      fmt::print(stderr, "epoch {} step {}/{}  loss {:.4f}  lr {:.6f}  {:.0f} img/s\n", e.epoch + 1, e.batch_in_epoch,
+                 e.batches_per_epoch, e.loss, e.lr, e.images_per_sec);
+    }
+  });
+  trainer.on_epoch([&](const EpochEvent& e) {
+    if (tty) fmt::print(stderr, "\r\033[K");
+    if (o.json) {
+      nlohmann::json j{{"epoch", e.epoch + 1}, {"step", e.step}, {"train_loss", e.train_loss}, {"train_accuracy", e.train_accuracy},
+                       {"lr", e.lr}, {"images_per_sec", e.images_per_sec}, {"elapsed", e.elapsed_sec}};
+      j["test_accuracy"] = e.test_accuracy ? nlohmann::json(*e.test_accuracy) : nlohmann::json(nullptr);
+      fmt::print("{}\n", j.dump());
+    } else {
+      fmt::print("epoch {:>3}  train loss {:.4f}  train acc {}  test acc {}  lr {:.6f}  {:.0f} img/s  elapsed {:.1f}s\n",
+                 e.epoch + 1, e.train_loss, percent(e.train_accuracy), e.test_accuracy ? percent(*e.test_accuracy) : "-", e.lr,
+                 e.images_per_sec, e.elapsed_sec);
+    }
+    std::fflush(stdout);
+  });
+
+  g_trainer.store(&trainer);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  TrainResult result;
+  try {
+    result = trainer.fit(data);
+  } catch (...) {
+    g_trainer.store(nullptr);
+    throw;
+  }
+  g_trainer.store(nullptr);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+
+  if (result.interrupted) {
+    fmt::print(stderr, "kiln train: interrupted at step {}; saved {}/train_state.safetensors and model.safetensors. Resume with: "
+                       "kiln train {} --resume {}\n",
+               result.steps, run.out, model, run.out);
+    return 0;
+  }
+  if (!o.json)
+    fmt::print("done: {} steps in {:.1f}s{}; weights in {}/model.safetensors\n", result.steps, result.seconds,
+               result.test_accuracy ? fmt::format(", test accuracy {}", percent(*result.test_accuracy)) : "", run.out);
+  return 0;
+}
+
+}  // namespace
+
+void add_train(CLI::App& root, std::vector<Command>& commands) {
+  auto o = std::make_shared<TrainOptions>();
+  CLI::App* app = root.add_subcommand("train", "Train a model spec (default: data/models/cifar_quick.yaml)");
+  app->add_option("model", o->model, "Model spec (YAML)");
+  app->add_option("--data", o->data, "CIFAR-10 binary directory (default: $KILN_CIFAR10_DIR, data/cifar-10-batches-bin, else synthetic)");
+  app->add_option("--device", o->device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app->add_option("--epochs", o->epochs, "Epochs (may be fractional)")->check(CLI::PositiveNumber);
+  app->add_option("--steps", o->steps, "Stop after this many optimizer steps")->check(CLI::PositiveNumber);
+  app->add_option("--batch", o->batch, "Batch size")->check(CLI::PositiveNumber);
+  app->add_option("--lr", o->lr, "Peak learning rate")->check(CLI::NonNegativeNumber);
+  app->add_option("--seed", o->seed, "Seed of initialization, shuffling, augmentation and dropout");
+  app->add_option("--out", o->out, "Output directory (default: runs/<model name>)");
+  app->add_option("--init", o->init, "Initial weights (safetensors, PyTorch names)");
+  app->add_option("--resume", o->resume, "Resume from a run's output directory");
+  app->add_flag("--no-augment", o->no_augment, "No data augmentation");
+  app->add_flag("--no-shuffle", o->no_shuffle, "Records in file order");
+  app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
+  commands.push_back({app, [o] { return run_train(*o); }});
+}
+
+}  // namespace kiln::cli
