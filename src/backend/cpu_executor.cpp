@@ -121,7 +121,7 @@ class CpuExecutor final : public Executor {
     }
   }
 
-  void loss(const LossOptions& o, bool train) override {
+  void loss(const LossOptions& o, bool train, std::int64_t tag) override {
     trace::Range range("loss");
     const Layer& out = graph_.output();
     const int K = static_cast<int>(out.shape.c);
@@ -136,9 +136,7 @@ class CpuExecutor final : public Executor {
       loss += s.loss;
       correct += s.correct ? 1 : 0;
     }
-    stats_.loss_sum += loss;
-    stats_.correct += correct;
-    stats_.count += n_;
+    stats_.push_back({tag, loss, correct, n_});
   }
 
   void backward(std::uint64_t step) override {
@@ -175,7 +173,7 @@ class CpuExecutor final : public Executor {
     }
   }
 
-  StepStats take_stats() override { return std::exchange(stats_, StepStats{}); }
+  std::vector<StepStats> take_stats(bool) override { return std::exchange(stats_, {}); }
 
   void read_logits(std::span<float> out) const override {
     const Layer& last = graph_.output();
@@ -227,7 +225,7 @@ class CpuExecutor final : public Executor {
   };
   std::vector<RangeNames> names_;  // "conv1/fwd": made once, so a step allocates nothing
   std::int64_t n_ = 0;
-  StepStats stats_;
+  std::vector<StepStats> stats_;
   bool profiling_ = false;
   std::vector<LayerTime> times_;
 };

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/data.hpp"
 #include "kiln/graph.hpp"
 #include "kiln/memory.hpp"
 #include "math/augment.hpp"
@@ -17,12 +18,15 @@
 namespace kiln::detail {
 
 // A batch on the host: uint8 images in CIFAR-10's layout (gathered in order), labels, and
-// per-sample augmentation (nullptr: none).
+// per-sample augmentation (nullptr: none). `dataset` and `indices` say where the records
+// came from, so a backend holding the dataset in device memory gathers them itself.
 struct HostBatch {
   std::int64_t n = 0;
   const std::uint8_t* images = nullptr;
   const std::uint8_t* labels = nullptr;
   const math::AugmentParams* augment = nullptr;
+  const Dataset* dataset = nullptr;
+  const std::int64_t* indices = nullptr;
 };
 
 // How staged images become the model input: padding mode of the augmentation, and the
@@ -38,13 +42,20 @@ struct LossOptions {
   bool sum = false;  // false: the batch mean (PyTorch's default)
 };
 
-// Accumulated over the steps since the last take_stats(): summed per-sample losses,
-// correct predictions, samples.
+// What one loss() call measured: summed per-sample losses, correct predictions, samples;
+// `tag` is the caller's (the optimizer step, or -1 in evaluation).
 struct StepStats {
+  std::int64_t tag = 0;
   double loss_sum = 0.0;
   std::int64_t correct = 0;
   std::int64_t count = 0;
 };
+
+inline StepStats total(const std::vector<StepStats>& all) {
+  StepStats t;
+  for (const auto& s : all) t.loss_sum += s.loss_sum, t.correct += s.correct, t.count += s.count;
+  return t;
+}
 
 // Time spent in one layer's forward and backward since profiling was switched on.
 struct LayerTime {
@@ -65,14 +76,20 @@ class Executor {
   virtual void stage(const HostBatch& batch, const InputTransform& transform) = 0;
   // Forward over every layer; `step` keys the dropout masks.
   virtual void forward(bool train, std::uint64_t step) = 0;
-  // Loss of the staged labels against the logits; accumulates stats; in training also
+  // Loss of the staged labels against the logits, recorded under `tag`; in training also
   // writes the gradient of the logits.
-  virtual void loss(const LossOptions& options, bool train) = 0;
+  virtual void loss(const LossOptions& options, bool train, std::int64_t tag) = 0;
   virtual void backward(std::uint64_t step) = 0;
   // One optimizer step; `hyper` has one entry per Graph::params() (ignored for buffers and
   // non-trainable parameters).
   virtual void update(std::span<const math::SgdHyper> hyper) = 0;
-  virtual StepStats take_stats() = 0;
+  // The records of finished loss() calls, oldest first. Without `wait`, only those already
+  // on the host: a device backend copies them asynchronously, so they arrive about a step
+  // later and logging never stalls the stream. With `wait`, all of them.
+  virtual std::vector<StepStats> take_stats(bool wait) = 0;
+  // Keeps `data` in device memory so batches from it are gathered there (resident data);
+  // false when the backend does not (the CPU) or it does not fit.
+  virtual bool make_resident(const Dataset&) { return false; }
 
   // n x classes logits of the last forward.
   virtual void read_logits(std::span<float> out) const = 0;

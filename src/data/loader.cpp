@@ -173,6 +173,8 @@ struct Loader::Impl {
     out.images = slot->images.data();
     out.labels = slot->labels.data();
     out.augment = options.augment.enabled ? slot->augment.data() : nullptr;
+    out.dataset = &data;
+    out.indices = order.data() + slot->batch * options.batch;
     return true;
   }
 

@@ -100,27 +100,24 @@ std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer> bef
 
 BackwardNeeds needs(const Layer& layer) { return {.input = !layer.attrs.frozen, .output = false}; }
 
-// ---- CPU: im2col + GEMM over chunks of samples -----------------------------------------
+// ---- CPU: im2col + GEMM ---------------------------------------------------------------
 //
-// Per chunk of cn samples and per group, forward is Y[co, cn*P] = W[co, K] * col[K, cn*P]
-// (P output pixels, K = in/groups * kh * kw); backward is dW^T += col * dY^T and
-// dcol = W^T * dY, added back into dx by col2im. GEMM wants the chunk's samples side by side
-// in its N dimension, so Y and dY pass through a channel-major [C][cn*P] buffer when cn > 1.
+// Per sample and group, forward is Y[co, P] = W[co, K] * col[K, P] (P output pixels,
+// K = in/groups * kh * kw); backward is dW^T += col * dY^T and dcol = W^T * dY, added back
+// into dx by col2im. Y and dY are NCHW, so each sample's GEMMs read and write them in place.
 //
-// Threads: one OpenMP team per chunk. Each thread builds its own block of columns, runs its
-// own single-threaded GEMM on them and stores them, so forward needs no barrier and the
-// columns stay in the cache of the core that wrote them; backward splits dW by rows and
-// col2im by input planes after a barrier. This assumes OpenBLAS runs single-threaded (the
-// executor's choice): with OpenBLAS threads of its own the team shrinks to one thread and
-// each GEMM uses OpenBLAS's threads instead, as two busy pools on the same cores slow each
-// other down. Every output element is written by one thread in a fixed order, with no
-// atomics, and dW sums the chunks in order, so results repeat run to run.
+// Threads: one OpenMP team per call, each thread with a contiguous share of the samples and
+// a slot of the workspace of its own (a column matrix and a partial dW), so there is no
+// barrier, and a sample's columns are still in its core's cache when its GEMMs read them.
+// The partial dWs are summed in thread order at the end. This relies on OpenBLAS running
+// single-threaded (the executor's choice): with OpenBLAS threads of its own, the team
+// shrinks to one thread and every GEMM uses OpenBLAS's threads, as two busy pools of
+// threads on the same cores slow each other down. Every output element is written by one
+// thread in a fixed order, with no atomics, so results repeat run to run for a given number
+// of threads.
 
-// Floats of the column buffer a chunk aims at: ~2 MB, so that each core's share of it stays
-// in its L2 cache between im2col and the GEMM that reads it.
-constexpr std::int64_t kColumnFloats = std::int64_t{1} << 19;
-// Column blocks start on multiples of this many floats (a cache line).
-constexpr std::int64_t kAlign = 16;
+// Slots in the workspace: the most threads a team can have.
+constexpr std::int64_t kMaxTeam = 16;
 
 math::ConvGeom geom_of(const Layer& layer, const Shape& in) {
   const Attrs& a = layer.attrs;
@@ -130,54 +127,29 @@ math::ConvGeom geom_of(const Layer& layer, const Shape& in) {
           .pw = a.pad.left, .dh = a.dilation.h, .dw = a.dilation.w};
 }
 
-// Samples per chunk for a batch of `batch`; depends on nothing else, so a given n is always
-// cut the same way, and a smaller n never needs more workspace.
-std::int64_t chunk_of(const math::ConvGeom& g, std::int64_t batch) {
-  return std::clamp<std::int64_t>(kColumnFloats / (g.rows() * g.pixels()), 1, std::max<std::int64_t>(batch, 1));
-}
-
-// A call's workspace, for chunks of at most `chunk` samples: the column buffer (none when a
-// pointwise conv of one sample reads its input directly), the channel-major buffer for Y or
-// dY (none for chunks of one sample), and dW transposed (see cpu_backward).
-struct Scratch {
-  float* col = nullptr;
-  float* yt = nullptr;
-  float* dwt = nullptr;
+// A thread's slot: a column matrix (none for a pointwise conv, which reads its input as it
+// is), then its partial dW^T.
+struct Slot {
+  std::int64_t col, dwt;
+  std::int64_t floats() const { return col + dwt; }
 };
 
-std::int64_t col_floats(const math::ConvGeom& g, std::int64_t cn) { return g.pointwise() && cn == 1 ? 0 : g.rows() * cn * g.pixels(); }
-std::int64_t yt_floats(const math::ConvGeom& g, std::int64_t cn, std::int64_t out) { return cn > 1 ? out * cn * g.pixels() : 0; }
-std::int64_t dwt_floats(const math::ConvGeom& g, std::int64_t out, std::int64_t groups) { return g.rows() / groups * out; }
-
-Scratch carve(const math::ConvGeom& g, std::int64_t chunk, std::int64_t out, float* base) {
-  float* yt = base + col_floats(g, chunk);
-  return {base, yt, yt + yt_floats(g, chunk, out)};
+Slot slot_of(const math::ConvGeom& g, std::int64_t out, std::int64_t groups) {
+  return {g.pointwise() ? 0 : g.rows() * g.pixels(), g.rows() / groups * out};
 }
 
 std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::int64_t batch) {
   const math::ConvGeom g = geom_of(layer, before[static_cast<std::size_t>(layer.inputs[0])].shape);
-  const std::int64_t chunk = chunk_of(g, batch), out = layer.shape.c;
-  return col_floats(g, chunk) + yt_floats(g, chunk, out) + dwt_floats(g, out, layer.attrs.groups);
+  return std::clamp<std::int64_t>(batch, 1, kMaxTeam) * slot_of(g, layer.shape.c, layer.attrs.groups).floats();
 }
 
-// Thread t's share of [0, extent): contiguous, starting on a multiple of `align`.
-math::Range share(std::int64_t extent, std::int64_t align, int t, int team) {
-  const std::int64_t step = ((extent + align - 1) / align + team - 1) / team * align;
-  return {std::min(extent, t * step), std::min(extent, (t + 1) * step)};
+// The team for n samples: no more threads than samples or slots.
+int team_for(const CpuLayer& l) {
+  return static_cast<int>(std::clamp<std::int64_t>(l.n, 1, std::min<std::int64_t>(gemm_team(l.threads), kMaxTeam)));
 }
 
-// Thread t's columns of a chunk: whole samples when there are at least as many as threads.
-math::Range column_block(std::int64_t cn, std::int64_t pixels, int t, int team) {
-  if (cn >= team) return {cn * t / team * pixels, cn * (t + 1) / team * pixels};
-  return share(cn * pixels, kAlign, t, team);
-}
-
-// Calls f(s, p0, p1) for each sample s whose pixels [p0, p1) lie in the column block.
-template <class F>
-void for_samples(math::Range block, std::int64_t pixels, F&& f) {
-  for (std::int64_t s = block.begin / pixels; s * pixels < block.end; ++s)
-    f(s, std::max<std::int64_t>(block.begin - s * pixels, 0), std::min(block.end - s * pixels, pixels));
-}
+// Thread t's samples.
+math::Range my_samples(std::int64_t n, int t, int team) { return {n * t / team, n * (t + 1) / team}; }
 
 // Zeroes [a, b) with plain stores when short: GCC turns a zeroing loop into a memset call,
 // which costs more than the one or two floats at a typical row edge.
@@ -190,6 +162,25 @@ inline void zero(float* p, std::int64_t a, std::int64_t b) {
     if (a + t < b) p[a + t] = 0.0f;
 }
 
+// Zeroes n floats at each of `count` places `stride` apart (the padding columns of a plane).
+template <int N>
+void zero_strided(float* p, std::int64_t count, std::int64_t stride) {
+  for (std::int64_t k = 0; k < count; ++k, p += stride)
+    for (int t = 0; t < N; ++t) p[t] = 0.0f;
+}
+
+void zero_strided(float* p, std::int64_t count, std::int64_t stride, std::int64_t n) {
+  switch (n) {
+    case 0: return;
+    case 1: return zero_strided<1>(p, count, stride);
+    case 2: return zero_strided<2>(p, count, stride);
+    case 3: return zero_strided<3>(p, count, stride);
+    case 4: return zero_strided<4>(p, count, stride);
+    default:
+      for (std::int64_t k = 0; k < count; ++k) std::fill(p + k * stride, p + k * stride + n, 0.0f);
+  }
+}
+
 // With stride 1 and an output as wide as the input (every 'same' conv), tap (i, j) maps
 // the input plane onto the output plane by one constant shift of the flat index: a row of
 // the column matrix is one block copy, after which only the columns that wrapped around
@@ -199,7 +190,6 @@ bool shifted_rows(const math::ConvGeom& g) { return g.sh == 1 && g.sw == 1 && g.
 
 // What tap (i, j) reads: the outputs with a source inside the input, and the first source.
 struct Tap {
-  std::int64_t i, j;
   math::Range ry, rx;
   std::int64_t y0, x0;
 };
@@ -207,137 +197,98 @@ struct Tap {
 Tap tap_of(const math::ConvGeom& g, std::int64_t i, std::int64_t j) {
   const math::Range ry = math::conv_valid(g.h, g.oh, i, g.sh, g.ph, g.dh);
   const math::Range rx = math::conv_valid(g.w, g.ow, j, g.sw, g.pw, g.dw);
-  return {i, j, ry, rx, math::conv_source(ry.begin, i, g.sh, g.ph, g.dh), math::conv_source(rx.begin, j, g.sw, g.pw, g.dw)};
+  return {ry, rx, math::conv_source(ry.begin, i, g.sh, g.ph, g.dh), math::conv_source(rx.begin, j, g.sw, g.pw, g.dw)};
 }
 
-// Pixels [p0, p1) of one row of the column matrix: tap t of input plane src.
-void im2col_pixels(const math::ConvGeom& g, const Tap& t, const float* src, float* dst, std::int64_t p0, std::int64_t p1) {
-  const std::int64_t ow = g.ow;
-  if (t.ry.begin == t.ry.end || t.rx.begin == t.rx.end) return zero(dst, p0, p1);
+// One row of a column matrix: what tap t reads from input plane src.
+void im2col_row(const math::ConvGeom& g, const Tap& t, const float* src, float* dst) {
+  const std::int64_t ow = g.ow, pixels = g.pixels();
+  if (t.ry.begin == t.ry.end || t.rx.begin == t.rx.end) return zero(dst, 0, pixels);
   if (shifted_rows(g)) {
     const std::int64_t first = t.ry.begin * ow + t.rx.begin, last = (t.ry.end - 1) * ow + t.rx.end;
-    const std::int64_t lo = std::clamp(first, p0, p1), hi = std::clamp(last, lo, p1);
-    zero(dst, p0, lo);
-    std::memcpy(dst + lo, src + t.y0 * g.w + t.x0 + (lo - first), static_cast<std::size_t>(hi - lo) * sizeof(float));
-    zero(dst, hi, p1);
-    for (std::int64_t oy = t.ry.begin; oy + 1 < t.ry.end; ++oy)
-      zero(dst, std::max(p0, oy * ow + t.rx.end), std::min(p1, (oy + 1) * ow + t.rx.begin));
+    zero(dst, 0, first);
+    std::memcpy(dst + first, src + t.y0 * g.w + t.x0, static_cast<std::size_t>(last - first) * sizeof(float));
+    zero(dst, last, pixels);
+    zero_strided(dst + t.ry.begin * ow + t.rx.end, t.ry.end - t.ry.begin - 1, ow, ow - (t.rx.end - t.rx.begin));
     return;
   }
-  for (std::int64_t oy = p0 / ow; oy * ow < p1; ++oy) {
+  zero(dst, 0, t.ry.begin * ow);
+  for (std::int64_t oy = t.ry.begin; oy < t.ry.end; ++oy) {
     float* d = dst + oy * ow;
-    const std::int64_t a = std::max<std::int64_t>(p0 - oy * ow, 0), b = std::min(p1 - oy * ow, ow);
-    if (oy < t.ry.begin || oy >= t.ry.end) {
-      zero(d, a, b);
-      continue;
-    }
     const float* v = src + (t.y0 + (oy - t.ry.begin) * g.sh) * g.w + t.x0;
-    const std::int64_t lo = std::clamp(t.rx.begin, a, b), hi = std::clamp(t.rx.end, lo, b);
-    zero(d, a, lo);
-    for (std::int64_t ox = lo; ox < hi; ++ox) d[ox] = v[(ox - t.rx.begin) * g.sw];
-    zero(d, hi, b);
+    zero(d, 0, t.rx.begin);
+    for (std::int64_t ox = t.rx.begin; ox < t.rx.end; ++ox) d[ox] = v[(ox - t.rx.begin) * g.sw];
+    zero(d, t.rx.end, ow);
   }
+  zero(dst, t.ry.end * ow, pixels);
 }
 
-// Columns `block` of col [K][cn*P] from cn samples of x (NCHW).
-void im2col_block(const math::ConvGeom& g, const float* x, std::int64_t cn, float* col, math::Range block) {
-  const std::int64_t pixels = g.pixels(), cols = cn * pixels;
-  for (std::int64_t r = 0; r < g.rows(); ++r) {
-    const Tap t = tap_of(g, (r / g.kw) % g.kh, r % g.kw);
-    const float* plane = x + r / (g.kh * g.kw) * g.h * g.w;
-    float* row = col + r * cols;
-    for_samples(block, pixels, [&](std::int64_t s, std::int64_t p0, std::int64_t p1) {
-      im2col_pixels(g, t, plane + s * g.c * g.h * g.w, row + s * pixels, p0, p1);
-    });
-  }
+// The column matrix [K][P] of one sample x (CHW).
+void im2col(const math::ConvGeom& g, const float* x, float* col) {
+  const std::int64_t taps = g.kh * g.kw, pixels = g.pixels();
+  for (std::int64_t ci = 0; ci < g.c; ++ci)
+    for (std::int64_t tap = 0; tap < taps; ++tap)
+      im2col_row(g, tap_of(g, tap / g.kw, tap % g.kw), x + ci * g.h * g.w, col + (ci * taps + tap) * pixels);
 }
 
-// The adjoint of im2col, dcol [K][cn*P] -> dx (cn samples, NCHW), shared among the team by
-// input planes; each plane adds its taps in a fixed order. Clobbers dcol's wrapped columns.
-void col2im(const math::ConvGeom& g, float* dcol, std::int64_t cn, float* dx, bool accumulate) {
-  const std::int64_t pixels = g.pixels(), cols = cn * pixels, plane_size = g.h * g.w, ow = g.ow;
-#pragma omp for collapse(2) schedule(static)
-  for (std::int64_t s = 0; s < cn; ++s) {
-    for (std::int64_t ci = 0; ci < g.c; ++ci) {
-      float* plane = dx + (s * g.c + ci) * plane_size;
-      if (!accumulate) std::fill(plane, plane + plane_size, 0.0f);
-      for (std::int64_t i = 0; i < g.kh; ++i) {
-        for (std::int64_t j = 0; j < g.kw; ++j) {
-          const Tap t = tap_of(g, i, j);
-          if (t.ry.begin == t.ry.end || t.rx.begin == t.rx.end) continue;
-          float* v = dcol + math::col_row(g, ci, i, j) * cols + s * pixels;
-          if (shifted_rows(g)) {
-            for (std::int64_t oy = t.ry.begin; oy + 1 < t.ry.end; ++oy) zero(v, oy * ow + t.rx.end, (oy + 1) * ow + t.rx.begin);
-            const std::int64_t first = t.ry.begin * ow + t.rx.begin, len = (t.ry.end - 1) * ow + t.rx.end - first;
-            float* d = plane + t.y0 * g.w + t.x0;
-            for (std::int64_t q = 0; q < len; ++q) d[q] += v[first + q];
-            continue;
-          }
-          for (std::int64_t oy = t.ry.begin; oy < t.ry.end; ++oy) {
-            float* d = plane + (t.y0 + (oy - t.ry.begin) * g.sh) * g.w + t.x0;
-            const float* r = v + oy * ow + t.rx.begin;
-            for (std::int64_t q = 0; q < t.rx.end - t.rx.begin; ++q) d[q * g.sw] += r[q];
-          }
-        }
+// The adjoint of im2col: one sample's column matrix dcol added into dx (CHW), each input
+// plane adding its taps in a fixed order. Clobbers dcol's wrapped columns (see shifted_rows).
+void col2im(const math::ConvGeom& g, float* dcol, float* dx, bool accumulate) {
+  const std::int64_t pixels = g.pixels(), plane_size = g.h * g.w, ow = g.ow, taps = g.kh * g.kw;
+  if (!accumulate) std::fill(dx, dx + g.c * plane_size, 0.0f);
+  for (std::int64_t ci = 0; ci < g.c; ++ci) {
+    float* plane = dx + ci * plane_size;
+    for (std::int64_t tap = 0; tap < taps; ++tap) {
+      const Tap t = tap_of(g, tap / g.kw, tap % g.kw);
+      if (t.ry.begin == t.ry.end || t.rx.begin == t.rx.end) continue;
+      float* v = dcol + (ci * taps + tap) * pixels;
+      if (shifted_rows(g)) {
+        zero_strided(v + t.ry.begin * ow + t.rx.end, t.ry.end - t.ry.begin - 1, ow, ow - (t.rx.end - t.rx.begin));
+        const std::int64_t first = t.ry.begin * ow + t.rx.begin, len = (t.ry.end - 1) * ow + t.rx.end - first;
+        float* d = plane + t.y0 * g.w + t.x0;
+        for (std::int64_t q = 0; q < len; ++q) d[q] += v[first + q];
+        continue;
+      }
+      for (std::int64_t oy = t.ry.begin; oy < t.ry.end; ++oy) {
+        float* d = plane + (t.y0 + (oy - t.ry.begin) * g.sh) * g.w + t.x0;
+        const float* r = v + oy * ow + t.rx.begin;
+        for (std::int64_t q = 0; q < t.rx.end - t.rx.begin; ++q) d[q * g.sw] += r[q];
       }
     }
-  }
-}
-
-// Columns `block` of dY (cn samples, [cn][C][P]) into the channel-major [C][cn*P] buffer.
-void gather_block(const float* dy, std::int64_t cn, std::int64_t c, std::int64_t pixels, float* dyt, math::Range block) {
-  for (std::int64_t ch = 0; ch < c; ++ch)
-    for_samples(block, pixels, [&](std::int64_t s, std::int64_t p0, std::int64_t p1) {
-      std::memcpy(dyt + ch * cn * pixels + s * pixels + p0, dy + (s * c + ch) * pixels + p0,
-                  static_cast<std::size_t>(p1 - p0) * sizeof(float));
-    });
-}
-
-// Columns `block` of Y from the channel-major buffer yt into y (cn samples, NCHW), adding the
-// bias (nullptr: none). For a chunk of one sample yt is y itself.
-void store_block(const float* yt, float* y, std::int64_t cn, std::int64_t c, std::int64_t pixels, const float* bias,
-                 math::Range block) {
-  if (cn == 1 && !bias) return;
-  for (std::int64_t ch = 0; ch < c; ++ch) {
-    const float b = bias ? bias[ch] : 0.0f;
-    for_samples(block, pixels, [&](std::int64_t s, std::int64_t p0, std::int64_t p1) {
-      const float* a = yt + ch * cn * pixels + s * pixels;
-      float* d = y + (s * c + ch) * pixels;
-      for (std::int64_t p = p0; p < p1; ++p) d[p] = a[p] + b;
-    });
   }
 }
 
 struct ConvDims {
   math::ConvGeom g;
   std::int64_t groups, pixels, co, co_g, k_g, in_size, out_size;
+  Slot slot;
 
   explicit ConvDims(const CpuLayer& l)
       : g(geom_of(*l.layer, l.in_shape())), groups(l.layer->attrs.groups), pixels(g.pixels()), co(l.layer->shape.c),
-        co_g(co / groups), k_g(g.rows() / groups), in_size(g.c * g.h * g.w), out_size(co * pixels) {}
+        co_g(co / groups), k_g(g.rows() / groups), in_size(g.c * g.h * g.w), out_size(co * pixels),
+        slot(slot_of(g, co, groups)) {}
 };
 
 void cpu_forward(const CpuLayer& l) {
   const ConvDims d(l);
-  const std::int64_t chunk = chunk_of(d.g, l.n);
-  const Scratch ws = carve(d.g, chunk, d.co, l.workspace);
+  const std::int64_t p = d.pixels;
   const float* w = l.params[0];
   const float* bias = l.layer->attrs.bias ? l.params[1] : nullptr;
-  for (std::int64_t n0 = 0; n0 < l.n; n0 += chunk) {
-    const std::int64_t cn = std::min(chunk, l.n - n0), cols = cn * d.pixels;
-    const float* x = l.x[0] + n0 * d.in_size;
-    float* y = l.y + n0 * d.out_size;
-    const bool direct = col_floats(d.g, cn) == 0;
-    const float* col = direct ? x : ws.col;
-    float* yt = cn == 1 ? y : ws.yt;
-#pragma omp parallel num_threads(gemm_team(l.threads))
-    {
-      const math::Range blk = column_block(cn, d.pixels, omp_get_thread_num(), omp_get_num_threads());
-      if (!direct) im2col_block(d.g, x, cn, ws.col, blk);
+#pragma omp parallel num_threads(team_for(l))
+  {
+    const int t = omp_get_thread_num();
+    float* slot = l.workspace + t * d.slot.floats();
+    const math::Range mine = my_samples(l.n, t, omp_get_num_threads());
+    for (std::int64_t s = mine.begin; s < mine.end; ++s) {
+      const float* x = l.x[0] + s * d.in_size;
+      float* y = l.y + s * d.out_size;
+      const float* col = d.slot.col ? slot : x;
+      if (d.slot.col) im2col(d.g, x, slot);
       for (std::int64_t gi = 0; gi < d.groups; ++gi)
-        gemm(Trans::no, Trans::no, d.co_g, blk.end - blk.begin, d.k_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g,
-             col + gi * d.k_g * cols + blk.begin, cols, 0.0f, yt + gi * d.co_g * cols + blk.begin, cols);
-      store_block(yt, y, cn, d.co, d.pixels, bias, blk);
+        gemm(Trans::no, Trans::no, d.co_g, p, d.k_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g, col + gi * d.k_g * p, p, 0.0f,
+             y + gi * d.co_g * p, p);
+      for (std::int64_t c = 0; bias && c < d.co; ++c)
+        for (std::int64_t q = 0; q < p; ++q) y[c * p + q] += bias[c];
     }
   }
 }
@@ -352,7 +303,7 @@ double sum_floats(const float* v, std::int64_t n) {
     for (std::int64_t k = 0; k < kLanes; ++k) part[k] += v[t + k];
   double sum = 0.0;
   for (; t < n; ++t) sum += v[t];
-  for (float p : part) sum += p;
+  for (float q : part) sum += q;
   return sum;
 }
 
@@ -366,62 +317,59 @@ void bias_grad(const float* dy, std::int64_t n, std::int64_t c, std::int64_t p, 
   }
 }
 
-// dW is accumulated transposed, dW^T[K_g][co_g] += col * dY^T per group: OpenBLAS runs this
-// orientation of the same product 1.2-1.6x faster on these thin shapes (M = out channels,
-// N = K, long inner dimension), and its rows split evenly among threads. The final
-// transpose touches only the weights.
+// dW is accumulated transposed, dW^T[K_g][co_g] += col * dY^T per group and sample: OpenBLAS
+// runs this orientation of the product 1.2-1.6x faster on these thin shapes (M = out
+// channels, N = K, long inner dimension). Summing the threads' partials transposes it back.
 void cpu_backward(const CpuLayer& l) {
   const ConvDims d(l);
-  const std::int64_t chunk = chunk_of(d.g, l.n);
-  const Scratch ws = carve(d.g, chunk, d.co, l.workspace);
+  const std::int64_t p = d.pixels;
   const float* w = l.params[0];
   float* dw = l.grads.empty() ? nullptr : l.grads[0];
   float* db = l.layer->attrs.bias && l.grads.size() > 1 ? l.grads[1] : nullptr;
   float* dx = l.dx.empty() ? nullptr : l.dx[0];
   const bool accumulate = !l.accumulate.empty() && l.accumulate[0];
-  if (db) bias_grad(l.dy, l.n, d.co, d.pixels, db, l.threads);
-  if (dw && l.n == 0) std::fill(ws.dwt, ws.dwt + d.k_g * d.co, 0.0f);
-  for (std::int64_t n0 = 0; n0 < l.n && (dw || dx); n0 += chunk) {
-    const std::int64_t cn = std::min(chunk, l.n - n0), cols = cn * d.pixels;
-    const bool direct = col_floats(d.g, cn) == 0;
-    const float* x = dw ? l.x[0] + n0 * d.in_size : nullptr;  // not kept when frozen
-    const float* col = direct ? x : ws.col;
-    const float* dyt = cn == 1 ? l.dy + n0 * d.out_size : ws.yt;
-    float* dxc = dx ? dx + n0 * d.in_size : nullptr;
-    // A pointwise chunk of one sample writes dx directly; otherwise dcol reuses the column buffer.
-    float* dcol = direct ? dxc : ws.col;
-    const float dcol_beta = direct && accumulate ? 1.0f : 0.0f;
-#pragma omp parallel num_threads(gemm_team(l.threads))
-    {
-      const int t = omp_get_thread_num(), team = omp_get_num_threads();
-      const math::Range blk = column_block(cn, d.pixels, t, team);
-      if (cn > 1) gather_block(l.dy + n0 * d.out_size, cn, d.co, d.pixels, ws.yt, blk);
-      if (dw && !direct) im2col_block(d.g, x, cn, ws.col, blk);
-#pragma omp barrier
+  if (db) bias_grad(l.dy, l.n, d.co, p, db, l.threads);
+  if (!dw && !dx) return;
+  const int team = team_for(l);
+#pragma omp parallel num_threads(team)
+  {
+    const int t = omp_get_thread_num();
+    float* col = l.workspace + t * d.slot.floats();
+    float* dwt = col + d.slot.col;
+    const math::Range mine = my_samples(l.n, t, omp_get_num_threads());
+    for (std::int64_t s = mine.begin; s < mine.end; ++s) {
+      const float* dy = l.dy + s * d.out_size;
       if (dw) {
-        const math::Range rows = share(d.k_g, kAlign, t, team);
+        // The input is read only here: it is not kept for a frozen layer.
+        const float* x = l.x[0] + s * d.in_size;
+        if (d.slot.col) im2col(d.g, x, col);
+        const float* cs = d.slot.col ? col : x;
         for (std::int64_t gi = 0; gi < d.groups; ++gi)
-          gemm(Trans::no, Trans::yes, rows.end - rows.begin, d.co_g, cols, 1.0f, col + (gi * d.k_g + rows.begin) * cols, cols,
-               dyt + gi * d.co_g * cols, cols, n0 == 0 ? 0.0f : 1.0f, ws.dwt + (gi * d.k_g + rows.begin) * d.co_g, d.co_g);
+          gemm(Trans::no, Trans::yes, d.k_g, d.co_g, p, 1.0f, cs + gi * d.k_g * p, p, dy + gi * d.co_g * p, p,
+               0.0f, dwt + gi * d.k_g * d.co_g, d.co_g);
       }
       if (dx) {
-#pragma omp barrier
+        // A pointwise conv's dcol is dx itself.
+        float* dcol = d.slot.col ? col : dx + s * d.in_size;
+        const float beta = !d.slot.col && accumulate ? 1.0f : 0.0f;
         for (std::int64_t gi = 0; gi < d.groups; ++gi)
-          gemm(Trans::yes, Trans::no, d.k_g, blk.end - blk.begin, d.co_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g,
-               dyt + gi * d.co_g * cols + blk.begin, cols, dcol_beta, dcol + gi * d.k_g * cols + blk.begin, cols);
-        if (!direct) {
-#pragma omp barrier
-          col2im(d.g, ws.col, cn, dxc, accumulate);
-        }
+          gemm(Trans::yes, Trans::no, d.k_g, p, d.co_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g, dy + gi * d.co_g * p, p, beta,
+               dcol + gi * d.k_g * p, p);
+        if (d.slot.col) col2im(d.g, col, dx + s * d.in_size, accumulate);
       }
     }
   }
-  if (dw) {
+  if (!dw) return;
+  // Threads without samples left their partials unwritten.
+  const int used = static_cast<int>(std::min<std::int64_t>(team, l.n));
 #pragma omp parallel for collapse(2) num_threads(l.threads) schedule(static)
-    for (std::int64_t gi = 0; gi < d.groups; ++gi)
-      for (std::int64_t c = 0; c < d.co_g; ++c)
-        for (std::int64_t k = 0; k < d.k_g; ++k) dw[(gi * d.co_g + c) * d.k_g + k] = ws.dwt[(gi * d.k_g + k) * d.co_g + c];
-  }
+  for (std::int64_t gi = 0; gi < d.groups; ++gi)
+    for (std::int64_t c = 0; c < d.co_g; ++c)
+      for (std::int64_t k = 0; k < d.k_g; ++k) {
+        float sum = 0.0f;
+        for (int t = 0; t < used; ++t) sum += l.workspace[t * d.slot.floats() + d.slot.col + (gi * d.k_g + k) * d.co_g + c];
+        dw[(gi * d.co_g + c) * d.k_g + k] = sum;
+      }
 }
 
 }  // namespace

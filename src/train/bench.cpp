@@ -39,14 +39,15 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
   auto train_step = [&] {
     ex->stage({o.batch, images.data(), labels.data(), nullptr}, transform);
     ex->forward(true, step);
-    ex->loss({static_cast<float>(config.label_smoothing), config.sum_loss}, true);
+    ex->loss({static_cast<float>(config.label_smoothing), config.sum_loss}, true, static_cast<std::int64_t>(step));
     ex->backward(step);
     ex->update(hyper);
-    ex->take_stats();
+    ex->take_stats(false);
     ++step;
   };
 
   for (int i = 0; i < o.warmup; ++i) train_step();
+  ex->take_stats(true);
   BenchResult r;
   r.batch = o.batch;
   r.threads = threads;
@@ -54,6 +55,7 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
   for (int rep = 0; rep < o.repeats; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
     for (int s = 0; s < o.steps_per_repeat; ++s) train_step();
+    ex->take_stats(true);  // waits for a device backend to finish the repetition
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.images_per_sec.push_back(static_cast<double>(o.batch * o.steps_per_repeat) / seconds);
   }
@@ -63,6 +65,7 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
 
   ex->set_profiling(true);
   for (int s = 0; s < o.steps_per_repeat; ++s) train_step();
+  ex->take_stats(true);
   auto times = ex->layer_times();
   for (const Layer& layer : graph.layers()) {
     if (layer.index == 0) continue;

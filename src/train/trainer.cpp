@@ -3,6 +3,7 @@
 // decides a run's numbers is a function of (seed, step), so a resumed run continues exactly.
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
@@ -118,11 +119,11 @@ struct Trainer::Impl {
     detail::HostBatch batch;
     std::vector<float> logits(static_cast<std::size_t>(config.batch) * K);
     auto transform = transform_of(config);
-    executor->take_stats();
+    executor->take_stats(true);
     while (loader.next(batch)) {
       executor->stage(batch, transform);
       executor->forward(false, 0);
-      executor->loss({static_cast<float>(config.label_smoothing), false}, false);
+      executor->loss({static_cast<float>(config.label_smoothing), false}, false, -1);
       executor->read_logits(logits);
       for (std::int64_t i = 0; i < batch.n; ++i) {
         const float* row = logits.data() + static_cast<std::size_t>(i) * K;
@@ -132,7 +133,7 @@ struct Trainer::Impl {
         ++e.confusion[batch.labels[i]][best];
       }
     }
-    auto stats = executor->take_stats();
+    auto stats = detail::total(executor->take_stats(true));
     e.count = stats.count;
     e.accuracy = stats.count ? static_cast<double>(stats.correct) / static_cast<double>(stats.count) : 0.0;
     e.loss = stats.count ? stats.loss_sum / static_cast<double>(stats.count) : 0.0;
@@ -178,11 +179,36 @@ struct Trainer::Impl {
 
     TrainResult result;
     double lr = 0;
-    executor->take_stats();
+    executor->take_stats(true);
+    // Per-step information waits here until the step's loss arrives from the executor (a
+    // device backend delivers it about a step later, so that logging never stalls it).
+    struct Pending {
+      std::int64_t step, epoch, batch_in_epoch;
+      double lr, images_per_sec;
+    };
+    std::deque<Pending> pending;
+    detail::StepStats epoch_stats;
+    auto drain = [&](bool wait) {
+      for (const detail::StepStats& s : executor->take_stats(wait)) {
+        Pending p = pending.front();
+        pending.pop_front();
+        double loss = config.sum_loss ? s.loss_sum : s.loss_sum / static_cast<double>(std::max<std::int64_t>(s.count, 1));
+        if (!std::isfinite(loss))
+          throw DivergenceError(fmt::format("training diverged: the loss is {} at step {} (epoch {}); try a lower learning "
+                                            "rate (lr is {})",
+                                            loss, p.step, p.epoch + 1, p.lr));
+        epoch_stats.loss_sum += s.loss_sum;
+        epoch_stats.correct += s.correct;
+        epoch_stats.count += s.count;
+        StepEvent ev{p.step, total, p.epoch, p.batch_in_epoch, per_epoch, loss, p.lr, p.images_per_sec};
+        if (metrics) metrics << nlohmann::json{{"step", ev.step}, {"epoch", ev.epoch}, {"loss", loss}, {"lr", p.lr}}.dump() << '\n';
+        if (step_callback) step_callback(ev);
+      }
+    };
     while (position.step < stop_at && !stop.load()) {
       const auto epoch_start = Clock::now();
       loader.start_epoch(position.epoch, position.batch_in_epoch);
-      detail::StepStats epoch_stats;
+      epoch_stats = {};
       std::int64_t seen = 0;
       detail::HostBatch batch;
       bool epoch_done = true;
@@ -191,30 +217,21 @@ struct Trainer::Impl {
         const std::uint64_t key = math::stream_key(config.seed, static_cast<std::uint64_t>(position.step));
         executor->stage(batch, transform);
         executor->forward(true, key);
-        executor->loss(loss_options, true);
+        executor->loss(loss_options, true, position.step + 1);
         executor->backward(key);
         executor->update(hyper);
-        auto s = executor->take_stats();
-        double loss = config.sum_loss ? s.loss_sum : s.loss_sum / static_cast<double>(std::max<std::int64_t>(s.count, 1));
-        if (!std::isfinite(loss))
-          throw DivergenceError(fmt::format("training diverged: the loss is {} at step {} (epoch {}); try a lower learning rate "
-                                            "(lr is {})",
-                                            loss, position.step + 1, position.epoch + 1, lr));
-        epoch_stats.loss_sum += s.loss_sum;
-        epoch_stats.correct += s.correct;
-        epoch_stats.count += s.count;
         seen += batch.n;
         ++position.step;
         ++position.batch_in_epoch;
-        StepEvent ev{position.step, total, position.epoch, position.batch_in_epoch, per_epoch, loss, lr,
-                     static_cast<double>(seen) / std::max(seconds_since(epoch_start), 1e-9)};
-        if (metrics) metrics << nlohmann::json{{"step", ev.step}, {"epoch", ev.epoch}, {"loss", loss}, {"lr", lr}}.dump() << '\n';
-        if (step_callback) step_callback(ev);
+        pending.push_back({position.step, position.epoch, position.batch_in_epoch, lr,
+                           static_cast<double>(seen) / std::max(seconds_since(epoch_start), 1e-9)});
+        drain(false);
         if (position.step >= stop_at || stop.load()) {
           epoch_done = position.batch_in_epoch >= per_epoch;
           break;
         }
       }
+      drain(true);
       const double train_seconds = seconds_since(epoch_start);
       EpochEvent ev;
       ev.epoch = position.epoch;

@@ -1,0 +1,23 @@
+#pragma once
+
+// Offsets of a 4-D activation [n, c, h, w] in NCHW or NHWC memory, for kernels that work on
+// either layout. Vectors of features are [n, c, 1, 1], for which both layouts coincide.
+#include <cstdint>
+
+#include "math/hd.hpp"
+
+namespace kiln::math {
+
+struct Dims4 {
+  std::int64_t n = 0, c = 0, h = 1, w = 1;
+  bool nhwc = false;
+
+  KILN_HD std::int64_t count() const { return n * c * h * w; }
+  KILN_HD std::int64_t at(std::int64_t in, std::int64_t ic, std::int64_t ih, std::int64_t iw) const {
+    return nhwc ? ((in * h + ih) * w + iw) * c + ic : ((in * c + ic) * h + ih) * w + iw;
+  }
+  // The channel of the element at offset i.
+  KILN_HD std::int64_t channel_of(std::int64_t i) const { return nhwc ? i % c : (i / (h * w)) % c; }
+};
+
+}  // namespace kiln::math
