@@ -15,6 +15,9 @@ struct BenchOptions {
   Backend device = Backend::cpu;
   std::int64_t batch = 128;
   int threads = 0;            ///< 0: all cores
+  Layout layout = Layout::nchw;
+  DType dtype = DType::f32;
+  bool autotune = false;
   int warmup = 3;             ///< untimed training steps first
   int repeats = 7;            ///< timed repetitions; the median is reported
   int steps_per_repeat = 5;   ///< training steps per repetition
@@ -25,6 +28,7 @@ struct LayerBench {
   std::string op;
   double forward_ms = 0;      ///< per step
   double backward_ms = 0;     ///< per step
+  std::string detail;         ///< CUDA: the cuDNN engines and workspace of a convolution
 };
 
 struct BenchResult {

@@ -48,3 +48,12 @@ KILN_API std::string build_description();
 KILN_API CudnnReport compile_cudnn(const Graph& graph, const Target& target);
 
 }  // namespace kiln
+
+namespace kiln {
+
+/// On a GPU: asks cuDNN for an engine for every convolution pass (forward, backward-data,
+/// backward-filter) of `graph` at `target` and returns one line per pass that has none
+/// (empty: every layer is supported). Throws DeviceError without a device.
+KILN_API std::vector<std::string> cudnn_unsupported(const Graph& graph, const Target& target);
+
+}  // namespace kiln

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kiln/export.hpp"
 
@@ -13,5 +15,25 @@ KILN_API int cuda_device_count();
 /// Why there is no usable CUDA device, in words ("built without CUDA", or the runtime's
 /// message); empty when there is one.
 KILN_API std::string cuda_unavailable_reason();
+
+/// One CUDA device as the runtime reports it.
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  int major = 0, minor = 0;        ///< compute capability
+  std::int64_t memory_bytes = 0;
+  std::int64_t free_bytes = 0;
+  int multiprocessors = 0;
+};
+
+/// Versions of the CUDA driver and of the libraries loaded at run time ("13.0", "9.19.0").
+struct RuntimeInfo {
+  std::string driver, runtime, cudnn, cublas;
+};
+
+/// Every CUDA device (empty without one, or without CUDA). Never throws.
+KILN_API std::vector<DeviceInfo> cuda_devices();
+/// Never throws; fields are empty where unknown.
+KILN_API RuntimeInfo cuda_runtime_info();
 
 }  // namespace kiln

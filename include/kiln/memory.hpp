@@ -32,7 +32,7 @@ struct Buffer {
 
 /// Where every tensor of a step lives, for one batch size and dtype. Backends allocate the
 /// activation arena once and place buffers at these offsets; buffers whose lifetimes do not
-/// overlap share memory. Flatten is a view: its output shares its input's buffer.
+/// overlap share memory. Flatten is a view (in NCHW): its output shares its input's buffer.
 struct MemoryPlan {
   std::int64_t batch = 0;
   DType dtype = DType::f32;
@@ -53,9 +53,14 @@ struct MemoryPlan {
   static constexpr std::int64_t alignment = 256;
 };
 
-/// Plans activation memory for `graph` at `batch`. Throws UsageError when batch < 1 or the
-/// sizes overflow 64 bits.
+/// Plans activation memory for `graph` at `batch`. In the NHWC layout a flatten of a
+/// feature map reorders it into PyTorch's channel-major features, so it gets buffers of its
+/// own instead of being a view. Throws UsageError when batch < 1, GraphError when the sizes
+/// overflow 64 bits.
 KILN_API MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype = DType::f32,
-                                PlanMode mode = PlanMode::train);
+                                PlanMode mode = PlanMode::train, Layout layout = Layout::nchw);
+
+/// Whether `layer` (a flatten) shares its input's memory in `layout`.
+KILN_API bool flatten_is_view(const Graph& graph, const Layer& layer, Layout layout);
 
 }  // namespace kiln

@@ -66,6 +66,11 @@ struct TrainConfig {
 struct RunOptions {
   Backend device = Backend::cpu;
   int threads = 0;                       ///< 0: all cores
+  Layout layout = Layout::nchw;          ///< CUDA: activation layout
+  DType dtype = DType::f32;              ///< CUDA: activation type (fp32 so far)
+  std::int64_t workspace_limit = -1;     ///< CUDA: bytes of cuDNN workspace per plan; -1: no limit
+  bool autotune = false;                 ///< CUDA: time the top cuDNN engines before training
+  std::string pipeline = "auto";         ///< CUDA: auto, resident (dataset in device memory) or stream
   std::optional<std::int64_t> max_steps; ///< stop after this many optimizer steps
   std::string out;                       ///< checkpoints and metrics.jsonl; empty: none written
   std::string init;                      ///< initial weights (safetensors)

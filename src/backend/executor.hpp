@@ -62,6 +62,7 @@ struct LayerTime {
   double forward_ms = 0;
   double backward_ms = 0;
   std::int64_t calls = 0;  // forward calls
+  std::string detail;      // backend-specific: the cuDNN engines and workspace of a conv
 };
 
 class Executor {
@@ -111,5 +112,19 @@ class Executor {
 
 // The CPU backend: fp32, NCHW, OpenBLAS and OpenMP with `threads` threads.
 std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads);
+
+// How the CUDA backend is set up (RunOptions and `kiln bench` fill it).
+struct CudaOptions {
+  Layout layout = Layout::nchw;
+  DType dtype = DType::f32;
+  std::int64_t workspace_limit = -1;  // bytes per cuDNN plan; -1: no limit
+  bool autotune = false;              // time the top engine candidates before training
+  enum class Pipeline : std::uint8_t { automatic, resident, stream } pipeline = Pipeline::automatic;
+  int device = 0;
+};
+
+// The CUDA backend: cuDNN graph-API convolutions, cuBLAS for linear layers, kiln kernels
+// for the rest. Throws DeviceError when kiln was built without CUDA or there is no device.
+std::unique_ptr<Executor> make_cuda_executor(const Graph& graph, std::int64_t batch, const CudaOptions& options);
 
 }  // namespace kiln::detail

@@ -13,9 +13,17 @@ namespace kiln {
 
 namespace {
 
-// Flatten is a view: it and its input share one buffer, found by following inputs.
-int storage_root(std::span<const Layer> layers, int i) {
-  while (layers[static_cast<std::size_t>(i)].op == OpKind::flatten) i = layers[static_cast<std::size_t>(i)].inputs[0];
+// Whether a flatten reads its input's memory as is: always for NCHW (channel-major already)
+// and for 1x1 maps; an NHWC feature map must be reordered.
+bool view(std::span<const Layer> layers, const Layer& layer, Layout layout) {
+  if (layer.op != OpKind::flatten) return false;
+  const Shape& in = layers[static_cast<std::size_t>(layer.inputs[0])].shape;
+  return layout == Layout::nchw || !in.is_image() || in.h * in.w == 1;
+}
+
+// A view and its input share one buffer, found by following inputs.
+int storage_root(std::span<const Layer> layers, int i, Layout layout) {
+  while (view(layers, layers[static_cast<std::size_t>(i)], layout)) i = layers[static_cast<std::size_t>(i)].inputs[0];
   return i;
 }
 
@@ -29,7 +37,9 @@ int storage_root(std::span<const Layer> layers, int i) {
 
 }  // namespace
 
-MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, PlanMode mode) {
+bool flatten_is_view(const Graph& graph, const Layer& layer, Layout layout) { return view(graph.layers(), layer, layout); }
+
+MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, PlanMode mode, Layout layout) {
   if (batch < 1) throw UsageError(fmt::format("batch must be at least 1, got {}", batch));
   auto layers = graph.layers();
   const int n = static_cast<int>(layers.size());
@@ -63,7 +73,7 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
   // Activation lifetimes, per storage root.
   std::vector<int> act_first(static_cast<std::size_t>(n), -1), act_last(static_cast<std::size_t>(n), -1);
   for (const Layer& layer : layers) {
-    int root = storage_root(layers, layer.index);
+    int root = storage_root(layers, layer.index, layout);
     auto r = static_cast<std::size_t>(root);
     if (act_first[r] < 0) act_first[r] = fwd(layer.index);
     int last = fwd(layer.index);
@@ -71,7 +81,7 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
     for (int c : layer.consumers) {
       const Layer& consumer = layers[static_cast<std::size_t>(c)];
       last = std::max(last, fwd(c));
-      if (train && consumer.op != OpKind::flatten && needs_grad[static_cast<std::size_t>(c)] &&
+      if (train && !view(layers, consumer, layout) && needs_grad[static_cast<std::size_t>(c)] &&
           detail::op_def(consumer.op).backward_needs(consumer).input)
         last = std::max(last, bwd(c));
     }
@@ -81,11 +91,11 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
   }
   for (int root = 0; root < n; ++root) {
     auto r = static_cast<std::size_t>(root);
-    if (act_first[r] < 0 || layers[r].op == OpKind::flatten) continue;
+    if (act_first[r] < 0 || view(layers, layers[r], layout)) continue;
     plan.buffers.push_back({Buffer::Kind::activation, root, bytes_of(layers[r]), 0, act_first[r], act_last[r]});
   }
   for (const Layer& layer : layers) {
-    int root = storage_root(layers, layer.index);
+    int root = storage_root(layers, layer.index, layout);
     for (std::size_t b = 0; b < plan.buffers.size(); ++b)
       if (plan.buffers[b].layer == root) plan.activation[static_cast<std::size_t>(layer.index)] = static_cast<int>(b);
   }
@@ -96,12 +106,12 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
     std::vector<int> grad_first(static_cast<std::size_t>(n), 2 * n + 1), grad_last(static_cast<std::size_t>(n), -1);
     for (const Layer& layer : layers) {
       if (!needs_grad[static_cast<std::size_t>(layer.index)]) continue;
-      auto r = static_cast<std::size_t>(storage_root(layers, layer.index));
+      auto r = static_cast<std::size_t>(storage_root(layers, layer.index, layout));
       int& first = grad_first[r];
       if (layer.index == n - 1) first = std::min(first, n);  // the loss writes the logits' gradient
       for (int c : layer.consumers)
-        if (layers[static_cast<std::size_t>(c)].op != OpKind::flatten) first = std::min(first, bwd(c));
-      if (layer.op != OpKind::flatten) grad_last[r] = std::max(grad_last[r], bwd(layer.index));
+        if (!view(layers, layers[static_cast<std::size_t>(c)], layout)) first = std::min(first, bwd(c));
+      if (!view(layers, layer, layout)) grad_last[r] = std::max(grad_last[r], bwd(layer.index));
     }
     for (int root = 0; root < n; ++root) {
       auto r = static_cast<std::size_t>(root);
@@ -111,7 +121,7 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
                               grad_last[r], unwritten});
       int b = static_cast<int>(plan.buffers.size()) - 1;
       for (const Layer& layer : layers)
-        if (needs_grad[static_cast<std::size_t>(layer.index)] && storage_root(layers, layer.index) == root)
+        if (needs_grad[static_cast<std::size_t>(layer.index)] && storage_root(layers, layer.index, layout) == root)
           plan.gradient[static_cast<std::size_t>(layer.index)] = b;
     }
     // Who writes a gradient buffer first: backward runs in reverse layer order, so of all
@@ -122,7 +132,7 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
       const Layer& consumer = layers[static_cast<std::size_t>(c)];
       auto& acc = plan.accumulate[static_cast<std::size_t>(c)];
       acc.assign(consumer.inputs.size(), false);
-      if (consumer.op == OpKind::flatten) continue;
+      if (view(layers, consumer, layout)) continue;
       for (std::size_t slot = 0; slot < consumer.inputs.size(); ++slot) {
         int g = plan.gradient[static_cast<std::size_t>(consumer.inputs[slot])];
         if (g < 0) continue;

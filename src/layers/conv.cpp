@@ -106,15 +106,14 @@ BackwardNeeds needs(const Layer& layer) { return {.input = !layer.attrs.frozen, 
 // K = in/groups * kh * kw); backward is dW^T += col * dY^T and dcol = W^T * dY, added back
 // into dx by col2im. Y and dY are NCHW, so each sample's GEMMs read and write them in place.
 //
-// Threads: one OpenMP team per call, each thread with a contiguous share of the samples and
-// a slot of the workspace of its own (a column matrix and a partial dW), so there is no
-// barrier, and a sample's columns are still in its core's cache when its GEMMs read them.
-// The partial dWs are summed in thread order at the end. This relies on OpenBLAS running
-// single-threaded (the executor's choice): with OpenBLAS threads of its own, the team
-// shrinks to one thread and every GEMM uses OpenBLAS's threads, as two busy pools of
-// threads on the same cores slow each other down. Every output element is written by one
-// thread in a fixed order, with no atomics, so results repeat run to run for a given number
-// of threads.
+// Threads: one OpenMP team per call. Each thread takes a contiguous share of the samples and
+// a slot of the workspace of its own (a column matrix, one sample's dY^T, a partial dW), so
+// there is no barrier, and a sample's columns are still in its core's cache when its GEMMs
+// read them; the partial dWs are summed in thread order at the end. The GEMMs run
+// single-threaded inside the team (kiln's own kernel, or OpenBLAS where it has no threads
+// of its own; where it has, the team shrinks to one thread and OpenBLAS's threads run each
+// GEMM, see gemm.hpp). Every output element is written by one thread in a fixed order, with
+// no atomics, so results repeat run to run for a given number of threads.
 
 // Slots in the workspace: the most threads a team can have.
 constexpr std::int64_t kMaxTeam = 16;
@@ -122,20 +121,19 @@ constexpr std::int64_t kMaxTeam = 16;
 math::ConvGeom geom_of(const Layer& layer, const Shape& in) {
   const Attrs& a = layer.attrs;
   Hw s = a.stride.value_or(Hw{1, 1});
-  return {.c = in.c,   .h = in.h,         .w = in.w,          .oh = layer.shape.h, .ow = layer.shape.w,
-          .kh = a.kernel.h, .kw = a.kernel.w, .sh = s.h,    .sw = s.w,          .ph = a.pad.top,
-          .pw = a.pad.left, .dh = a.dilation.h, .dw = a.dilation.w};
+  return {.c = in.c, .h = in.h, .w = in.w, .oh = layer.shape.h, .ow = layer.shape.w, .kh = a.kernel.h, .kw = a.kernel.w,
+          .sh = s.h, .sw = s.w, .ph = a.pad.top, .pw = a.pad.left, .dh = a.dilation.h, .dw = a.dilation.w};
 }
 
 // A thread's slot: a column matrix (none for a pointwise conv, which reads its input as it
-// is), then its partial dW^T.
+// is), one sample's dY transposed, and the thread's partial dW^T (see cpu_backward).
 struct Slot {
-  std::int64_t col, dwt;
-  std::int64_t floats() const { return col + dwt; }
+  std::int64_t col, dyt, dwt;
+  std::int64_t floats() const { return col + dyt + dwt; }
 };
 
 Slot slot_of(const math::ConvGeom& g, std::int64_t out, std::int64_t groups) {
-  return {g.pointwise() ? 0 : g.rows() * g.pixels(), g.rows() / groups * out};
+  return {g.pointwise() ? 0 : g.rows() * g.pixels(), g.pixels() * out, g.rows() / groups * out};
 }
 
 std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::int64_t batch) {
@@ -264,8 +262,14 @@ struct ConvDims {
   Slot slot;
 
   explicit ConvDims(const CpuLayer& l)
-      : g(geom_of(*l.layer, l.in_shape())), groups(l.layer->attrs.groups), pixels(g.pixels()), co(l.layer->shape.c),
-        co_g(co / groups), k_g(g.rows() / groups), in_size(g.c * g.h * g.w), out_size(co * pixels),
+      : g(geom_of(*l.layer, l.in_shape())),
+        groups(l.layer->attrs.groups),
+        pixels(g.pixels()),
+        co(l.layer->shape.c),
+        co_g(co / groups),
+        k_g(g.rows() / groups),
+        in_size(g.c * g.h * g.w),
+        out_size(co * pixels),
         slot(slot_of(g, co, groups)) {}
 };
 
@@ -285,8 +289,8 @@ void cpu_forward(const CpuLayer& l) {
       const float* col = d.slot.col ? slot : x;
       if (d.slot.col) im2col(d.g, x, slot);
       for (std::int64_t gi = 0; gi < d.groups; ++gi)
-        gemm(Trans::no, Trans::no, d.co_g, p, d.k_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g, col + gi * d.k_g * p, p, 0.0f,
-             y + gi * d.co_g * p, p);
+        gemm(Trans::no, Trans::no, d.co_g, p, d.k_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g, col + gi * d.k_g * p, p,
+             0.0f, y + gi * d.co_g * p, p);
       for (std::int64_t c = 0; bias && c < d.co; ++c)
         for (std::int64_t q = 0; q < p; ++q) y[c * p + q] += bias[c];
     }
@@ -317,9 +321,10 @@ void bias_grad(const float* dy, std::int64_t n, std::int64_t c, std::int64_t p, 
   }
 }
 
-// dW is accumulated transposed, dW^T[K_g][co_g] += col * dY^T per group and sample: OpenBLAS
-// runs this orientation of the product 1.2-1.6x faster on these thin shapes (M = out
-// channels, N = K, long inner dimension). Summing the threads' partials transposes it back.
+// dW is accumulated transposed, dW^T[K_g][co_g] += col * dY^T per group and sample, so that
+// B = dY^T is a row-major matrix for the GEMM kernel (dY transposed per sample costs a copy
+// of dY; the other orientation would need col^T, 25x larger for a 5x5 kernel). Summing the
+// threads' partials transposes dW back.
 void cpu_backward(const CpuLayer& l) {
   const ConvDims d(l);
   const std::int64_t p = d.pixels;
@@ -335,7 +340,8 @@ void cpu_backward(const CpuLayer& l) {
   {
     const int t = omp_get_thread_num();
     float* col = l.workspace + t * d.slot.floats();
-    float* dwt = col + d.slot.col;
+    float* dyt = col + d.slot.col;
+    float* dwt = dyt + d.slot.dyt;
     const math::Range mine = my_samples(l.n, t, omp_get_num_threads());
     for (std::int64_t s = mine.begin; s < mine.end; ++s) {
       const float* dy = l.dy + s * d.out_size;
@@ -344,17 +350,19 @@ void cpu_backward(const CpuLayer& l) {
         const float* x = l.x[0] + s * d.in_size;
         if (d.slot.col) im2col(d.g, x, col);
         const float* cs = d.slot.col ? col : x;
+        for (std::int64_t c = 0; c < d.co; ++c)
+          for (std::int64_t q = 0; q < p; ++q) dyt[q * d.co + c] = dy[c * p + q];
         for (std::int64_t gi = 0; gi < d.groups; ++gi)
-          gemm(Trans::no, Trans::yes, d.k_g, d.co_g, p, 1.0f, cs + gi * d.k_g * p, p, dy + gi * d.co_g * p, p,
-               0.0f, dwt + gi * d.k_g * d.co_g, d.co_g);
+          gemm(Trans::no, Trans::no, d.k_g, d.co_g, p, 1.0f, cs + gi * d.k_g * p, p, dyt + gi * d.co_g, d.co,
+               s == mine.begin ? 0.0f : 1.0f, dwt + gi * d.k_g * d.co_g, d.co_g);
       }
       if (dx) {
         // A pointwise conv's dcol is dx itself.
         float* dcol = d.slot.col ? col : dx + s * d.in_size;
         const float beta = !d.slot.col && accumulate ? 1.0f : 0.0f;
         for (std::int64_t gi = 0; gi < d.groups; ++gi)
-          gemm(Trans::yes, Trans::no, d.k_g, p, d.co_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g, dy + gi * d.co_g * p, p, beta,
-               dcol + gi * d.k_g * p, p);
+          gemm(Trans::yes, Trans::no, d.k_g, p, d.co_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g, dy + gi * d.co_g * p, p,
+               beta, dcol + gi * d.k_g * p, p);
         if (d.slot.col) col2im(d.g, col, dx + s * d.in_size, accumulate);
       }
     }
@@ -362,12 +370,13 @@ void cpu_backward(const CpuLayer& l) {
   if (!dw) return;
   // Threads without samples left their partials unwritten.
   const int used = static_cast<int>(std::min<std::int64_t>(team, l.n));
+  const std::int64_t dwt_at = d.slot.col + d.slot.dyt;
 #pragma omp parallel for collapse(2) num_threads(l.threads) schedule(static)
   for (std::int64_t gi = 0; gi < d.groups; ++gi)
     for (std::int64_t c = 0; c < d.co_g; ++c)
       for (std::int64_t k = 0; k < d.k_g; ++k) {
         float sum = 0.0f;
-        for (int t = 0; t < used; ++t) sum += l.workspace[t * d.slot.floats() + d.slot.col + (gi * d.k_g + k) * d.co_g + c];
+        for (int t = 0; t < used; ++t) sum += l.workspace[t * d.slot.floats() + dwt_at + (gi * d.k_g + k) * d.co_g + c];
         dw[(gi * d.co_g + c) * d.k_g + k] = sum;
       }
 }
@@ -375,8 +384,8 @@ void cpu_backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& conv_op() {
-  static const OpDef def{OpKind::conv, "conv", kKeys,       1,           1,      true,    infer,
-                         params,       flops,  needs,       cpu_forward, cpu_backward, nullptr, workspace};
+  static const OpDef def{OpKind::conv, "conv", kKeys, 1, 1, true, infer, params, flops, needs,
+                         cpu_forward, cpu_backward, nullptr, workspace};
   return def;
 }
 

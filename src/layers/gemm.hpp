@@ -1,15 +1,17 @@
 #pragma once
 
-// Row-major single-precision GEMM for the CPU kernels, over OpenBLAS's cblas_sgemm:
-// C = alpha * op(A) * op(B) + beta * C with op(A) m x k and op(B) k x n. beta = 0 overwrites
-// C, whatever it held.
+// Row-major single-precision GEMM for the CPU kernels: C = alpha * op(A) * op(B) + beta * C
+// with op(A) m x k and op(B) k x n. beta = 0 overwrites C, whatever it held.
 //
-// Who runs it in parallel depends on how the executor set OpenBLAS up (this code never sets
-// OpenBLAS's thread count): when OpenBLAS has several threads of its own, one call uses
-// them; when it has one, the product is split into `threads` blocks of C run by OpenMP, so
-// that the kernels' OpenMP loops and the GEMMs share one pool of threads instead of two
-// pools spinning against each other. Either way every element of C is computed by one
-// call over the whole k, so the result does not depend on the split.
+// Products with op(B) = B, alpha = 1 and beta 0 or 1 (all of conv's) run on kiln's own
+// AVX-512 kernel where the CPU has it (see gemm.cpp); the rest run on OpenBLAS's
+// cblas_sgemm. Every element of C is one sum over k in order, so a result does not depend on
+// how C is split among threads.
+//
+// Threads: this code never sets OpenBLAS's thread count; the executor does. Given
+// `threads`, a product is split into blocks of C run by OpenMP, unless it goes to OpenBLAS
+// and OpenBLAS has threads of its own, which then run it: two busy pools of threads on the
+// same cores slow each other down.
 #include <cstdint>
 
 namespace kiln::detail {
@@ -20,8 +22,11 @@ void gemm(Trans trans_a, Trans trans_b, std::int64_t m, std::int64_t n, std::int
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc, int threads = 1);
 
 // The size of an OpenMP team whose threads each call gemm(..., threads = 1) on their own
-// block: `threads` when OpenBLAS runs single-threaded, else 1 (and OpenBLAS's threads run
-// each GEMM).
+// products with op(B) = B, alpha = 1 and beta 0 or 1: `threads`, or 1 where those products
+// go to OpenBLAS and OpenBLAS has threads of its own.
 int gemm_team(int threads);
+
+// Tests: false sends every product to OpenBLAS (true has no effect without AVX-512).
+void use_own_gemm_kernel(bool on);
 
 }  // namespace kiln::detail

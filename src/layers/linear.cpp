@@ -91,8 +91,8 @@ void cpu_backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& linear_op() {
-  static const OpDef def{OpKind::linear, "linear", kKeys,       1,           1,      true, infer,
-                         params,         flops,    needs,       cpu_forward, cpu_backward};
+  static const OpDef def{OpKind::linear, "linear", kKeys, 1, 1, true, infer, params, flops, needs,
+                         cpu_forward, cpu_backward};
   return def;
 }
 

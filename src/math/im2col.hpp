@@ -37,7 +37,8 @@ KILN_HD std::int64_t floor_div_pos(std::int64_t a, std::int64_t b) { return a >=
 KILN_HD std::int64_t ceil_div_pos(std::int64_t a, std::int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
 // The input coordinate that output coordinate o reads through tap k (outside [0, in): padding).
-KILN_HD std::int64_t conv_source(std::int64_t o, std::int64_t k, std::int64_t stride, std::int64_t pad, std::int64_t dil) {
+KILN_HD std::int64_t conv_source(std::int64_t o, std::int64_t k, std::int64_t stride, std::int64_t pad,
+                                 std::int64_t dil) {
   return o * stride - pad + k * dil;
 }
 
@@ -59,8 +60,8 @@ KILN_HD Range conv_valid(std::int64_t in, std::int64_t out, std::int64_t k, std:
 
 // The output coordinate whose source through tap k is input coordinate i, or -1 when no
 // output reads i through k (col2im as a gather, one input element per thread).
-KILN_HD std::int64_t conv_reader(std::int64_t i, std::int64_t out, std::int64_t k, std::int64_t stride, std::int64_t pad,
-                                 std::int64_t dil) {
+KILN_HD std::int64_t conv_reader(std::int64_t i, std::int64_t out, std::int64_t k, std::int64_t stride,
+                                 std::int64_t pad, std::int64_t dil) {
   std::int64_t t = i + pad - k * dil;
   if (t < 0 || t % stride != 0) return -1;
   t /= stride;

@@ -9,17 +9,20 @@
 #include "kiln/cudnn.hpp"
 #include "math/rng.hpp"
 #include "train/init.hpp"
+#include "train/make_executor.hpp"
 
 namespace kiln {
 
 BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOptions& o) {
   if (o.batch < 1 || o.repeats < 1 || o.steps_per_repeat < 1 || o.warmup < 0)
     throw UsageError("bench: batch, repeats and steps must be at least 1");
-  if (o.device == Backend::cuda)
-    throw DeviceError(built_with_cuda() ? "bench --device cuda: the CUDA backend is not implemented in this build yet"
-                                        : "bench --device cuda: this kiln was built without CUDA");
   int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  auto ex = detail::make_cpu_executor(graph, o.batch, threads);
+  RunOptions run;
+  run.device = o.device;
+  run.layout = o.layout;
+  run.dtype = o.dtype;
+  run.autotune = o.autotune;
+  auto ex = make_executor(graph, o.batch, run, threads);
   detail::init_params(*ex, config.seed);
 
   // A random batch: timing does not depend on pixel values, and this needs no dataset.
@@ -50,7 +53,7 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
   ex->take_stats(true);
   BenchResult r;
   r.batch = o.batch;
-  r.threads = threads;
+  r.threads = o.device == Backend::cpu ? threads : 0;
   r.backend = ex->describe();
   for (int rep = 0; rep < o.repeats; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
@@ -71,7 +74,7 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
     if (layer.index == 0) continue;
     const auto& t = times[static_cast<std::size_t>(layer.index)];
     double calls = static_cast<double>(std::max<std::int64_t>(t.calls, 1));
-    r.layers.push_back({layer.name, std::string(op_name(layer.op)), t.forward_ms / calls, t.backward_ms / calls});
+    r.layers.push_back({layer.name, std::string(op_name(layer.op)), t.forward_ms / calls, t.backward_ms / calls, t.detail});
   }
   return r;
 }

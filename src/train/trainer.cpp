@@ -17,6 +17,7 @@
 #include "kiln/train.hpp"
 #include "math/rng.hpp"
 #include "train/init.hpp"
+#include "train/make_executor.hpp"
 #include "train/state.hpp"
 #include "trace/trace.hpp"
 
@@ -45,6 +46,23 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 
 }  // namespace
 
+std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const RunOptions& run, int threads) {
+  if (run.device == Backend::cpu) {
+    if (run.layout != Layout::nchw || run.dtype != DType::f32)
+      throw UsageError("the CPU backend trains in fp32 and NCHW only (--layout and --dtype apply to --device cuda)");
+    return detail::make_cpu_executor(graph, batch, threads);
+  }
+  detail::CudaOptions o;
+  o.layout = run.layout;
+  o.dtype = run.dtype;
+  o.workspace_limit = run.workspace_limit;
+  o.autotune = run.autotune;
+  if (run.pipeline == "resident") o.pipeline = detail::CudaOptions::Pipeline::resident;
+  else if (run.pipeline == "stream") o.pipeline = detail::CudaOptions::Pipeline::stream;
+  else if (run.pipeline != "auto") throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got '{}'", run.pipeline));
+  return detail::make_cuda_executor(graph, batch, o);
+}
+
 struct Trainer::Impl {
   Graph graph;
   TrainConfig config;
@@ -62,12 +80,7 @@ struct Trainer::Impl {
     if (config.mean.size() != static_cast<std::size_t>(graph.input_shape().c))
       throw UsageError(fmt::format("normalize has {} channel values but the model input has {} channels", config.mean.size(),
                                    graph.input_shape().c));
-    if (run.device == Backend::cuda) {
-      if (!built_with_cuda())
-        throw DeviceError("--device cuda: this kiln was built without CUDA; rebuild with the CUDA toolkit and cuDNN, or use --device cpu");
-      throw DeviceError("--device cuda: the CUDA training backend is not implemented in this build yet; use --device cpu");
-    }
-    executor = detail::make_cpu_executor(graph, config.batch, threads);
+    executor = make_executor(graph, config.batch, run, threads);
     detail::init_params(*executor, config.seed);
     for (const Param& p : graph.params())
       lr_scale.push_back(static_cast<float>(graph.layers()[static_cast<std::size_t>(p.layer)].attrs.lr_scale));
@@ -157,6 +170,8 @@ struct Trainer::Impl {
 
   TrainResult fit(const Cifar10& data) {
     check_dataset(graph, data.train);
+    executor->make_resident(data.train);
+    if (data.test.size() > 0) executor->make_resident(data.test);
     const auto start = Clock::now();
     detail::Loader loader(data.train, loader_options(true));
     const std::int64_t per_epoch = loader.batches_per_epoch();

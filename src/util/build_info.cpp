@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include "backend/executor.hpp"
 #include "kiln/cudnn.hpp"
 #include "kiln/device.hpp"
 
@@ -22,9 +23,23 @@ std::string build_description() {
 }
 
 #if !KILN_HAVE_CUDA
+namespace detail {
+std::unique_ptr<Executor> make_cuda_executor(const Graph&, std::int64_t, const CudaOptions&) {
+  throw DeviceError("--device cuda: this kiln was built without CUDA; rebuild with the CUDA toolkit and cuDNN, or use --device cpu");
+}
+}  // namespace detail
+
 int cuda_device_count() { return 0; }
 
 std::string cuda_unavailable_reason() { return "this kiln was built without CUDA"; }
+
+std::vector<DeviceInfo> cuda_devices() { return {}; }
+
+std::vector<std::string> cudnn_unsupported(const Graph&, const Target&) {
+  throw DeviceError("this kiln was built without CUDA");
+}
+
+RuntimeInfo cuda_runtime_info() { return {}; }
 
 CudnnReport compile_cudnn(const Graph&, const Target&) {
   throw DeviceError(

@@ -68,6 +68,22 @@ TEST(MemoryPlan, FlattenIsAView) {
   EXPECT_EQ(plan.gradient[static_cast<std::size_t>(flatten)], plan.gradient[static_cast<std::size_t>(pool3)]);
 }
 
+TEST(MemoryPlan, NhwcFlattenOfAFeatureMapIsNotAView) {
+  Graph quick = load_spec(repo_path("data/models/cifar_quick.yaml")).graph;
+  MemoryPlan plan = plan_memory(quick, 8, DType::f32, PlanMode::train, Layout::nhwc);
+  expect_no_live_overlap(plan);
+  auto at = [&](const char* name) { return static_cast<std::size_t>(quick.find(name)->index); };
+  EXPECT_NE(plan.activation[at("flatten")], plan.activation[at("pool3")]);
+  EXPECT_NE(plan.gradient[at("flatten")], plan.gradient[at("pool3")]);
+  EXPECT_FALSE(flatten_is_view(quick, *quick.find("flatten"), Layout::nhwc));
+  // After global pooling the map is 1x1: both layouts agree, still a view.
+  Graph resnet = load_spec(repo_path("data/models/resnet20.yaml")).graph;
+  MemoryPlan rplan = plan_memory(resnet, 8, DType::f32, PlanMode::train, Layout::nhwc);
+  auto rat = [&](const char* name) { return static_cast<std::size_t>(resnet.find(name)->index); };
+  EXPECT_EQ(rplan.activation[rat("flatten")], rplan.activation[rat("pool")]);
+  EXPECT_TRUE(flatten_is_view(resnet, *resnet.find("flatten"), Layout::nhwc));
+}
+
 TEST(MemoryPlan, LifetimesFollowWhatBackwardReads) {
   Graph g = load_spec(repo_path("data/models/cifar_quick.yaml")).graph;
   MemoryPlan plan = plan_memory(g, 8);

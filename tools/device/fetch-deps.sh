@@ -95,7 +95,7 @@ for f in "$dest"/*.deb; do
   printf '  %9d  %s\n' "$sz" "$(basename "$f")"
 done
 printf '  %9d  total (%s MiB, %d files)\n' "$total" "$(awk -v b="$total" 'BEGIN{printf "%.1f", b/1048576}')" "$(ls "$dest"/*.deb | wc -l)"
-echo "fetch-deps: not bundled, assumed on the target: libc6 (glibc >= 2.34), libstdc++6 (GCC >= 12's, GLIBCXX_3.4.30), libgcc-s1"
+echo "fetch-deps: not bundled, assumed on the target: libc6 (glibc >= 2.34), libstdc++6 (GLIBCXX_3.4.29, i.e. GCC >= 11), libgcc-s1"
 if [ "$total" -gt "$max_bytes" ]; then
   echo "fetch-deps: bundle is over $((max_bytes / 1048576)) MiB" >&2
   exit 1

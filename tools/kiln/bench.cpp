@@ -16,6 +16,9 @@ struct BenchCliOptions {
   int repeats = 7;
   int steps = 5;
   bool json = false;
+  std::string layout = "nchw";
+  std::string dtype = "fp32";
+  bool autotune = false;
 };
 
 int run_bench(const BenchCliOptions& o) {
@@ -26,19 +29,26 @@ int run_bench(const BenchCliOptions& o) {
   b.threads = o.threads;
   b.repeats = o.repeats;
   b.steps_per_repeat = o.steps;
+  b.layout = *parse_layout(o.layout);
+  auto dtype = parse_dtype(o.dtype);
+  if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", o.dtype));
+  b.dtype = *dtype;
+  b.autotune = o.autotune;
   BenchResult r = bench(spec.graph, spec.train, b);
   if (o.json) {
     nlohmann::json j{{"model", spec.graph.name()}, {"backend", r.backend}, {"batch", r.batch}, {"threads", r.threads},
                      {"images_per_sec", r.median_images_per_sec}, {"repeats", r.images_per_sec}};
     for (const auto& l : r.layers)
-      j["layers"].push_back({{"name", l.name}, {"op", l.op}, {"forward_ms", l.forward_ms}, {"backward_ms", l.backward_ms}});
+      j["layers"].push_back(
+          {{"name", l.name}, {"op", l.op}, {"forward_ms", l.forward_ms}, {"backward_ms", l.backward_ms}, {"engine", l.detail}});
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("{} on {}, batch {}\n", spec.graph.name(), r.backend, r.batch);
     fmt::print("{:<16} {:<16} {:>10} {:>10}\n", "layer", "op", "fwd ms", "bwd ms");
     double fwd = 0, bwd = 0;
     for (const auto& l : r.layers) {
-      fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f}\n", l.name, l.op, l.forward_ms, l.backward_ms);
+      fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f}{}\n", l.name, l.op, l.forward_ms, l.backward_ms,
+                 l.detail.empty() ? "" : "  " + l.detail);
       fwd += l.forward_ms;
       bwd += l.backward_ms;
     }
@@ -48,7 +58,10 @@ int run_bench(const BenchCliOptions& o) {
     fmt::print("repetitions (img/s):{}\n", reps);
   }
   // The last line, for scripts: plain digits.
-  fmt::print("train: {:.0f} img/s (batch {}, {} threads)\n", r.median_images_per_sec, r.batch, r.threads);
+  if (b.device == Backend::cpu)
+    fmt::print("train: {:.0f} img/s (batch {}, {} threads)\n", r.median_images_per_sec, r.batch, r.threads);
+  else
+    fmt::print("train: {:.0f} img/s (batch {}, {})\n", r.median_images_per_sec, r.batch, r.backend);
   return 0;
 }
 
@@ -64,6 +77,9 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--repeats", o->repeats, "Timed repetitions (the median is reported)")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--steps", o->steps, "Training steps per repetition")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_flag("--json", o->json, "Print JSON (the last line stays the summary)");
+  app->add_option("--layout", o->layout, "CUDA: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
+  app->add_option("--dtype", o->dtype, "CUDA: fp32 (fp16, bf16 not implemented yet)")->capture_default_str();
+  app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines first");
   commands.push_back({app, [o] { return run_bench(*o); }});
 }
 

@@ -44,7 +44,10 @@ int run_check(const CheckOptions& o) {
       check_dataset(graph, data.train);
     }
     std::optional<CudnnReport> cudnn;
+    std::vector<std::string> no_engine;
+    const bool on_gpu = cuda && cuda_device_count() > 0;
     if (cuda) cudnn = compile_cudnn(graph, Target{Backend::cuda, batch, *dtype, *layout});
+    if (on_gpu) no_engine = cudnn_unsupported(graph, Target{Backend::cuda, batch, *dtype, *layout});
 
     auto layers = graph.layers();
     auto params_of = [&](const Layer& layer) {
@@ -81,6 +84,7 @@ int run_check(const CheckOptions& o) {
                      {"activation_sum_bytes", plan.activation_sum}, {"activation_peak_bytes", plan.arena_bytes},
                      {"live_peak_bytes", plan.live_peak}};
       if (cudnn) j["cudnn"] = {{"tensors", cudnn->tensors}, {"operations", cudnn->operations}};
+      if (on_gpu) j["no_engine"] = no_engine;
       j["warnings"] = nlohmann::json::array();
       for (const auto& w : graph.warnings()) j["warnings"].push_back(to_json(w));
       fmt::print("{}\n", j.dump(2));
@@ -127,7 +131,12 @@ int run_check(const CheckOptions& o) {
     if (cudnn)
       fmt::print("cuDNN {}: {} tensor and {} operation descriptors finalized for batch {}, {}, {}\n", build_description(),
                  cudnn->tensors, cudnn->operations, batch, to_string(*dtype), to_string(*layout));
+    if (on_gpu) {
+      if (no_engine.empty()) fmt::print("cuDNN on this GPU has an engine for every convolution pass\n");
+      for (const auto& line : no_engine) fmt::print(stderr, "{}: error: {}\n", o.model, line);
+    }
     if (!o.data.empty()) fmt::print("data {}: matches input {} and {} classes\n", o.data, graph.input_shape().str(), graph.classes());
+    if (!no_engine.empty()) return 1;  // a layer the GPU cannot run: invalid for this target
     fmt::print("ok: {} is valid ({} layers, {} parameters)\n", o.model, layers.size() - 1, format_count(graph.parameter_count()));
     return 0;
   } catch (const GraphError& e) {

@@ -22,6 +22,7 @@ void add_train(CLI::App& root, std::vector<Command>& commands);
 void add_eval(CLI::App& root, std::vector<Command>& commands);
 void add_bench(CLI::App& root, std::vector<Command>& commands);
 void add_synth(CLI::App& root, std::vector<Command>& commands);
+void add_info(CLI::App& root, std::vector<Command>& commands);
 
 // The default model (data/models/cifar_quick.yaml), found from the working directory or
 // beside the executable.

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   cli::add_eval(app, commands);
   cli::add_bench(app, commands);
   cli::add_synth(app, commands);
+  cli::add_info(app, commands);
 
   try {
     app.parse(argc, argv);

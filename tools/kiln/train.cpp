@@ -30,6 +30,11 @@ struct TrainOptions {
   bool no_shuffle = false;
   int threads = 0;
   bool json = false;
+  std::string layout = "nchw";
+  std::string dtype = "fp32";
+  std::optional<double> workspace_mb;
+  bool autotune = false;
+  std::string pipeline = "auto";
 };
 
 std::atomic<Trainer*> g_trainer{nullptr};
@@ -63,6 +68,13 @@ int run_train(const TrainOptions& o) {
   run.out = o.out.empty() ? (std::filesystem::path("runs") / spec.graph.name()).string() : o.out;
   run.init = o.init;
   run.resume = o.resume;
+  run.layout = *parse_layout(o.layout);
+  auto dtype = parse_dtype(o.dtype);
+  if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", o.dtype));
+  run.dtype = *dtype;
+  if (o.workspace_mb) run.workspace_limit = static_cast<std::int64_t>(*o.workspace_mb * 1024 * 1024);
+  run.autotune = o.autotune;
+  run.pipeline = o.pipeline;
 
   std::string data_description;
   Cifar10 data = resolve_data(o.data, true, data_description);
@@ -148,6 +160,13 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_flag("--no-shuffle", o->no_shuffle, "Records in file order");
   app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
+  app->add_option("--layout", o->layout, "CUDA: activation layout, nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
+  app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)")->capture_default_str();
+  app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(CLI::NonNegativeNumber);
+  app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines of each convolution before training");
+  app->add_option("--pipeline", o->pipeline, "CUDA: auto, resident (dataset in device memory) or stream (pinned buffers)")
+      ->check(CLI::IsMember({"auto", "resident", "stream"}))
+      ->capture_default_str();
   commands.push_back({app, [o] { return run_train(*o); }});
 }
 

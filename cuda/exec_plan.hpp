@@ -1,0 +1,64 @@
+#pragma once
+
+// One cuDNN graph-API operation made executable on the device: an operation graph, engine
+// configurations from the heuristics (mode A, then FALLBACK), the first that finalizes
+// within the workspace limit (or, with autotuning, the fastest of the first few), and a
+// variant pack built once, since a plan's pointers never change.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cuda/check.hpp"
+#include "cuda/cudnn_backend.hpp"
+
+namespace kiln::cuda {
+
+class ExecPlan {
+ public:
+  // Throws DeviceError naming `what` and quoting cuDNN when no engine runs the operation.
+  ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std::int64_t workspace_limit, int candidates,
+           const std::string& what);
+  // Another binding of the same cuDNN plan (layers of identical shapes share one): the
+  // engine choice is shared, the pointers are not.
+  ExecPlan share() const;
+
+  std::int64_t workspace() const { return core_->candidates[core_->chosen].workspace; }
+  // "engine 12 (heuristics A), 1.5 MiB workspace"
+  std::string describe() const;
+  std::size_t candidate_count() const { return core_->candidates.size(); }
+
+  // Binds device pointers to tensor uids, and the workspace.
+  void bind(std::span<const std::int64_t> uids, std::span<void* const> pointers, void* workspace);
+  void execute(cudnnHandle_t handle) const;
+  // Times each candidate `repeats` times on the bound pointers and keeps the fastest; the
+  // workspace must be large enough for every candidate (max_workspace()).
+  void autotune(cudnnHandle_t handle, cudaStream_t stream, int repeats);
+  std::int64_t max_workspace() const;
+
+ private:
+  struct Candidate {
+    BackendDescriptor config;
+    BackendDescriptor plan;
+    std::int64_t workspace = 0;
+    std::int64_t engine = -1;
+    const char* mode = "";
+    float ms = -1;
+  };
+  struct Core {
+    BackendDescriptor graph;
+    std::vector<Candidate> candidates;
+    std::size_t chosen = 0;
+  };
+  ExecPlan() = default;
+  void rebind();
+
+  std::shared_ptr<Core> core_;
+  BackendDescriptor pack_;
+  std::vector<std::int64_t> uids_;
+  std::vector<void*> pointers_;
+  void* workspace_ptr_ = nullptr;
+};
+
+}  // namespace kiln::cuda

@@ -1,0 +1,214 @@
+// The CUDA executor against the CPU executor: the same graph, weights and batch through a
+// whole training step (staging with augmentation, forward, loss, backward, optimizer), in
+// both layouts; the resident and streaming pipelines; a short training run.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backend/executor.hpp"
+#include "kiln/kiln.hpp"
+#include "train/init.hpp"
+
+namespace kiln::test {
+namespace {
+
+bool no_device() { return cuda_device_count() == 0; }
+
+#define KILN_REQUIRE_GPU()                                                   \
+  do {                                                                       \
+    if (no_device()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason(); \
+  } while (0)
+
+Graph mixed_net() {
+  GraphBuilder b("mixed", Shape::chw(3, 16, 16), 10);
+  b.add(layers::conv(8, 3).pad(1).named("stem"))
+      .add(layers::batchnorm().named("bn"))
+      .add(layers::relu().named("r"))
+      .add(layers::conv(8, 3).pad(1).bias(false).named("c1"))
+      .add(layers::gelu().named("g"))
+      .add(layers::add({"g", "r"}).named("sum"))
+      .add(layers::maxpool(3).stride(2).ceil().named("pool"))
+      .add(layers::conv(4, 1).named("side"))
+      .add(layers::concat({"pool", "side"}).named("cat"))
+      .add(layers::dropout(0.25).named("drop"))
+      .add(layers::avgpool(2).named("avg"))
+      .add(layers::flatten().named("flat"))
+      .add(layers::linear(16).named("fc1"))
+      .add(layers::tanh().named("t"))
+      .add(layers::linear(10).named("fc2"))
+      .add(layers::scale(0.5).named("s"));
+  return b.build();
+}
+
+struct Batch {
+  std::vector<std::uint8_t> images, labels;
+  std::vector<math::AugmentParams> augment;
+  std::vector<std::int64_t> indices;
+  Dataset data;
+};
+
+Batch make_batch(const Graph& g, std::int64_t n) {
+  Batch b;
+  std::mt19937 rng(5);
+  const std::int64_t plane = g.input_shape().elements();
+  b.data.sample = g.input_shape();
+  b.data.images.resize(static_cast<std::size_t>(2 * n * plane));
+  for (auto& p : b.data.images) p = static_cast<std::uint8_t>(rng() % 256);
+  for (std::int64_t i = 0; i < 2 * n; ++i) b.data.labels.push_back(static_cast<std::uint8_t>(rng() % 10));
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::int64_t record = (i * 7 + 3) % (2 * n);
+    b.indices.push_back(record);
+    b.images.insert(b.images.end(), b.data.image(record), b.data.image(record) + plane);
+    b.labels.push_back(b.data.labels[static_cast<std::size_t>(record)]);
+    b.augment.push_back({static_cast<std::int16_t>(static_cast<int>(rng() % 9) - 4), static_cast<std::int16_t>(static_cast<int>(rng() % 9) - 4),
+                         static_cast<std::uint8_t>(rng() % 2)});
+  }
+  return b;
+}
+
+void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, double atol, double rtol, const std::string& what) {
+  ASSERT_EQ(gpu.size(), cpu.size()) << what;
+  std::size_t bad = 0, worst = 0;
+  double worst_excess = 0;
+  for (std::size_t i = 0; i < cpu.size(); ++i) {
+    double excess = std::fabs(static_cast<double>(gpu[i]) - cpu[i]) - (atol + rtol * std::fabs(cpu[i]));
+    if (!(excess <= 0)) {
+      ++bad;
+      if (!(excess <= worst_excess)) worst_excess = excess, worst = i;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << cpu.size() << " elements differ; worst at " << worst << ": gpu "
+                     << gpu[worst] << ", cpu " << cpu[worst] << " (atol " << atol << ", rtol " << rtol << ")";
+}
+
+// One training step on both backends from the same weights; compares logits, loss,
+// gradients and updated weights.
+void compare_step(Layout layout, bool resident, std::int64_t n) {
+  Graph g = mixed_net();
+  const std::int64_t capacity = 8;
+  auto cpu = detail::make_cpu_executor(g, capacity, 2);
+  detail::CudaOptions o;
+  o.layout = layout;
+  auto gpu = detail::make_cuda_executor(g, capacity, o);
+  detail::init_params(*cpu, 9);
+  auto params = g.params();
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    std::vector<float> v(static_cast<std::size_t>(params[p].elements));
+    cpu->read_param(p, v);
+    gpu->write_param(p, v);
+  }
+  Batch b = make_batch(g, n);
+  if (resident) {
+    ASSERT_TRUE(gpu->make_resident(b.data));
+  }
+  detail::HostBatch hb{n, b.images.data(), b.labels.data(), b.augment.data(), &b.data, b.indices.data()};
+  detail::InputTransform t;
+  t.pad = math::PadMode::reflect;
+  t.mean = {0.5f, 0.4f, 0.3f};
+  t.inv_std = {4.0f, 5.0f, 6.0f};
+  std::vector<math::SgdHyper> hyper(params.size(), math::SgdHyper{0.05f, 0.9f, 5e-4f, 0.0f, true});
+  for (auto* ex : {cpu.get(), gpu.get()}) {
+    ex->stage(hb, t);
+    ex->forward(true, 77);
+    ex->loss({0.1f, false}, true, 1);
+  }
+  std::vector<float> lc(static_cast<std::size_t>(n * 10)), lg(lc.size());
+  cpu->read_logits(lc);
+  gpu->read_logits(lg);
+  expect_close(lg, lc, 1e-3, 1e-2, "logits");
+  for (auto* ex : {cpu.get(), gpu.get()}) {
+    ex->backward(77);
+    ex->update(hyper);
+  }
+  auto sc = detail::total(cpu->take_stats(true)), sg = detail::total(gpu->take_stats(true));
+  EXPECT_EQ(sg.count, n);
+  EXPECT_NEAR(sg.loss_sum, sc.loss_sum, 1e-3 * std::fabs(sc.loss_sum) + 1e-3);
+  EXPECT_EQ(sg.correct, sc.correct);
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    std::vector<float> c(static_cast<std::size_t>(params[p].elements)), gg(c.size());
+    if (params[p].trainable) {
+      cpu->read_grad(p, c);
+      gpu->read_grad(p, gg);
+      // Relative to the gradient's scale: fp32 summation orders differ between backends.
+      double scale = 0;
+      for (float v : c) scale = std::max(scale, static_cast<double>(std::fabs(v)));
+      expect_close(gg, c, 2e-3 * scale + 1e-6, 1e-2, params[p].name + " gradient");
+    }
+    cpu->read_param(p, c);
+    gpu->read_param(p, gg);
+    expect_close(gg, c, 1e-4, 1e-3, params[p].name + " after the step");
+  }
+}
+
+TEST(CudaExecutor, TrainingStepMatchesCpuNchw) {
+  KILN_REQUIRE_GPU();
+  compare_step(Layout::nchw, false, 8);
+}
+
+TEST(CudaExecutor, TrainingStepMatchesCpuNhwc) {
+  KILN_REQUIRE_GPU();
+  compare_step(Layout::nhwc, false, 8);
+}
+
+TEST(CudaExecutor, ResidentPipelineAndShortBatch) {
+  KILN_REQUIRE_GPU();
+  compare_step(Layout::nchw, true, 5);  // a short batch compiles its own conv plans
+  compare_step(Layout::nhwc, true, 8);
+}
+
+TEST(CudaExecutor, WeightsRoundTripInBothLayouts) {
+  KILN_REQUIRE_GPU();
+  Graph g = mixed_net();
+  for (Layout layout : {Layout::nchw, Layout::nhwc}) {
+    detail::CudaOptions o;
+    o.layout = layout;
+    auto gpu = detail::make_cuda_executor(g, 4, o);
+    std::vector<float> w(static_cast<std::size_t>(g.params()[0].elements)), back(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i);
+    gpu->write_param(0, w);
+    gpu->read_param(0, back);
+    EXPECT_EQ(w, back);
+  }
+}
+
+TEST(CudaExecutor, ShortTrainingRunTracksTheCpu) {
+  KILN_REQUIRE_GPU();
+  Cifar10 data = make_synthetic_cifar10({512, 128, 1});
+  data.train.source = data.test.source = "synthetic";
+  Graph g = load_spec(std::string(KILN_SOURCE_DIR) + "/data/models/cifar_quick.yaml").graph;
+  TrainConfig c;
+  c.epochs = 1;
+  c.batch = 64;
+  c.lr = 0.01;
+  c.augment = Augment{4, 0, true};
+  std::vector<double> losses[2];
+  for (int device = 0; device < 2; ++device) {
+    RunOptions run;
+    run.device = device ? Backend::cuda : Backend::cpu;
+    run.threads = 2;
+    Trainer t(g, c, run);
+    t.on_step([&](const StepEvent& e) { losses[device].push_back(e.loss); });
+    TrainResult r = t.fit(data);
+    EXPECT_EQ(r.steps, 8);
+  }
+  ASSERT_EQ(losses[0].size(), losses[1].size());
+  for (std::size_t i = 0; i < losses[0].size(); ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 2e-3 + 2e-3 * losses[0][i]) << "step " << i + 1;
+}
+
+TEST(CudaExecutor, OutOfMemoryIsAClearError) {
+  KILN_REQUIRE_GPU();
+  Graph g = load_spec(std::string(KILN_SOURCE_DIR) + "/data/models/airbench.yaml").graph;
+  try {
+    detail::make_cuda_executor(g, std::int64_t{1} << 24, {});  // 16M images: terabytes
+    FAIL() << "expected a DeviceError";
+  } catch (const DeviceError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("out of device memory"), std::string::npos) << m;
+    EXPECT_NE(m.find("largest batch that would fit"), std::string::npos) << m;
+    EXPECT_EQ(e.exit_code(), ExitCode::runtime);
+  }
+}
+
+}  // namespace
+}  // namespace kiln::test
