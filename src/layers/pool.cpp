@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
 
 #include "backend/cpu_layer.hpp"
 #include "graph/op_def.hpp"
@@ -96,8 +98,39 @@ Geometry geometry(const CpuLayer& l) {
   return {l.n * in.c, in.h, in.w, out.h, out.w, a.kernel, *a.stride, a.pad.top, a.pad.left};
 }
 
-template <bool Max>
-void forward(const CpuLayer& l) {
+// Max forward accumulates whole output rows, one window offset (r, kw) at a time: the
+// inner loop then runs over independent outputs with a fixed stride, which vectorizes,
+// instead of a compare chain per output (this was the CPU step's slowest layer).
+void max_forward(const CpuLayer& l) {
+  const Geometry g = geometry(l);
+  const std::int64_t s = g.stride.w, k = g.kernel.w;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.planes; ++p) {
+    const float* x = l.x[0] + p * g.in_h * g.in_w;
+    float* y = l.y + p * g.out_h * g.out_w;
+    for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+      const math::PoolSpan rows = g.row(oh);
+      float* out = y + oh * g.out_w;
+      std::fill(out, out + g.out_w, -INFINITY);
+      for (std::int64_t r = rows.begin; r < rows.end; ++r) {
+        for (std::int64_t kw = 0; kw < k; ++kw) {
+          // Outputs whose window column kw lies inside the input: 0 <= ow*s + kw - pad < in_w.
+          const std::int64_t shift = kw - g.pad_w;
+          const std::int64_t lo = std::max<std::int64_t>(0, detail::ceil_div(-shift, s));
+          const std::int64_t hi = std::min(g.out_w, detail::floor_div(g.in_w - 1 - shift, s) + 1);
+          const float* in = x + r * g.in_w + shift;
+          for (std::int64_t ow = lo; ow < hi; ++ow) {
+            const float v = in[ow * s];
+            const float best = out[ow];
+            out[ow] = ((v > best) | (v != v)) ? v : best;  // NaN propagates, as PyTorch's
+          }
+        }
+      }
+    }
+  }
+}
+
+void avg_forward(const CpuLayer& l) {
   const Geometry g = geometry(l);
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t p = 0; p < g.planes; ++p) {
@@ -105,20 +138,53 @@ void forward(const CpuLayer& l) {
     float* y = l.y + p * g.out_h * g.out_w;
     for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
       const math::PoolSpan rows = g.row(oh);
-      for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
-        const math::PoolSpan cols = g.col(ow);
-        if constexpr (Max)
-          y[oh * g.out_w + ow] = x[math::max_offset(x, g.in_w, rows, cols)];
-        else
-          y[oh * g.out_w + ow] = math::avg_window(x, g.in_w, rows, cols);
-      }
+      for (std::int64_t ow = 0; ow < g.out_w; ++ow) y[oh * g.out_w + ow] = math::avg_window(x, g.in_w, rows, g.col(ow));
     }
   }
 }
 
-// Max: the gradient goes to the window's first maximum, found again in x (not by comparing
-// with y, which an in-place successor may have changed). Avg: dy / divisor to every input
-// element the window reads.
+// Max backward, row by row like the forward: the argmax of every output of a row is found
+// with selects over the window offsets in scan order (strict > keeps the first maximum; a
+// NaN replaces, as PyTorch's `val > maxval || isnan(val)`), then the gradients scattered.
+// Rows wider than the stack buffers take the per-output path.
+constexpr std::int64_t kMaxRow = 1024;
+
+void max_backward_row(const float* x, const float* dy, float* dx, const Geometry& g, std::int64_t oh) {
+  const math::PoolSpan rows = g.row(oh);
+  const float* dyr = dy + oh * g.out_w;
+  if (g.out_w > kMaxRow) {
+    for (std::int64_t ow = 0; ow < g.out_w; ++ow) dx[math::max_offset(x, g.in_w, rows, g.col(ow))] += dyr[ow];
+    return;
+  }
+  float best[kMaxRow];
+  std::int64_t index[kMaxRow];
+  for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+    best[ow] = -INFINITY;
+    index[ow] = rows.begin * g.in_w + g.col(ow).begin;
+  }
+  const std::int64_t s = g.stride.w;
+  for (std::int64_t r = rows.begin; r < rows.end; ++r)
+    for (std::int64_t kw = 0; kw < g.kernel.w; ++kw) {
+      const std::int64_t shift = kw - g.pad_w;
+      const std::int64_t lo = std::max<std::int64_t>(0, detail::ceil_div(-shift, s));
+      const std::int64_t hi = std::min(g.out_w, detail::floor_div(g.in_w - 1 - shift, s) + 1);
+      const float* in = x + r * g.in_w + shift;
+      const std::int64_t base = r * g.in_w + shift;
+      for (std::int64_t ow = lo; ow < hi; ++ow) {
+        const float v = in[ow * s];
+        // Masks, not a conditional: GCC turns `take ? a : b` on arrays into branches, which
+        // mispredict on this data.
+        const std::uint32_t m32 = 0u - static_cast<std::uint32_t>((v > best[ow]) | (v != v));
+        const std::uint64_t m64 = 0u - static_cast<std::uint64_t>(m32 & 1u);
+        best[ow] = std::bit_cast<float>((std::bit_cast<std::uint32_t>(v) & m32) | (std::bit_cast<std::uint32_t>(best[ow]) & ~m32));
+        index[ow] = static_cast<std::int64_t>((static_cast<std::uint64_t>(base + ow * s) & m64) |
+                                              (static_cast<std::uint64_t>(index[ow]) & ~m64));
+      }
+    }
+  for (std::int64_t ow = 0; ow < g.out_w; ++ow) dx[index[ow]] += dyr[ow];
+}
+
+// Avg: dy / divisor to every input element the window reads.
 template <bool Max>
 void backward(const CpuLayer& l) {
   if (!l.dx[0]) return;
@@ -131,14 +197,13 @@ void backward(const CpuLayer& l) {
     float* dx = l.dx[0] + p * g.in_h * g.in_w;
     if (!accumulate) std::fill(dx, dx + g.in_h * g.in_w, 0.0f);
     for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
-      const math::PoolSpan rows = g.row(oh);
-      for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
-        const math::PoolSpan cols = g.col(ow);
-        const float d = dy[oh * g.out_w + ow];
-        if constexpr (Max) {
-          dx[math::max_offset(x, g.in_w, rows, cols)] += d;
-        } else {
-          const float share = d / static_cast<float>(rows.extent * cols.extent);
+      if constexpr (Max) {
+        max_backward_row(x, dy, dx, g, oh);
+      } else {
+        const math::PoolSpan rows = g.row(oh);
+        for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+          const math::PoolSpan cols = g.col(ow);
+          const float share = dy[oh * g.out_w + ow] / static_cast<float>(rows.extent * cols.extent);
           for (std::int64_t r = rows.begin; r < rows.end; ++r)
             for (std::int64_t c = cols.begin; c < cols.end; ++c) dx[r * g.in_w + c] += share;
         }
@@ -151,13 +216,13 @@ void backward(const CpuLayer& l) {
 
 const OpDef& maxpool_op() {
   static const OpDef def{OpKind::maxpool, "maxpool", kKeys, 1, 1, false, infer, nullptr, flops, max_needs,
-                         forward<true>, backward<true>};
+                         max_forward, backward<true>};
   return def;
 }
 
 const OpDef& avgpool_op() {
   static const OpDef def{OpKind::avgpool, "avgpool", kKeys, 1, 1, false, infer, nullptr, flops, avg_needs,
-                         forward<false>, backward<false>};
+                         avg_forward, backward<false>};
   return def;
 }
 

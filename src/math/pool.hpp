@@ -38,8 +38,12 @@ KILN_HD std::int64_t max_offset(const float* plane, std::int64_t width, PoolSpan
   float best_value = -INFINITY;
   for (std::int64_t r = h.begin; r < h.end; ++r)
     for (std::int64_t c = w.begin; c < w.end; ++c) {
-      float v = plane[r * width + c];
-      if (v > best_value || v != v) best_value = v, best = r * width + c;  // v != v: NaN
+      const float v = plane[r * width + c];
+      // Selects, not branches: the comparison is data-dependent and mispredicts half the
+      // time. v != v: NaN (PyTorch's `val > maxval || isnan(val)`).
+      const bool take = (v > best_value) | (v != v);
+      best_value = take ? v : best_value;
+      best = take ? r * width + c : best;
     }
   return best;
 }

@@ -42,6 +42,11 @@ detail::InputTransform transform_of(const TrainConfig& c) {
   return t;
 }
 
+bool next_batch(detail::Loader& loader, detail::HostBatch& batch) {
+  trace::Range range("data/fetch");
+  return loader.next(batch);
+}
+
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 }  // namespace
@@ -227,7 +232,7 @@ struct Trainer::Impl {
       std::int64_t seen = 0;
       detail::HostBatch batch;
       bool epoch_done = true;
-      while (loader.next(batch)) {
+      while (next_batch(loader, batch)) {
         auto hyper = hyper_at(position.step, total, per_epoch, lr);
         const std::uint64_t key = math::stream_key(config.seed, static_cast<std::uint64_t>(position.step));
         executor->stage(batch, transform);
