@@ -1,0 +1,151 @@
+// Batch normalization, one block per channel: the block sums the channel's n*h*w values in
+// double (two passes, mean then squared deviations, as the CPU kernel does), then applies
+// math/batchnorm.hpp's per-channel arithmetic to every value. Sums are reduced in a fixed
+// tree, so results are deterministic, though not bitwise the CPU's (its order differs).
+// A null weight or bias reads as 1 or 0 (the values a fixed one holds).
+#include <cstdint>
+
+#include "cuda/check.hpp"
+#include "cuda/kernels.hpp"
+#include "math/batchnorm.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;  // a power of two: block_sum halves it
+constexpr int kMaxBlocks = 65535;
+
+// Sum of every thread's `v` over the block, returned to every thread. `shared` holds
+// kThreads doubles; it is free again when this returns.
+__device__ double block_sum(double v, double* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned half = kThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+    __syncthreads();
+  }
+  const double total = shared[0];
+  __syncthreads();
+  return total;
+}
+
+// Offset of value j (0 <= j < n*h*w, in (n, h, w) order) of channel c.
+__device__ std::int64_t channel_value(const Dims4& d, std::int64_t c, std::int64_t j) {
+  const std::int64_t hw = d.h * d.w;
+  const std::int64_t n = j / hw, s = j % hw;
+  return d.at(n, c, s / d.w, s % d.w);
+}
+
+__global__ void __launch_bounds__(kThreads) forward_kernel(bool train, const float* x, Dims4 d, float* y,
+                                                           const float* weight, const float* bias, float* running_mean,
+                                                           float* running_var, float* save_mean, float* save_invstd,
+                                                           float momentum, float eps) {
+  __shared__ double shared[kThreads];
+  const std::int64_t m = d.n * d.h * d.w;
+  for (std::int64_t c = blockIdx.x; c < d.c; c += gridDim.x) {
+    double mean = 0.0, invstd = 0.0;
+    if (train) {
+      double sum = 0.0;
+      for (std::int64_t j = threadIdx.x; j < m; j += kThreads) sum += x[channel_value(d, c, j)];
+      mean = block_sum(sum, shared) / static_cast<double>(m);
+      double squares = 0.0;
+      for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
+        const double dev = x[channel_value(d, c, j)] - mean;
+        squares += dev * dev;
+      }
+      const double var = block_sum(squares, shared) / static_cast<double>(m);
+      invstd = math::bn_invstd(var, eps);
+      if (threadIdx.x == 0) {
+        running_mean[c] = static_cast<float>(math::bn_running(running_mean[c], mean, momentum));
+        running_var[c] = static_cast<float>(math::bn_running(running_var[c], math::bn_unbiased(var, m), momentum));
+      }
+    } else {
+      mean = running_mean[c];
+      invstd = math::bn_invstd(running_var[c], eps);
+    }
+    if (threadIdx.x == 0) {
+      if (save_mean) save_mean[c] = static_cast<float>(mean);
+      if (save_invstd) save_invstd[c] = static_cast<float>(invstd);
+    }
+    const math::BnAffine f = math::bn_affine(mean, invstd, weight ? weight[c] : 1.0f, bias ? bias[c] : 0.0f);
+    for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
+      const std::int64_t o = channel_value(d, c, j);
+      y[o] = x[o] * f.alpha + f.beta;
+    }
+  }
+}
+
+// Training: the batch statistics forward saved; evaluation: the running ones, the inverse
+// standard deviation rounded to float as the CPU's forward state holds it, and the
+// statistics are constants (dx = dy * weight * invstd).
+__global__ void __launch_bounds__(kThreads) backward_kernel(bool train, const float* x, const float* dy, Dims4 d,
+                                                            float* dx, bool accumulate, const float* weight,
+                                                            float* dweight, float* dbias, const float* save_mean,
+                                                            const float* save_invstd, const float* running_mean,
+                                                            const float* running_var, float eps) {
+  __shared__ double shared[kThreads];
+  const std::int64_t m = d.n * d.h * d.w;
+  for (std::int64_t c = blockIdx.x; c < d.c; c += gridDim.x) {
+    double mean = 0.0, invstd = 0.0;
+    if (train) {
+      mean = save_mean[c];
+      invstd = save_invstd[c];
+    } else {
+      mean = running_mean[c];
+      invstd = static_cast<float>(math::bn_invstd(running_var[c], eps));
+    }
+    double sum_dy = 0.0, sum_dy_xmu = 0.0;
+    for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
+      const std::int64_t o = channel_value(d, c, j);
+      sum_dy += dy[o];
+      sum_dy_xmu += static_cast<double>(dy[o]) * (x[o] - mean);
+    }
+    sum_dy = block_sum(sum_dy, shared);
+    sum_dy_xmu = block_sum(sum_dy_xmu, shared);
+    if (threadIdx.x == 0) {
+      if (dweight) dweight[c] = static_cast<float>(sum_dy_xmu * invstd);
+      if (dbias) dbias[c] = static_cast<float>(sum_dy);
+    }
+    if (!dx) continue;
+    math::BnBackward b = math::bn_backward(mean, invstd, weight ? weight[c] : 1.0f, sum_dy, sum_dy_xmu, m);
+    if (!train) b.proj = 0.0f, b.mean_dy = 0.0f;
+    for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
+      const std::int64_t o = channel_value(d, c, j);
+      const float v = math::bn_grad_input(x[o], dy[o], b);
+      dx[o] = accumulate ? dx[o] + v : v;
+    }
+  }
+}
+
+unsigned blocks_for(std::int64_t channels) {
+  return static_cast<unsigned>(channels < kMaxBlocks ? channels : kMaxBlocks);
+}
+
+}  // namespace
+
+void batchnorm_forward(bool train, const float* x, const Dims4& dims, float* y, const float* weight, const float* bias,
+                       float* running_mean, float* running_var, float* save_mean, float* save_invstd, float momentum, float eps,
+                       cudaStream_t s) {
+  if (dims.c <= 0 || dims.count() <= 0) return;
+  forward_kernel<<<blocks_for(dims.c), kThreads, 0, s>>>(train, x, dims, y, weight, bias, running_mean, running_var,
+                                                         save_mean, save_invstd, momentum, eps);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void batchnorm_backward(bool train, const float* x, const float* dy, const Dims4& dims, float* dx, bool accumulate,
+                        const float* weight, float* dweight, float* dbias, const float* save_mean, const float* save_invstd,
+                        const float* running_mean, const float* running_var, float eps, cudaStream_t s) {
+  if (dims.c <= 0 || (!dx && !dweight && !dbias)) return;
+  if (dims.count() <= 0) {  // no values: the parameter gradients are empty sums, 0
+    const std::size_t bytes = static_cast<std::size_t>(dims.c) * sizeof(float);
+    if (dweight) KILN_CUDA_CHECK(cudaMemsetAsync(dweight, 0, bytes, s));
+    if (dbias) KILN_CUDA_CHECK(cudaMemsetAsync(dbias, 0, bytes, s));
+    return;
+  }
+  backward_kernel<<<blocks_for(dims.c), kThreads, 0, s>>>(train, x, dy, dims, dx, accumulate, weight, dweight, dbias,
+                                                          save_mean, save_invstd, running_mean, running_var, eps);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace kiln::cuda

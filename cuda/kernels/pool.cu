@@ -1,0 +1,183 @@
+// Max and average pooling (PyTorch's, ceil mode included) and global pooling, NCHW or NHWC.
+// The windows are math/pool.hpp's pool_span; the scans are math/pool_strided.hpp's, which
+// read a plane with a row and a column stride and equal max_offset / avg_window for NCHW.
+//
+// Backward gathers instead of scattering: one thread per input element visits, in the
+// CPU's (oh, ow) order, the windows that contain it, so there are no atomics, the result is
+// deterministic, and it adds the same terms in the same order as the CPU kernel.
+#include <cstdint>
+
+#include "cuda/check.hpp"
+#include "cuda/kernels.hpp"
+#include "math/pool.hpp"
+#include "math/pool_strided.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_for(std::int64_t count) {
+  const std::int64_t blocks = (count + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
+}
+
+__device__ std::int64_t first_index() { return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ std::int64_t grid_stride() { return static_cast<std::int64_t>(blockDim.x) * gridDim.x; }
+
+// (n, c, h, w) of the element at offset i of a tensor laid out as `d` says: Dims4::at inverted.
+struct Index4 {
+  std::int64_t n, c, h, w;
+};
+
+__device__ Index4 index_of(const Dims4& d, std::int64_t i) {
+  Index4 x;
+  if (d.nhwc) {
+    x.c = i % d.c, i /= d.c;
+    x.w = i % d.w, i /= d.w;
+    x.h = i % d.h, x.n = i / d.h;
+  } else {
+    x.w = i % d.w, i /= d.w;
+    x.h = i % d.h, i /= d.h;
+    x.c = i % d.c, x.n = i / d.c;
+  }
+  return x;
+}
+
+// The (n, c) plane of a tensor: element (r, col) is at base + r * row + col * column.
+struct Plane {
+  std::int64_t base, row, column;
+};
+
+__device__ Plane plane_of(const Dims4& d, std::int64_t n, std::int64_t c) {
+  return {d.at(n, c, 0, 0), d.nhwc ? d.w * d.c : d.w, d.nhwc ? d.c : 1};
+}
+
+__global__ void pool_forward_kernel(bool max, const float* x, Dims4 in, float* y, Dims4 out, PoolGeometry g,
+                                    std::int64_t count) {
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
+    const Index4 o = index_of(out, i);
+    const math::PoolSpan rows = math::pool_span(o.h, g.kernel_h, g.stride_h, g.pad_h, in.h);
+    const math::PoolSpan cols = math::pool_span(o.w, g.kernel_w, g.stride_w, g.pad_w, in.w);
+    const Plane p = plane_of(in, o.n, o.c);
+    const float* plane = x + p.base;
+    y[i] = max ? plane[math::max_offset_strided(plane, p.row, p.column, rows, cols)]
+               : math::avg_window_strided(plane, p.row, p.column, rows, cols);
+  }
+}
+
+__global__ void pool_backward_kernel(bool max, const float* x, Dims4 in, const float* dy, Dims4 out, float* dx,
+                                     bool accumulate, PoolGeometry g, std::int64_t count) {
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
+    const Index4 e = index_of(in, i);
+    const Plane p = plane_of(in, e.n, e.c);
+    const float* plane = x + p.base;
+    const std::int64_t mine = e.h * p.row + e.w * p.column;  // this element's offset in its plane
+    const math::PoolCover oh = math::pool_cover(e.h, g.kernel_h, g.stride_h, g.pad_h, out.h);
+    const math::PoolCover ow = math::pool_cover(e.w, g.kernel_w, g.stride_w, g.pad_w, out.w);
+    float acc = accumulate ? dx[i] : 0.0f;
+    for (std::int64_t r = oh.first; r <= oh.last; ++r) {
+      const math::PoolSpan rows = math::pool_span(r, g.kernel_h, g.stride_h, g.pad_h, in.h);
+      if (e.h < rows.begin || e.h >= rows.end) continue;
+      for (std::int64_t c = ow.first; c <= ow.last; ++c) {
+        const math::PoolSpan cols = math::pool_span(c, g.kernel_w, g.stride_w, g.pad_w, in.w);
+        if (e.w < cols.begin || e.w >= cols.end) continue;
+        const float d = dy[out.at(e.n, e.c, r, c)];
+        if (max) {
+          if (math::max_offset_strided(plane, p.row, p.column, rows, cols) == mine) acc += d;
+        } else {
+          acc += d / static_cast<float>(rows.extent * cols.extent);
+        }
+      }
+    }
+    dx[i] = acc;
+  }
+}
+
+// One thread per (n, c) plane; y is [n, c] in either layout. Avg sums in double in the
+// plane's row-major order, as the CPU does.
+__global__ void global_forward_kernel(bool max, const float* x, Dims4 in, float* y, std::int64_t planes) {
+  const math::PoolSpan rows{0, in.h, in.h}, cols{0, in.w, in.w};
+  for (std::int64_t q = first_index(); q < planes; q += grid_stride()) {
+    const Plane p = plane_of(in, q / in.c, q % in.c);
+    const float* plane = x + p.base;
+    if (max) {
+      y[q] = plane[math::max_offset_strided(plane, p.row, p.column, rows, cols)];
+    } else {
+      double sum = 0.0;
+      for (std::int64_t r = 0; r < in.h; ++r)
+        for (std::int64_t c = 0; c < in.w; ++c) sum += plane[r * p.row + c * p.column];
+      y[q] = static_cast<float>(sum / static_cast<double>(in.h * in.w));
+    }
+  }
+}
+
+// Max: one thread per plane finds the first maximum again and writes the whole plane.
+__global__ void global_max_backward_kernel(const float* x, Dims4 in, const float* dy, float* dx, bool accumulate,
+                                           std::int64_t planes) {
+  const math::PoolSpan rows{0, in.h, in.h}, cols{0, in.w, in.w};
+  for (std::int64_t q = first_index(); q < planes; q += grid_stride()) {
+    const Plane p = plane_of(in, q / in.c, q % in.c);
+    const std::int64_t best = math::max_offset_strided(x + p.base, p.row, p.column, rows, cols);
+    float* plane = dx + p.base;
+    const float d = dy[q];
+    if (accumulate) {
+      plane[best] += d;
+    } else {
+      for (std::int64_t r = 0; r < in.h; ++r)
+        for (std::int64_t c = 0; c < in.w; ++c) {
+          const std::int64_t o = r * p.row + c * p.column;
+          plane[o] = o == best ? d : 0.0f;
+        }
+    }
+  }
+}
+
+// Avg: one thread per input element.
+__global__ void global_avg_backward_kernel(Dims4 in, const float* dy, float* dx, bool accumulate, std::int64_t count) {
+  const float size = static_cast<float>(in.h * in.w);
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
+    const Index4 e = index_of(in, i);
+    const float share = dy[e.n * in.c + e.c] / size;
+    dx[i] = accumulate ? dx[i] + share : share;
+  }
+}
+
+}  // namespace
+
+void pool_forward(bool max, const float* x, const Dims4& in, float* y, const Dims4& out, const PoolGeometry& g,
+                  cudaStream_t s) {
+  const std::int64_t count = out.count();
+  if (count <= 0) return;
+  pool_forward_kernel<<<grid_for(count), kThreads, 0, s>>>(max, x, in, y, out, g, count);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void pool_backward(bool max, const float* x, const Dims4& in, const float* dy, const Dims4& out, float* dx, bool accumulate,
+                   const PoolGeometry& g, cudaStream_t s) {
+  const std::int64_t count = in.count();
+  if (count <= 0 || !dx) return;
+  pool_backward_kernel<<<grid_for(count), kThreads, 0, s>>>(max, x, in, dy, out, dx, accumulate, g, count);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void global_pool_forward(bool max, const float* x, const Dims4& in, float* y, cudaStream_t s) {
+  const std::int64_t planes = in.n * in.c;
+  if (planes <= 0 || in.h * in.w <= 0) return;
+  global_forward_kernel<<<grid_for(planes), kThreads, 0, s>>>(max, x, in, y, planes);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void global_pool_backward(bool max, const float* x, const Dims4& in, const float* dy, float* dx, bool accumulate,
+                          cudaStream_t s) {
+  const std::int64_t count = in.count();
+  if (count <= 0 || !dx) return;
+  if (max)
+    global_max_backward_kernel<<<grid_for(in.n * in.c), kThreads, 0, s>>>(x, in, dy, dx, accumulate, in.n * in.c);
+  else
+    global_avg_backward_kernel<<<grid_for(count), kThreads, 0, s>>>(in, dy, dx, accumulate, count);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace kiln::cuda

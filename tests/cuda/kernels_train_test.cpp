@@ -1,0 +1,218 @@
+// kiln's loss, optimizer and data-staging CUDA kernels (cuda/kernels/loss.cu, sgd.cu,
+// augment.cu) against the host loops of the CPU executor (src/backend/cpu_executor.cpp),
+// which call the same math/ functions. Tolerances, |gpu - cpu| <= atol + rtol*|cpu|: summed
+// loss 1e-5 relative (atomics add in another order), correct count exact, dlogits
+// 1e-6/1e-5 (device expf); SGD weights and momentum 1e-6/1e-6 after three steps (fused
+// multiply-adds); staged pixels 1e-6/1e-6; gathered labels exact.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels_test_util.hpp"
+#include "math/augment.hpp"
+#include "math/loss.hpp"
+#include "math/sgd.hpp"
+
+namespace kiln::test {
+namespace {
+
+using cuda::Dims4;
+
+// ---- softmax cross-entropy ----------------------------------------------------------------
+
+void check_loss(std::int64_t n, float smoothing, float grad_scale, bool with_grad) {
+  SCOPED_TRACE("n " + std::to_string(n) + ", smoothing " + std::to_string(smoothing) + ", grad_scale " +
+               std::to_string(grad_scale) + (with_grad ? "" : ", no dlogits"));
+  const int classes = 10;
+  std::mt19937 rng(static_cast<std::uint32_t>(n));
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> logits(static_cast<std::size_t>(n * classes));
+  for (float& v : logits) v = normal(rng);
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
+  for (auto& l : labels) l = static_cast<std::int32_t>(rng() % classes);
+  // Ties: an all-equal row is "correct" only for label 0 (the first maximum).
+  for (int k = 0; k < classes; ++k) logits[static_cast<std::size_t>(k)] = 1.0f, logits[static_cast<std::size_t>(classes + k)] = 1.0f;
+  labels[0] = 0, labels[1] = 3;
+
+  // The CPU executor's loss(): per row, loss summed in double.
+  std::vector<float> want_grad(logits.size(), 0.0f);
+  double want_loss = 0.0;
+  unsigned long long want_correct = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto s = math::softmax_cross_entropy(logits.data() + i * classes, classes, labels[static_cast<std::size_t>(i)], smoothing,
+                                               grad_scale, want_grad.data() + i * classes);
+    want_loss += s.loss;
+    want_correct += s.correct ? 1 : 0;
+  }
+
+  // The accumulators start non-zero: the kernel adds to them.
+  DeviceBuffer<float> d_logits(logits), d_grad(std::vector<float>(logits.size(), kNaN));
+  DeviceBuffer<std::int32_t> d_labels(labels);
+  DeviceBuffer<double> loss_sum(std::vector<double>{1.5});
+  DeviceBuffer<unsigned long long> correct(std::vector<unsigned long long>{2});
+  cuda::softmax_cross_entropy(d_logits.get(), d_labels.get(), n, classes, smoothing, grad_scale,
+                              with_grad ? d_grad.get() : nullptr, loss_sum.get(), correct.get(), nullptr);
+  expect_near(std::vector<double>{want_loss}, std::vector<double>{loss_sum.download()[0] - 1.5}, 1e-6, 1e-5, "loss sum");
+  EXPECT_EQ(correct.download()[0] - 2, want_correct) << "correct count";
+  if (with_grad)
+    expect_near(want_grad, d_grad.download(), 1e-6, 1e-5, "dlogits");
+  else
+    expect_near(std::vector<float>(logits.size(), kNaN), d_grad.download(), 0.0, 0.0, "dlogits must stay unwritten");
+}
+
+TEST(CudaLoss, SoftmaxCrossEntropyMatchesCpu) {
+  KILN_REQUIRE_GPU();
+  check_loss(37, 0.0f, 1.0f / 37.0f, true);
+  check_loss(37, 0.1f, 1.0f / 37.0f, true);
+  check_loss(300, 0.2f, 1.0f, true);  // more samples than a block's 128 threads; sum (not mean) scaling
+  check_loss(300, 0.0f, 1.0f, false);
+}
+
+// ---- SGD ----------------------------------------------------------------------------------
+
+TEST(CudaSgd, MatchesHostUpdate) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    const char* what;
+    math::SgdHyper h;
+  };
+  const Case cases[] = {
+      {"plain", {0.1f, 0.0f, 0.0f, 0.0f, false}},
+      {"momentum", {0.05f, 0.9f, 0.0f, 0.0f, false}},
+      {"nesterov", {0.05f, 0.9f, 0.0f, 0.0f, true}},
+      {"coupled decay", {0.05f, 0.9f, 5e-4f, 0.0f, false}},
+      {"decoupled decay, nesterov", {0.2f, 0.85f, 0.0f, 0.05f, true}},
+      {"both decays", {0.1f, 0.5f, 1e-3f, 0.01f, false}},
+  };
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const std::size_t count = 4099;
+    std::vector<float> w(count), m(count, 0.0f);
+    for (float& v : w) v = normal(rng);
+    DeviceBuffer<float> d_w(w), d_m(m), d_g(count);
+    for (int step = 0; step < 3; ++step) {
+      std::vector<float> g(count);
+      for (float& v : g) v = normal(rng);
+      for (std::size_t e = 0; e < count; ++e) math::sgd_update(w[e], m[e], g[e], c.h);
+      d_g.upload(g);
+      cuda::sgd_update(d_w.get(), d_m.get(), d_g.get(), static_cast<std::int64_t>(count), c.h, nullptr);
+    }
+    expect_near(w, d_w.download(), 1e-6, 1e-6, "weights");
+    expect_near(m, d_m.download(), 1e-6, 1e-6, "momentum");
+  }
+  // Without momentum the buffer is not needed: null must be fine.
+  std::vector<float> w(100, 1.0f), g(100, 0.5f);
+  DeviceBuffer<float> d_w(w), d_g(g);
+  const math::SgdHyper plain{0.1f, 0.0f, 0.0f, 0.0f, false};
+  cuda::sgd_update(d_w.get(), nullptr, d_g.get(), 100, plain, nullptr);
+  float unused = 0.0f;
+  for (std::size_t e = 0; e < w.size(); ++e) math::sgd_update(w[e], unused, g[e], plain);
+  expect_near(w, d_w.download(), 0.0, 1e-6, "weights without a momentum buffer");
+}
+
+// ---- staging a batch ----------------------------------------------------------------------
+
+// A dataset of 7 images of 3 x 8 x 6 (not square, so that height and width cannot be
+// swapped unnoticed); a batch of 5 picks images by index, with repeats.
+struct Fixture {
+  static constexpr int C = 3, H = 8, W = 6, kImages = 7;
+  std::vector<std::uint8_t> images, labels;
+  std::vector<std::int64_t> indices{5, 0, 3, 3, 6};
+  std::vector<math::AugmentParams> augment;
+  std::vector<float> mean{0.49f, 0.48f, 0.45f}, inv_std{1.0f / 0.25f, 1.0f / 0.24f, 1.0f / 0.26f};
+
+  Fixture() {
+    std::mt19937 rng(9);
+    images.resize(static_cast<std::size_t>(kImages * C * H * W));
+    for (auto& p : images) p = static_cast<std::uint8_t>(rng() % 256);
+    for (int i = 0; i < kImages; ++i) labels.push_back(static_cast<std::uint8_t>((i * 3 + 1) % 10));
+    auto params = [](int dy, int dx, int flip) {
+      math::AugmentParams a;
+      a.dy = static_cast<std::int16_t>(dy), a.dx = static_cast<std::int16_t>(dx), a.flip = static_cast<std::uint8_t>(flip);
+      return a;
+    };
+    // None; shifts both ways, with and without flips; a shift past the whole image.
+    augment = {params(0, 0, 0), params(2, -1, 1), params(-3, 4, 0), params(1, 1, 1), params(-9, 7, 1)};
+  }
+
+  std::int64_t n() const { return static_cast<std::int64_t>(indices.size()); }
+
+  // The CPU executor's stage(), NCHW.
+  std::vector<float> want(math::PadMode pad, bool augmented) const {
+    std::vector<float> out(static_cast<std::size_t>(n() * C * H * W));
+    for (std::int64_t i = 0; i < n(); ++i) {
+      const std::uint8_t* image = images.data() + indices[static_cast<std::size_t>(i)] * C * H * W;
+      const math::AugmentParams a = augmented ? augment[static_cast<std::size_t>(i)] : math::AugmentParams{};
+      for (int c = 0; c < C; ++c)
+        for (int y = 0; y < H; ++y)
+          for (int x = 0; x < W; ++x)
+            out[static_cast<std::size_t>(((i * C + c) * H + y) * W + x)] =
+                math::augmented_pixel(image, H, W, c, y, x, a, pad, mean[static_cast<std::size_t>(c)], inv_std[static_cast<std::size_t>(c)]);
+    }
+    return out;
+  }
+};
+
+TEST(CudaStage, MatchesCpuStaging) {
+  KILN_REQUIRE_GPU();
+  const Fixture f;
+  DeviceBuffer<std::uint8_t> images(f.images);
+  DeviceBuffer<std::int64_t> indices(f.indices);
+  DeviceBuffer<math::AugmentParams> augment(f.augment);
+  DeviceBuffer<float> mean(f.mean), inv_std(f.inv_std);
+  for (math::PadMode pad : {math::PadMode::zero, math::PadMode::reflect})
+    for (bool augmented : {true, false})
+      for (bool nhwc : {false, true}) {
+        SCOPED_TRACE(std::string(pad == math::PadMode::zero ? "zero" : "reflect") + " padding, " +
+                     (augmented ? "augmented" : "no augmentation") + ", " + layout_name(nhwc));
+        const Dims4 d{f.n(), Fixture::C, Fixture::H, Fixture::W, nhwc};
+        DeviceBuffer<float> out(std::vector<float>(static_cast<std::size_t>(d.count()), kNaN));
+        cuda::stage_batch(images.get(), indices.get(), augmented ? augment.get() : nullptr, pad, mean.get(), inv_std.get(),
+                          out.get(), d, nullptr);
+        expect_near(f.want(pad, augmented), from_layout(out.download(), d), 1e-6, 1e-6, "staged input", &d);
+      }
+}
+
+// By hand: zero padding normalizes to -mean * inv_std; a flip reads the mirrored column.
+TEST(CudaStage, PaddingAndFlipByHand) {
+  KILN_REQUIRE_GPU();
+  const std::vector<std::uint8_t> image{0, 51, 102, 255};  // 1 channel, 1 x 4
+  const std::vector<std::int64_t> index{0};
+  math::AugmentParams a;
+  a.dx = 2;
+  a.flip = 1;
+  DeviceBuffer<std::uint8_t> d_image(image);
+  DeviceBuffer<std::int64_t> d_index(index);
+  DeviceBuffer<math::AugmentParams> d_a(std::vector<math::AugmentParams>{a});
+  DeviceBuffer<float> mean(std::vector<float>{0.5f}), inv_std(std::vector<float>{2.0f}), out(4);
+  const Dims4 d{1, 1, 1, 4, false};
+  // Output x reads source 3 - x + 2: 5, 4, 3, 2 -> pad, pad, 255, 102.
+  cuda::stage_batch(d_image.get(), d_index.get(), d_a.get(), math::PadMode::zero, mean.get(), inv_std.get(), out.get(), d, nullptr);
+  expect_near(std::vector<float>{-1.0f, -1.0f, 1.0f, (102.0f / 255.0f - 0.5f) * 2.0f}, out.download(), 1e-6, 1e-6, "zero pad");
+  // Reflect: 5 -> 1, 4 -> 2 (edge not repeated).
+  cuda::stage_batch(d_image.get(), d_index.get(), d_a.get(), math::PadMode::reflect, mean.get(), inv_std.get(), out.get(), d,
+                    nullptr);
+  expect_near(std::vector<float>{(51.0f / 255.0f - 0.5f) * 2.0f, (102.0f / 255.0f - 0.5f) * 2.0f, 1.0f,
+                                 (102.0f / 255.0f - 0.5f) * 2.0f},
+              out.download(), 1e-6, 1e-6, "reflect pad");
+}
+
+TEST(CudaStage, GatherLabels) {
+  KILN_REQUIRE_GPU();
+  const Fixture f;
+  DeviceBuffer<std::uint8_t> labels(f.labels);
+  DeviceBuffer<std::int64_t> indices(f.indices);
+  DeviceBuffer<std::int32_t> out(std::vector<std::int32_t>(f.indices.size(), -1));
+  cuda::gather_labels(labels.get(), indices.get(), f.n(), out.get(), nullptr);
+  std::vector<std::int32_t> want;
+  for (std::int64_t i : f.indices) want.push_back(f.labels[static_cast<std::size_t>(i)]);
+  EXPECT_EQ(out.download(), want);
+}
+
+}  // namespace
+}  // namespace kiln::test
