@@ -25,7 +25,9 @@ class CpuExecutor final : public Executor {
  public:
   CpuExecutor(const Graph& graph, std::int64_t batch, int threads)
       : graph_(graph), batch_(batch), threads_(std::max(1, threads)), plan_(plan_memory(graph, batch, DType::f32, PlanMode::train)) {
-    openblas_set_num_threads(threads_);
+    // OpenBLAS single-threaded: its pthread pool and OpenMP's would compete for the same cores
+    // (up to 10x slower on a loaded machine); gemm() splits products over OpenMP threads.
+    openblas_set_num_threads(1);
     arena_.assign(static_cast<std::size_t>(plan_.arena_bytes / 4), 0.0f);
     auto layers = graph.layers();
     auto params = graph.params();

@@ -33,7 +33,10 @@ struct Mask {
 
 Mask mask(const CpuLayer& l) {
   const double p = l.layer->attrs.p;
-  return {l.dropout_key, static_cast<float>(p), static_cast<float>(1.0 / (1.0 - p))};
+  // From the float p, as the CUDA launcher computes it, so both backends scale kept
+  // elements identically.
+  const float pf = static_cast<float>(p);
+  return {l.dropout_key, pf, static_cast<float>(1.0 / (1.0 - static_cast<double>(pf)))};
 }
 
 // out = in * multiplier (or in, when `identity`), added into out when `accumulate`.

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 
 namespace kiln::detail {
 
@@ -17,48 +18,77 @@ void sgemm(Trans trans_a, Trans trans_b, std::int64_t m, std::int64_t n, std::in
               static_cast<blasint>(ldc));
 }
 
-// ---- kiln's own kernel: C (+)= A * B, B row-major, on AVX-512 ---------------------------
+// ---- kiln's own kernels: C (+)= A * B, B row-major ---------------------------------------
 //
 // The convolutions' products are thin (M = 32..64 channels, K = 75..800, N = one sample's
-// pixels): OpenBLAS reaches ~65-90 GFLOP/s a core on them (Zen 4), spending much of its
-// time packing. This kernel packs nothing. A tile of 8 rows x 32 columns of C lives in 16
-// registers; each step of k loads two vectors of a row of B and broadcasts 8 elements of A,
-// read through strides, so A may be W, W^T or a column matrix as it lies in memory. It
-// reaches ~105-115 GFLOP/s a core on the same shapes. Every element of C is one sum over k
-// in order, so results do not depend on how C is tiled or split among threads.
+// pixels): OpenBLAS reaches ~60-95 GFLOP/s a core on them (Zen 4), much of its time going
+// to packing. These kernels pack nothing. A tile of C (8 rows x 32 columns on AVX-512, 6 x 16
+// on AVX2) lives in 16 or 12 registers; each step of k loads two vectors of a row of B and
+// broadcasts one element of A per row, read through strides, so A may be W, W^T or a column
+// matrix as it lies in memory. AVX-512 reaches ~100-115 GFLOP/s a core on the same shapes.
+// Every element of C is one sum over k in order, so results do not depend on how C is
+// tiled or split among threads.
 
-constexpr std::int64_t kRows = 8, kCols = 32;
-
-bool cpu_has_avx512() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();  // this runs during static initialization, maybe before libgcc's
-  return __builtin_cpu_supports("avx512f");
+#define KILN_X86 1
+#define KILN_AVX512 __attribute__((target("avx512f")))
+#define KILN_AVX2 __attribute__((target("avx2,fma")))
+// Without full unrolling GCC keeps the accumulators in registers but also stores them to
+// the stack on every step of k, which halves the kernels' speed.
+#if defined(__clang__)
+#define KILN_UNROLL _Pragma("unroll")
 #else
-  return false;
+#define KILN_UNROLL _Pragma("GCC unroll 8")
 #endif
+#else
+#define KILN_X86 0
+#endif
+
+bool cpu_has(GemmKernel kernel) {
+#if KILN_X86
+  __builtin_cpu_init();  // this may run during static initialization, before libgcc's
+  if (kernel == GemmKernel::avx512) return __builtin_cpu_supports("avx512f");
+  if (kernel == GemmKernel::avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return kernel == GemmKernel::openblas;
 }
 
-bool g_own_kernel = cpu_has_avx512();
+GemmKernel best_kernel() {
+  for (GemmKernel k : {GemmKernel::avx512, GemmKernel::avx2})
+    if (cpu_has(k)) return k;
+  return GemmKernel::openblas;
+}
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define KILN_AVX512 __attribute__((target("avx512f")))
+GemmKernel g_kernel = best_kernel();
 
-// One tile: R rows (R <= 8) of A against the columns of B that masks m0 and m1 select.
-template <int R>
-KILN_AVX512 void tile(std::int64_t k, const float* a, std::int64_t a_row, std::int64_t a_col, const float* b,
-                      std::int64_t ldb, float* c, std::int64_t ldc, __mmask16 m0, __mmask16 m1, bool accumulate) {
+// What a kernel needs to know about A: element (i, kk) is at a[i * row + kk * col].
+struct Strided {
+  const float* a;
+  std::int64_t row, col;
+};
+
+#if KILN_X86
+// One AVX-512 tile: R rows (R <= 8) of A against the 32 columns of B (Full) or those that
+// masks m0 and m1 select (unmasked loads make the loop ~10% faster).
+template <int R, bool Full>
+KILN_AVX512 void tile512(std::int64_t k, Strided a, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                         __mmask16 m0, __mmask16 m1, bool accumulate) {
   __m512 lo[R], hi[R];
+  KILN_UNROLL
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_ps();
   for (std::int64_t kk = 0; kk < k; ++kk) {
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + kk * ldb);
-    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + kk * ldb + 16);
-    const float* ak = a + kk * a_col;
+    const float* bk = b + kk * ldb;
+    const __m512 b0 = Full ? _mm512_loadu_ps(bk) : _mm512_maskz_loadu_ps(m0, bk);
+    const __m512 b1 = Full ? _mm512_loadu_ps(bk + 16) : _mm512_maskz_loadu_ps(m1, bk + 16);
+    const float* ak = a.a + kk * a.col;
+    KILN_UNROLL
     for (int r = 0; r < R; ++r) {
-      const __m512 av = _mm512_set1_ps(ak[r * a_row]);
+      const __m512 av = _mm512_set1_ps(ak[r * a.row]);
       lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
       hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
     }
   }
+  KILN_UNROLL
   for (int r = 0; r < R; ++r) {
     float* cr = c + r * ldc;
     if (accumulate) {
@@ -71,54 +101,130 @@ KILN_AVX512 void tile(std::int64_t k, const float* a, std::int64_t a_row, std::i
 }
 
 template <int R>
-KILN_AVX512 void row_block(std::int64_t n, std::int64_t k, const float* a, std::int64_t a_row, std::int64_t a_col,
-                           const float* b, std::int64_t ldb, float* c, std::int64_t ldc, bool accumulate) {
-  for (std::int64_t j = 0; j < n; j += kCols) {
-    const std::int64_t w = std::min(kCols, n - j);
-    const auto m0 = static_cast<__mmask16>(w >= 16 ? 0xFFFF : (1u << w) - 1);
-    const auto m1 = static_cast<__mmask16>(w >= 32 ? 0xFFFF : w > 16 ? (1u << (w - 16)) - 1 : 0);
-    tile<R>(k, a, a_row, a_col, b + j, ldb, c + j, ldc, m0, m1, accumulate);
+KILN_AVX512 void rows512(std::int64_t n, std::int64_t k, Strided a, const float* b, std::int64_t ldb, float* c,
+                         std::int64_t ldc, bool accumulate) {
+  std::int64_t j = 0;
+  for (; j + 32 <= n; j += 32) tile512<R, true>(k, a, b + j, ldb, c + j, ldc, 0xFFFF, 0xFFFF, accumulate);
+  const std::int64_t w = n - j;
+  if (w == 0) return;
+  const auto m0 = static_cast<__mmask16>(w >= 16 ? 0xFFFF : (1u << w) - 1);
+  const auto m1 = static_cast<__mmask16>(w > 16 ? (1u << (w - 16)) - 1 : 0);
+  tile512<R, false>(k, a, b + j, ldb, c + j, ldc, m0, m1, accumulate);
+}
+
+// One AVX2 tile: R rows (R <= 6) of A against 16 columns of B, or those where masks m0 and
+// m1 are set.
+template <int R, bool Full>
+KILN_AVX2 void tile256(std::int64_t k, Strided a, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                       __m256i m0, __m256i m1, bool accumulate) {
+  __m256 lo[R], hi[R];
+  KILN_UNROLL
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+  for (std::int64_t kk = 0; kk < k; ++kk) {
+    const float* bk = b + kk * ldb;
+    // Rows of B far apart defeat the hardware prefetcher on the narrower AVX2 tile. (An
+    // integer address: past the last row there is no array to point into.)
+    _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(bk) + 16 * ldb), _MM_HINT_T0);
+    const __m256 b0 = Full ? _mm256_loadu_ps(bk) : _mm256_maskload_ps(bk, m0);
+    const __m256 b1 = Full ? _mm256_loadu_ps(bk + 8) : _mm256_maskload_ps(bk + 8, m1);
+    const float* ak = a.a + kk * a.col;
+    KILN_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const __m256 av = _mm256_broadcast_ss(ak + r * a.row);
+      lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
+      hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
+    }
+  }
+  // Masked stores are slow on AMD's cores (microcoded): full tiles store plainly.
+  KILN_UNROLL
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + r * ldc;
+    if constexpr (Full) {
+      if (accumulate)
+        lo[r] = _mm256_add_ps(_mm256_loadu_ps(cr), lo[r]), hi[r] = _mm256_add_ps(_mm256_loadu_ps(cr + 8), hi[r]);
+      _mm256_storeu_ps(cr, lo[r]);
+      _mm256_storeu_ps(cr + 8, hi[r]);
+    } else {
+      if (accumulate) {
+        lo[r] = _mm256_add_ps(_mm256_maskload_ps(cr, m0), lo[r]);
+        hi[r] = _mm256_add_ps(_mm256_maskload_ps(cr + 8, m1), hi[r]);
+      }
+      _mm256_maskstore_ps(cr, m0, lo[r]);
+      _mm256_maskstore_ps(cr + 8, m1, hi[r]);
+    }
   }
 }
 
-// C (m x n) (+)= A (m x k, element (i, kk) at a[i * a_row + kk * a_col]) * B (k x n).
-KILN_AVX512 void own_gemm(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t a_row,
-                          std::int64_t a_col, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
-                          bool accumulate) {
-  std::int64_t i = 0;
-  for (; i + kRows <= m; i += kRows)
-    row_block<kRows>(n, k, a + i * a_row, a_row, a_col, b, ldb, c + i * ldc, ldc, accumulate);
-  const float* ai = a + i * a_row;
-  float* ci = c + i * ldc;
-  switch (m - i) {
-    case 1: return row_block<1>(n, k, ai, a_row, a_col, b, ldb, ci, ldc, accumulate);
-    case 2: return row_block<2>(n, k, ai, a_row, a_col, b, ldb, ci, ldc, accumulate);
-    case 3: return row_block<3>(n, k, ai, a_row, a_col, b, ldb, ci, ldc, accumulate);
-    case 4: return row_block<4>(n, k, ai, a_row, a_col, b, ldb, ci, ldc, accumulate);
-    case 5: return row_block<5>(n, k, ai, a_row, a_col, b, ldb, ci, ldc, accumulate);
-    case 6: return row_block<6>(n, k, ai, a_row, a_col, b, ldb, ci, ldc, accumulate);
-    case 7: return row_block<7>(n, k, ai, a_row, a_col, b, ldb, ci, ldc, accumulate);
-    default: return;
+template <int R>
+KILN_AVX2 void rows256(std::int64_t n, std::int64_t k, Strided a, const float* b, std::int64_t ldb, float* c,
+                       std::int64_t ldc, bool accumulate) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), all = _mm256_set1_epi32(-1);
+  std::int64_t j = 0;
+  for (; j + 16 <= n; j += 16) tile256<R, true>(k, a, b + j, ldb, c + j, ldc, all, all, accumulate);
+  const auto w = static_cast<int>(n - j);
+  if (w == 0) return;
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lanes);
+  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(w - 8), lanes);
+  tile256<R, false>(k, a, b + j, ldb, c + j, ldc, m0, m1, accumulate);
+}
+
+struct Avx512 {
+  static constexpr int kRows = 8;
+  template <int R>
+  static void rows(std::int64_t n, std::int64_t k, Strided a, const float* b, std::int64_t ldb, float* c,
+                   std::int64_t ldc, bool acc) {
+    rows512<R>(n, k, a, b, ldb, c, ldc, acc);
+  }
+};
+
+struct Avx2 {
+  static constexpr int kRows = 6;
+  template <int R>
+  static void rows(std::int64_t n, std::int64_t k, Strided a, const float* b, std::int64_t ldb, float* c,
+                   std::int64_t ldc, bool acc) {
+    rows256<R>(n, k, a, b, ldb, c, ldc, acc);
+  }
+};
+
+// The last `left` (< Isa::kRows) rows.
+template <class Isa, int R>
+void rest(std::int64_t left, std::int64_t n, std::int64_t k, Strided a, const float* b, std::int64_t ldb, float* c,
+          std::int64_t ldc, bool acc) {
+  if constexpr (R > 0) {
+    if (left == R) return Isa::template rows<R>(n, k, a, b, ldb, c, ldc, acc);
+    rest<Isa, R - 1>(left, n, k, a, b, ldb, c, ldc, acc);
   }
 }
+
+// C (m x n) (+)= A (m x k) * B (k x n), in blocks of Isa::kRows rows.
+template <class Isa>
+void own_gemm(std::int64_t m, std::int64_t n, std::int64_t k, Strided a, const float* b, std::int64_t ldb, float* c,
+              std::int64_t ldc, bool acc) {
+  std::int64_t i = 0;
+  for (; i + Isa::kRows <= m; i += Isa::kRows)
+    Isa::template rows<Isa::kRows>(n, k, {a.a + i * a.row, a.row, a.col}, b, ldb, c + i * ldc, ldc, acc);
+  rest<Isa, Isa::kRows - 1>(m - i, n, k, {a.a + i * a.row, a.row, a.col}, b, ldb, c + i * ldc, ldc, acc);
+}
+#undef KILN_UNROLL
+#undef KILN_AVX2
 #undef KILN_AVX512
-#else
-void own_gemm(std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
-              std::int64_t, float*, std::int64_t, bool) {}
 #endif
 
-// Whether kiln's kernel takes this product.
+// Whether kiln's kernels take this product.
 bool own(Trans trans_b, float alpha, float beta) {
-  return g_own_kernel && trans_b == Trans::no && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+  return g_kernel != GemmKernel::openblas && trans_b == Trans::no && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
 }
 
 void product(Trans trans_a, Trans trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
              std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  if (!own(trans_b, alpha, beta)) return sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  if (trans_a == Trans::yes)
-    own_gemm(m, n, k, a, 1, lda, b, ldb, c, ldc, beta == 1.0f);
-  else
-    own_gemm(m, n, k, a, lda, 1, b, ldb, c, ldc, beta == 1.0f);
+#if KILN_X86
+  if (own(trans_b, alpha, beta)) {
+    const Strided sa = trans_a == Trans::yes ? Strided{a, 1, lda} : Strided{a, lda, 1};
+    if (g_kernel == GemmKernel::avx512) return own_gemm<Avx512>(m, n, k, sa, b, ldb, c, ldc, beta == 1.0f);
+    return own_gemm<Avx2>(m, n, k, sa, b, ldb, c, ldc, beta == 1.0f);
+  }
+#endif
+  sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 // Blocks narrower than this run worse than fewer, wider ones.
@@ -126,9 +232,17 @@ constexpr std::int64_t kMinBlock = 16;
 
 }  // namespace
 
-void use_own_gemm_kernel(bool on) { g_own_kernel = on && cpu_has_avx512(); }
+GemmKernel gemm_kernel() { return g_kernel; }
 
-int gemm_team(int threads) { return g_own_kernel || openblas_get_num_threads() == 1 ? std::max(1, threads) : 1; }
+bool set_gemm_kernel(GemmKernel kernel) {
+  if (!cpu_has(kernel)) return false;
+  g_kernel = kernel;
+  return true;
+}
+
+int gemm_team(int threads) {
+  return g_kernel != GemmKernel::openblas || openblas_get_num_threads() == 1 ? std::max(1, threads) : 1;
+}
 
 void gemm(Trans trans_a, Trans trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc, int threads) {
@@ -141,12 +255,13 @@ void gemm(Trans trans_a, Trans trans_b, std::int64_t m, std::int64_t n, std::int
   }
   const bool split_n = n >= m;
   const std::int64_t extent = split_n ? n : m;
-  const int team = own(trans_b, alpha, beta) ? std::max(1, threads) : gemm_team(threads);
+  // Never several OpenBLAS calls at once while OpenBLAS has threads of its own.
+  const int team = own(trans_b, alpha, beta) || openblas_get_num_threads() == 1 ? std::max(1, threads) : 1;
   const std::int64_t blocks = std::min<std::int64_t>(team, extent / kMinBlock);
   if (blocks <= 1) return product(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   // Block edges on multiples of kMinBlock floats keep each block's columns aligned.
   const std::int64_t step = ((extent + kMinBlock - 1) / kMinBlock + blocks - 1) / blocks * kMinBlock;
-#pragma omp parallel for num_threads(static_cast <int>(blocks)) schedule(static)
+#pragma omp parallel for num_threads(static_cast<int>(blocks)) schedule(static)
   for (std::int64_t blk = 0; blk < blocks; ++blk) {
     const std::int64_t begin = blk * step, end = std::min(extent, begin + step);
     if (begin >= end) continue;

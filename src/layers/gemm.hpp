@@ -4,7 +4,7 @@
 // with op(A) m x k and op(B) k x n. beta = 0 overwrites C, whatever it held.
 //
 // Products with op(B) = B, alpha = 1 and beta 0 or 1 (all of conv's) run on kiln's own
-// AVX-512 kernel where the CPU has it (see gemm.cpp); the rest run on OpenBLAS's
+// AVX-512 or AVX2 kernel where the CPU has one (see gemm.cpp); the rest run on OpenBLAS's
 // cblas_sgemm. Every element of C is one sum over k in order, so a result does not depend on
 // how C is split among threads.
 //
@@ -26,7 +26,10 @@ void gemm(Trans trans_a, Trans trans_b, std::int64_t m, std::int64_t n, std::int
 // go to OpenBLAS and OpenBLAS has threads of its own.
 int gemm_team(int threads);
 
-// Tests: false sends every product to OpenBLAS (true has no effect without AVX-512).
-void use_own_gemm_kernel(bool on);
+// What runs the products kiln's kernels can take: the best the CPU has, unless a test
+// chose another with set_gemm_kernel (false, and no change, when the CPU lacks it).
+enum class GemmKernel : std::uint8_t { openblas, avx2, avx512 };
+GemmKernel gemm_kernel();
+bool set_gemm_kernel(GemmKernel kernel);
 
 }  // namespace kiln::detail

@@ -5,9 +5,8 @@
 // for the CPU loops (which work on whole ranges) and for CUDA kernels (one element per
 // thread).
 //
-// The column matrix of a chunk of `cn` samples has K = c*kh*kw rows, row (ci*kh + i)*kw + j,
-// and cn*oh*ow columns, column (s*oh + oy)*ow + ox: sample-major, so that one GEMM covers the
-// whole chunk.
+// The column matrix of one sample has K = c*kh*kw rows, row (ci*kh + i)*kw + j, and oh*ow
+// columns, column oy*ow + ox, so that conv is W[out][K] * col[K][oh*ow] per group.
 #include <cstdint>
 
 #include "math/hd.hpp"

@@ -7,10 +7,11 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <utility>
 #include <stdexcept>
 #include <string_view>
 
+#include "layers/gemm.hpp"
+#include "math/im2col.hpp"
 #include "op_harness.hpp"
 
 namespace kiln::test {
@@ -109,32 +110,59 @@ std::vector<double> plus(const std::vector<float>& base, const std::vector<doubl
   return r;
 }
 
-// OpenBLAS's thread count for one scope. The kernels split their work among their own
-// threads only when OpenBLAS runs single-threaded, so both set-ups need testing.
-class BlasThreads {
- public:
-  explicit BlasThreads(int n) : saved_(openblas_get_num_threads()) { openblas_set_num_threads(n); }
-  ~BlasThreads() { openblas_set_num_threads(saved_); }
-  BlasThreads(const BlasThreads&) = delete;
-  BlasThreads& operator=(const BlasThreads&) = delete;
-
- private:
-  int saved_;
+// How the GEMMs run, for one scope: on which kernel, and with how many OpenBLAS threads.
+// The kernels split work among their own threads only where the GEMMs do not use
+// OpenBLAS's threads, so every combination needs testing.
+struct GemmSetup {
+  int threads;  // the kernel's (CpuLayer::threads)
+  int blas;     // OpenBLAS's
+  detail::GemmKernel kernel;
 };
 
-// (kernel threads, OpenBLAS threads): serial; a team of 2 and of 3 (uneven splits, batches
-// smaller than the team); OpenBLAS's own threads under a team of one.
-constexpr std::pair<int, int> kThreading[] = {{1, 1}, {2, 1}, {3, 1}, {2, 2}};
+class GemmScope {
+ public:
+  explicit GemmScope(const GemmSetup& s)
+      : saved_threads_(openblas_get_num_threads()), saved_kernel_(detail::gemm_kernel()) {
+    openblas_set_num_threads(s.blas);
+    supported_ = detail::set_gemm_kernel(s.kernel);
+  }
+  ~GemmScope() {
+    openblas_set_num_threads(saved_threads_);
+    detail::set_gemm_kernel(saved_kernel_);
+  }
+  GemmScope(const GemmScope&) = delete;
+  GemmScope& operator=(const GemmScope&) = delete;
+  // False when this CPU lacks the kernel (the setup is then skipped).
+  bool supported() const { return supported_; }
+
+ private:
+  int saved_threads_;
+  detail::GemmKernel saved_kernel_;
+  bool supported_ = false;
+};
+
+constexpr detail::GemmKernel kAvx512 = detail::GemmKernel::avx512, kAvx2 = detail::GemmKernel::avx2,
+                             kBlas = detail::GemmKernel::openblas;
+
+// Serial; teams of 2 and 3 (uneven splits, batches smaller than the team); OpenBLAS's own
+// threads; on every kernel.
+constexpr GemmSetup kSetups[] = {{1, 1, kAvx512}, {2, 1, kAvx512}, {3, 1, kAvx512}, {2, 2, kAvx512},
+                                 {1, 1, kAvx2},   {3, 1, kAvx2},   {2, 2, kAvx2},   {1, 1, kBlas},
+                                 {2, 1, kBlas},   {3, 1, kBlas},   {2, 2, kBlas}};
+
+const char* name(detail::GemmKernel k) { return k == kAvx512 ? "AVX-512" : k == kAvx2 ? "AVX2" : "OpenBLAS"; }
 
 class ConvSweep : public ::testing::TestWithParam<ConvCase> {};
 
 TEST_P(ConvSweep, MatchesReference) {
   const ConvCase& k = GetParam();
-  for (auto [threads, blas] : kThreading) {
-    SCOPED_TRACE(::testing::Message() << "threads " << threads << ", OpenBLAS threads " << blas);
-    BlasThreads scope(blas);
+  for (const GemmSetup& setup : kSetups) {
+    SCOPED_TRACE(::testing::Message() << "threads " << setup.threads << ", OpenBLAS threads " << setup.blas << ", "
+                                      << name(setup.kernel) << " GEMM");
+    GemmScope scope(setup);
+    if (!scope.supported()) continue;
     OpHarness h(conv_graph(k), "c", k.n);
-    h.cpu.threads = threads;
+    h.cpu.threads = setup.threads;
     poison(h);
     h.forward();
     h.backward();
@@ -156,7 +184,8 @@ TEST_P(ConvSweep, MatchesFiniteDifferences) {
     const double numeric = h.numeric_grad(v, kFdEps);
     EXPECT_NEAR(numeric, analytic, kFdRtol * std::max(1.0, std::fabs(numeric))) << what << "[" << i << "]";
   };
-  for (std::size_t i = 0; i < dx.size(); i += std::max<std::size_t>(1, dx.size() / 5)) check(&h.x[0][i], dx[i], "dx", i);
+  for (std::size_t i = 0; i < dx.size(); i += std::max<std::size_t>(1, dx.size() / 5))
+    check(&h.x[0][i], dx[i], "dx", i);
   for (std::size_t i = 0; i < dw.size(); i += std::max<std::size_t>(1, dw.size() / 5))
     check(&h.params[0][i], dw[i], "dW", i);
   if (k.bias) {
@@ -262,24 +291,37 @@ TEST(ConvCpu, GradientsOverwriteEveryCall) {
   EXPECT_EQ(h.grads[1], db);
 }
 
+// No samples: nothing to read or write but the gradients, which are zero.
+TEST(ConvCpu, EmptyBatchGivesZeroGradients) {
+  OpHarness h(conv_graph(kContract), "c", 0);
+  poison(h);
+  h.forward();
+  h.backward();
+  for (const auto& g : h.grads)
+    for (float v : g) ASSERT_EQ(v, 0.0f);
+}
+
 // Training resumes bit-exactly only if a step computes the same bits every time.
 TEST(ConvCpu, DeterministicRunToRun) {
-  BlasThreads scope(1);
-  for (const ConvCase& k : {kContract, find_case("large_plane"), find_case("batch_37")}) {
-    SCOPED_TRACE(k.name);
-    std::vector<std::vector<float>> first;
-    for (int run = 0; run < 2; ++run) {
-      OpHarness h(conv_graph(k), "c", k.n, /*seed=*/7);
-      h.cpu.threads = 2;
-      poison(h);
-      h.forward();
-      h.backward();
-      std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0], h.grads[1]};
-      if (run == 0) first = out;
-      for (std::size_t i = 0; run == 1 && i < out.size(); ++i)
-        EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0) << "tensor " << i;
+  for (const GemmSetup& setup : kSetups)
+    for (const ConvCase& k : {kContract, find_case("large_plane"), find_case("batch_37")}) {
+      SCOPED_TRACE(::testing::Message() << k.name << ", threads " << setup.threads << ", OpenBLAS threads "
+                                        << setup.blas << ", " << name(setup.kernel) << " GEMM");
+      GemmScope scope(setup);
+      if (!scope.supported()) continue;
+      std::vector<std::vector<float>> first;
+      for (int run = 0; run < 2; ++run) {
+        OpHarness h(conv_graph(k), "c", k.n, /*seed=*/7);
+        h.cpu.threads = setup.threads;
+        poison(h);
+        h.forward();
+        h.backward();
+        std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0], h.grads[1]};
+        if (run == 0) first = out;
+        for (std::size_t i = 0; run == 1 && i < out.size(); ++i)
+          EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0) << "tensor " << i;
+      }
     }
-  }
 }
 
 // The workspace is sized for the plan's batch; the last, partial batch of an epoch must fit
@@ -290,7 +332,7 @@ TEST(ConvCpu, PartialBatch) {
   const auto ws = detail::op_def(OpKind::conv).cpu_workspace;
   ASSERT_NE(ws, nullptr);
   for (std::int64_t n = 1; n <= 40; ++n) EXPECT_LE(ws(layer, g.layers(), n), ws(layer, g.layers(), 40)) << n;
-  BlasThreads scope(1);
+  GemmScope scope({3, 1, detail::gemm_kernel()});
   OpHarness h(g, "c", 37);
   h.cpu.n = 5;
   h.cpu.threads = 3;
@@ -303,10 +345,54 @@ TEST(ConvCpu, PartialBatch) {
   expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
 }
 
-// cifar_quick's convolutions at batch 128 on 2 threads. Not a pass/fail test:
+// The index math in math/im2col.hpp, which the CUDA kernels will use element by element,
+// against its definition: output o reads input o*stride - pad + k*dilation through tap k.
+TEST(Im2colMath, RangesReadersAndSourcesAgree) {
+  for (std::int64_t in : {1, 2, 5, 8})
+    for (std::int64_t k : {0, 1, 2, 4})
+      for (std::int64_t stride : {1, 2, 3})
+        for (std::int64_t pad : {0, 1, 3})
+          for (std::int64_t dil : {1, 2}) {
+            const std::int64_t out = 7;  // more outputs than the input has: some read only padding
+            const math::Range r = math::conv_valid(in, out, k, stride, pad, dil);
+            for (std::int64_t o = 0; o < out; ++o) {
+              const std::int64_t src = o * stride - pad + k * dil;
+              ASSERT_EQ(math::conv_source(o, k, stride, pad, dil), src);
+              ASSERT_EQ(o >= r.begin && o < r.end, src >= 0 && src < in)
+                  << "in " << in << " k " << k << " stride " << stride << " pad " << pad << " dil " << dil << " o "
+                  << o;
+            }
+            for (std::int64_t i = 0; i < in; ++i) {
+              const std::int64_t o = math::conv_reader(i, out, k, stride, pad, dil);
+              if (o >= 0) {
+                ASSERT_LT(o, out);
+                ASSERT_EQ(math::conv_source(o, k, stride, pad, dil), i);
+              } else {
+                for (std::int64_t q = 0; q < out; ++q) ASSERT_NE(math::conv_source(q, k, stride, pad, dil), i);
+              }
+            }
+          }
+  // Taps that reach past every edge of the input, with strides and dilations.
+  const math::ConvGeom geoms[] = {
+      {.c = 3, .h = 5, .w = 4, .oh = 3, .ow = 4, .kh = 2, .kw = 3, .sh = 2, .sw = 1, .ph = 1, .pw = 1, .dh = 2, .dw = 1},
+      {.c = 2, .h = 4, .w = 7, .oh = 4, .ow = 3, .kh = 3, .kw = 2, .sh = 1, .sw = 3, .ph = 2, .pw = 0, .dh = 1, .dw = 2}};
+  for (const math::ConvGeom& g : geoms)
+    for (std::int64_t ci = 0; ci < g.c; ++ci)
+      for (std::int64_t i = 0; i < g.kh; ++i)
+        for (std::int64_t j = 0; j < g.kw; ++j)
+          for (std::int64_t p = 0; p < g.pixels(); ++p) {
+            const std::int64_t y = p / g.ow * g.sh - g.ph + i * g.dh, x = p % g.ow * g.sw - g.pw + j * g.dw;
+            const std::int64_t expected = y < 0 || y >= g.h || x < 0 || x >= g.w ? -1 : (ci * g.h + y) * g.w + x;
+            ASSERT_EQ(math::im2col_source(g, math::col_row(g, ci, i, j), p), expected)
+                << ci << " " << i << " " << j << " " << p;
+          }
+}
+
+// cifar_quick's convolutions at batch 128 on 2 threads, on the best GEMM kernel of this CPU.
+// Not a pass/fail test:
 //   kiln_unit_tests --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
 TEST(ConvBench, DISABLED_CifarQuick) {
-  BlasThreads scope(1);
+  GemmScope scope({2, 2, detail::gemm_kernel()});
   struct Shape3 {
     const char* name;
     std::int64_t c, hw, out;
@@ -330,9 +416,11 @@ TEST(ConvBench, DISABLED_CifarQuick) {
       fwd = std::min(fwd, std::chrono::duration<double, std::milli>(t1 - t0).count());
       bwd = std::min(bwd, std::chrono::duration<double, std::milli>(t2 - t1).count());
     }
-    std::printf("%s %lldx%lldx%lld -> %lld, 5x5 pad 2, batch 128, 2 threads: forward %.2f ms, backward %.2f ms, total %.2f ms\n",
-                s.name, static_cast<long long>(s.c), static_cast<long long>(s.hw), static_cast<long long>(s.hw),
-                static_cast<long long>(s.out), fwd, bwd, fwd + bwd);
+    std::printf(
+        "%s %lldx%lldx%lld -> %lld, 5x5 pad 2, batch 128, 2 threads: forward %.2f ms, backward %.2f ms, total %.2f "
+        "ms\n",
+        s.name, static_cast<long long>(s.c), static_cast<long long>(s.hw), static_cast<long long>(s.hw),
+        static_cast<long long>(s.out), fwd, bwd, fwd + bwd);
   }
 }
 

@@ -1,9 +1,12 @@
 // linear's CPU forward and backward against a double-precision reference and central
 // finite differences, and the kernel contract: accumulate, dx == nullptr, frozen
 // parameters, determinism.
+#include <cblas.h>
+
 #include <cstring>
 #include <limits>
 
+#include "layers/gemm.hpp"
 #include "op_harness.hpp"
 
 namespace kiln::test {
@@ -68,14 +71,59 @@ void poison(OpHarness& h) {
   for (auto& d : h.dx) std::fill(d.begin(), d.end(), nan);
 }
 
+// How the GEMMs run, for one scope: on which kernel, and with how many OpenBLAS threads.
+// The kernels split work among their own threads only where the GEMMs do not use
+// OpenBLAS's threads, so every combination needs testing.
+struct GemmSetup {
+  int threads;  // the kernel's (CpuLayer::threads)
+  int blas;     // OpenBLAS's
+  detail::GemmKernel kernel;
+};
+
+class GemmScope {
+ public:
+  explicit GemmScope(const GemmSetup& s)
+      : saved_threads_(openblas_get_num_threads()), saved_kernel_(detail::gemm_kernel()) {
+    openblas_set_num_threads(s.blas);
+    supported_ = detail::set_gemm_kernel(s.kernel);
+  }
+  ~GemmScope() {
+    openblas_set_num_threads(saved_threads_);
+    detail::set_gemm_kernel(saved_kernel_);
+  }
+  GemmScope(const GemmScope&) = delete;
+  GemmScope& operator=(const GemmScope&) = delete;
+  // False when this CPU lacks the kernel (the setup is then skipped).
+  bool supported() const { return supported_; }
+
+ private:
+  int saved_threads_;
+  detail::GemmKernel saved_kernel_;
+  bool supported_ = false;
+};
+
+constexpr detail::GemmKernel kAvx512 = detail::GemmKernel::avx512, kAvx2 = detail::GemmKernel::avx2,
+                             kBlas = detail::GemmKernel::openblas;
+
+// Serial; teams of 2 and 3 (uneven splits, batches smaller than the team); OpenBLAS's own
+// threads; on every kernel.
+constexpr GemmSetup kSetups[] = {{1, 1, kAvx512}, {2, 1, kAvx512}, {3, 1, kAvx512}, {2, 2, kAvx512},
+                                 {1, 1, kAvx2},   {3, 1, kAvx2},   {2, 2, kAvx2},   {1, 1, kBlas},
+                                 {2, 1, kBlas},   {3, 1, kBlas},   {2, 2, kBlas}};
+
+const char* name(detail::GemmKernel k) { return k == kAvx512 ? "AVX-512" : k == kAvx2 ? "AVX2" : "OpenBLAS"; }
+
 class LinearSweep : public ::testing::TestWithParam<LinearCase> {};
 
 TEST_P(LinearSweep, MatchesReference) {
   const LinearCase& k = GetParam();
-  for (int threads : {1, 2}) {
-    SCOPED_TRACE(::testing::Message() << "threads " << threads);
+  for (const GemmSetup& setup : kSetups) {
+    SCOPED_TRACE(::testing::Message() << "threads " << setup.threads << ", OpenBLAS threads " << setup.blas << ", "
+                                      << name(setup.kernel) << " GEMM");
+    GemmScope scope(setup);
+    if (!scope.supported()) continue;
     OpHarness h(linear_graph(k), "fc", k.n);
-    h.cpu.threads = threads;
+    h.cpu.threads = setup.threads;
     poison(h);
     h.forward();
     h.backward();
@@ -97,7 +145,8 @@ TEST_P(LinearSweep, MatchesFiniteDifferences) {
     const double numeric = h.numeric_grad(v, kFdEps);
     EXPECT_NEAR(numeric, analytic, kFdRtol * std::max(1.0, std::fabs(numeric))) << what << "[" << i << "]";
   };
-  for (std::size_t i = 0; i < dx.size(); i += std::max<std::size_t>(1, dx.size() / 5)) check(&h.x[0][i], dx[i], "dx", i);
+  for (std::size_t i = 0; i < dx.size(); i += std::max<std::size_t>(1, dx.size() / 5))
+    check(&h.x[0][i], dx[i], "dx", i);
   for (std::size_t i = 0; i < dw.size(); i += std::max<std::size_t>(1, dw.size() / 5))
     check(&h.params[0][i], dw[i], "dW", i);
   if (k.bias)
@@ -164,19 +213,35 @@ TEST(LinearCpu, GradientsOverwriteEveryCall) {
   EXPECT_EQ(h.grads[1], db);
 }
 
+// No samples: nothing to read or write but the gradients, which are zero.
+TEST(LinearCpu, EmptyBatchGivesZeroGradients) {
+  OpHarness h(linear_graph(kContract), "fc", 0);
+  poison(h);
+  h.forward();
+  h.backward();
+  for (const auto& g : h.grads)
+    for (float v : g) ASSERT_EQ(v, 0.0f);
+}
+
 TEST(LinearCpu, DeterministicRunToRun) {
   const LinearCase k{"big", Shape::chw(64, 4, 4), 64, true, 128};
-  std::vector<std::vector<float>> first;
-  for (int run = 0; run < 2; ++run) {
-    OpHarness h(linear_graph(k), "fc", k.n, /*seed=*/7);
-    h.cpu.threads = 2;
-    poison(h);
-    h.forward();
-    h.backward();
-    std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0], h.grads[1]};
-    if (run == 0) first = out;
-    for (std::size_t i = 0; run == 1 && i < out.size(); ++i)
-      EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0) << "tensor " << i;
+  for (const GemmSetup& setup : kSetups) {
+    SCOPED_TRACE(::testing::Message() << "threads " << setup.threads << ", OpenBLAS threads " << setup.blas << ", "
+                                      << name(setup.kernel) << " GEMM");
+    GemmScope scope(setup);
+    if (!scope.supported()) continue;
+    std::vector<std::vector<float>> first;
+    for (int run = 0; run < 2; ++run) {
+      OpHarness h(linear_graph(k), "fc", k.n, /*seed=*/7);
+      h.cpu.threads = setup.threads;
+      poison(h);
+      h.forward();
+      h.backward();
+      std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0], h.grads[1]};
+      if (run == 0) first = out;
+      for (std::size_t i = 0; run == 1 && i < out.size(); ++i)
+        EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0) << "tensor " << i;
+    }
   }
 }
 
