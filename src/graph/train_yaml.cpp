@@ -87,14 +87,13 @@ class TrainParser {
 
   void schedule(const YAML::Node& v, Schedule& s) {
     static const std::vector<std::string_view> kinds{"constant", "step", "cosine", "linear"};
-    YAML::Node type = v;
-    if (v.IsMap()) {
-      if (!keys(v, {"type", "every", "gamma", "warmup", "start", "final"}, "schedule")) return;
-      type = v["type"];
-      if (!type) {
-        error(v, "schedule has no 'type'", "type: constant, step, cosine or linear");
-        return;
-      }
+    // Initialized once, never assigned: assigning a yaml-cpp Node writes through to the
+    // node it was copied from.
+    if (v.IsMap() && !keys(v, {"type", "every", "gamma", "warmup", "start", "final"}, "schedule")) return;
+    const YAML::Node type = v.IsMap() ? v["type"] : v;
+    if (!type) {
+      error(v, "schedule has no 'type'", "type: constant, step, cosine or linear");
+      return;
     }
     auto kind = choice(type, "schedule", kinds);
     if (!kind) return;

@@ -204,3 +204,62 @@ TEST(SpecParser, PaddingForms) {
 
 }  // namespace
 }  // namespace kiln::test
+
+namespace kiln::test {
+namespace {
+
+TEST(TrainSection, ScheduleMappingKeepsItsParameters) {
+  Spec s = parse_spec("name: t\ninput: [3, 8, 8]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\n"
+                      "train:\n  schedule: {type: step, every: 8, gamma: 0.5}\n  epochs: 3\n");
+  EXPECT_EQ(s.train.schedule.kind, Schedule::Kind::step);
+  EXPECT_DOUBLE_EQ(s.train.schedule.every, 8.0);
+  EXPECT_DOUBLE_EQ(s.train.schedule.gamma, 0.5);
+  EXPECT_DOUBLE_EQ(s.train.epochs, 3.0);
+  Spec w = parse_spec("name: t\ninput: [3, 8, 8]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\n"
+                      "train:\n  schedule: {type: linear, warmup: 0.23, start: 0.2, final: 0.07}\n");
+  EXPECT_EQ(w.train.schedule.kind, Schedule::Kind::linear);
+  EXPECT_DOUBLE_EQ(w.train.schedule.warmup, 0.23);
+  EXPECT_DOUBLE_EQ(w.train.schedule.start, 0.2);
+  EXPECT_DOUBLE_EQ(w.train.schedule.final, 0.07);
+  Spec c = parse_spec("name: t\ninput: [3, 8, 8]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\n"
+                      "train:\n  schedule: cosine\n");
+  EXPECT_EQ(c.train.schedule.kind, Schedule::Kind::cosine);
+}
+
+TEST(TrainSection, EveryKeyAndItsErrors) {
+  Spec s = parse_spec("name: t\ninput: [3, 8, 8]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\n"
+                      "train:\n  epochs: 9.9\n  batch: 1024\n  lr: 11.5/(1024*(1+1/0.15))\n  momentum: 0.85\n  nesterov: true\n"
+                      "  weight_decay: 5e-4\n  weight_decay_mode: decoupled\n  label_smoothing: 0.2\n  reduction: sum\n"
+                      "  augment: {translate: 2, flip: true}\n  shuffle: false\n  drop_last: true\n  seed: 7\n"
+                      "  normalize: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n");
+  const TrainConfig& t = s.train;
+  EXPECT_DOUBLE_EQ(t.epochs, 9.9);
+  EXPECT_EQ(t.batch, 1024);
+  EXPECT_DOUBLE_EQ(t.lr, 11.5 / (1024 * (1 + 1 / 0.15)));
+  EXPECT_DOUBLE_EQ(t.momentum, 0.85);
+  EXPECT_TRUE(t.nesterov);
+  EXPECT_TRUE(t.decoupled_decay);
+  EXPECT_DOUBLE_EQ(t.label_smoothing, 0.2);
+  EXPECT_TRUE(t.sum_loss);
+  EXPECT_EQ(t.augment.translate, 2);
+  EXPECT_EQ(t.augment.crop, 0);
+  EXPECT_TRUE(t.augment.flip);
+  EXPECT_FALSE(t.shuffle);
+  EXPECT_TRUE(t.drop_last);
+  EXPECT_EQ(t.seed, 7u);
+  EXPECT_EQ(t.std, (std::vector<float>{0.25f, 0.25f, 0.25f}));
+  const std::string head = "name: t\ninput: [3, 8, 8]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\ntrain:\n";
+  EXPECT_EQ(only_error(head + "  lr: fast\n").message, "'lr' must be a number >= 0, got 'fast'");
+  EXPECT_EQ(only_error(head + "  momentum: 1\n").message, "'momentum' must be a number in [0, 1), got '1'");
+  auto d = only_error(head + "  scheduel: cosine\n");
+  EXPECT_EQ(d.message, "unknown key 'scheduel' in train");
+  EXPECT_EQ(d.hint, "did you mean 'schedule'?");
+  EXPECT_EQ(d.loc.line, 8);
+  EXPECT_EQ(only_error(head + "  schedule: cosin\n").hint, "did you mean 'cosine'?");
+  EXPECT_EQ(only_error(head + "  augment: {crop: 4, translate: 2}\n").message,
+            "augment: crop and translate are alternatives; set one of them");
+  EXPECT_EQ(only_error(head + "  nesterov: true\n  momentum: 0\n").message, "nesterov needs a momentum above 0");
+}
+
+}  // namespace
+}  // namespace kiln::test
