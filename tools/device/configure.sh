@@ -162,7 +162,9 @@ done
 # Build-tree RUNPATHs cover kiln's direct dependencies, but not what those load in turn
 # (libopenblas.so.0 -> libgfortran.so.5 -> libquadmath.so.0; libcudnn.so.9 dlopens libcudnn_*.so.9),
 # and gtest_discover_tests RUNS the test binaries while building, so export it before building too.
-ld_dirs=("$prefix/usr/lib/$multiarch" "$cudnn_libdir" "$cublas_libdir" "${cuda_libs[@]}")
+# The toolkit's folders come before the wheels': a wheel folder such as nvidia/cu13/lib also holds a
+# libcudart.so.13 of another minor version, and kiln was compiled against the toolkit's.
+ld_dirs=("$prefix/usr/lib/$multiarch" "${cuda_libs[@]}" "$cudnn_libdir" "$cublas_libdir")
 ld=""
 for d in "${ld_dirs[@]}"; do case ":$ld:" in *":$d:"*) ;; *) ld=${ld:+$ld:}$d ;; esac; done
 export LD_LIBRARY_PATH="$ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
