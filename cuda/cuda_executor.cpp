@@ -20,6 +20,7 @@ namespace {
 
 constexpr std::int64_t kAlign = 256;
 constexpr std::size_t kStatsSlots = 64;
+constexpr std::size_t kStatsBytes = 32;  // double, unsigned long long, unsigned int, padding
 
 // Offsets of the arena's regions, computed before anything is allocated.
 struct ArenaLayout {
@@ -84,7 +85,7 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
   // activations alone exceed the device.
   std::int64_t param_bytes = 0;
   for (const Param& p : params) param_bytes += p.elements * 4;
-  check_fits(3 * param_bytes + plan_.arena_bytes, 3 * param_bytes, 0);
+  check_fits(4 * param_bytes + plan_.arena_bytes, 4 * param_bytes, 0);
 
   // 1. Convolution plans at the full batch: they decide the workspace.
   runs_.resize(layers.size());
@@ -118,9 +119,10 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
   const std::int64_t channels = graph.input_shape().c;
   ArenaLayout at;
   const std::int64_t o_params = at.take(param_floats * 4), o_grads = at.take(param_floats * 4),
-                     o_momentum = at.take(param_floats * 4), o_act = at.take(plan_.arena_bytes), o_bn = at.take(bn_floats * 4),
+                     o_momentum = at.take(param_floats * 4), o_ema = at.take(param_floats * 4),
+                     o_act = at.take(plan_.arena_bytes), o_bn = at.take(bn_floats * 4),
                      o_scratch = at.take(scratch), o_work = at.take(workspace), o_labels = at.take(batch * 4),
-                     o_loss = at.take(16), o_identity = at.take(batch * 8), o_norm = at.take(2 * channels * 4);
+                     o_loss = at.take(static_cast<std::int64_t>(kStatsBytes)), o_identity = at.take(batch * 8), o_norm = at.take(2 * channels * 4);
   std::array<std::int64_t, 2> o_img{}, o_lab{}, o_idx{}, o_aug{};
   for (int s = 0; s < 2; ++s) {
     o_img[s] = at.take(batch * plane);
@@ -128,12 +130,14 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
     o_idx[s] = at.take(batch * 8);
     o_aug[s] = at.take(batch * static_cast<std::int64_t>(sizeof(math::AugmentParams)));
   }
-  check_fits(at.total, 3 * param_floats * 4, workspace);
+  check_fits(at.total, 4 * param_floats * 4, workspace);
   arena_ = DeviceBuffer(static_cast<std::size_t>(at.total));
   std::byte* base = arena_.data();
   params_ = reinterpret_cast<float*>(base + o_params);
   grads_ = reinterpret_cast<float*>(base + o_grads);
   momentum_ = reinterpret_cast<float*>(base + o_momentum);
+  ema_ = reinterpret_cast<float*>(base + o_ema);
+  param_floats_ = param_floats;
   activations_ = base + o_act;
   scratch_ = scratch ? reinterpret_cast<float*>(base + o_scratch) : nullptr;
   workspace_ = base + o_work;
@@ -207,7 +211,7 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
     slot.augment = slot.indices + batch * 8;
   }
   stats_.resize(kStatsSlots);
-  stats_host_ = PinnedBuffer(kStatsSlots * 16);
+  stats_host_ = PinnedBuffer(kStatsSlots * kStatsBytes);
   transform_host_ = PinnedBuffer(static_cast<std::size_t>(2 * channels * 4));
   for (std::size_t i = 0; i < layers.size(); ++i) layer_events_.emplace_back(Event(true), Event(true));
   times_.assign(layers.size(), {});
@@ -384,15 +388,22 @@ void CudaExecutor::loss(const detail::LossOptions& o, bool train, std::int64_t t
   auto* correct = reinterpret_cast<unsigned long long*>(loss_sum_ + 1);
   softmax_cross_entropy(run.y, labels_, n_, static_cast<int>(out.shape.c), o.label_smoothing, scale, train ? run.dy : nullptr,
                         loss_sum_, correct, stream_.get());
-  // Copy the two accumulators to a pinned slot, then clear them; read when the event fires.
   if (stats_[stats_head_ % kStatsSlots].pending) collect(true);  // more than 64 unread steps
   StatsSlot& slot = stats_[stats_head_ % kStatsSlots];
-  std::byte* host = stats_host_.data() + (stats_head_ % kStatsSlots) * 16;
-  KILN_CUDA_CHECK(cudaMemcpyAsync(host, loss_sum_, 16, cudaMemcpyDeviceToHost, stream_.get()));
-  KILN_CUDA_CHECK(cudaEventRecord(slot.ready.get(), stream_.get()));
-  KILN_CUDA_CHECK(cudaMemsetAsync(loss_sum_, 0, 16, stream_.get()));
   slot.tag = tag;
   slot.count = n_;
+  // In training the block travels after backward, with the gradient check's flag.
+  copy_after_backward_ = train;
+  if (!train) ship_stats();
+}
+
+void CudaExecutor::ship_stats() {
+  // Copy the block to its pinned slot, then clear it; it is read when the event fires.
+  StatsSlot& slot = stats_[stats_head_ % kStatsSlots];
+  std::byte* host = stats_host_.data() + (stats_head_ % kStatsSlots) * kStatsBytes;
+  KILN_CUDA_CHECK(cudaMemcpyAsync(host, loss_sum_, kStatsBytes, cudaMemcpyDeviceToHost, stream_.get()));
+  KILN_CUDA_CHECK(cudaEventRecord(slot.ready.get(), stream_.get()));
+  KILN_CUDA_CHECK(cudaMemsetAsync(loss_sum_, 0, kStatsBytes, stream_.get()));
   slot.pending = true;
   ++stats_head_;
 }
@@ -412,12 +423,14 @@ void CudaExecutor::collect(bool wait) {
       if (e == cudaErrorNotReady) break;
       KILN_CUDA_CHECK(e);
     }
-    const std::byte* host = stats_host_.data() + (stats_tail_ % kStatsSlots) * 16;
+    const std::byte* host = stats_host_.data() + (stats_tail_ % kStatsSlots) * kStatsBytes;
     double loss = 0;
     unsigned long long correct = 0;
+    unsigned int nonfinite = 0;
     std::memcpy(&loss, host, 8);
     std::memcpy(&correct, host + 8, 8);
-    collected_.push_back({slot.tag, loss, static_cast<std::int64_t>(correct), slot.count});
+    std::memcpy(&nonfinite, host + 16, 4);
+    collected_.push_back({slot.tag, loss, static_cast<std::int64_t>(correct), slot.count, nonfinite != 0});
     slot.pending = false;
     ++stats_tail_;
   }
@@ -473,6 +486,20 @@ void CudaExecutor::write_param(std::size_t i, std::span<const float> in) { uploa
 void CudaExecutor::read_momentum(std::size_t i, std::span<float> out) const { copy_param(i, out, momentum_); }
 void CudaExecutor::write_momentum(std::size_t i, std::span<const float> in) { upload_param(i, in, momentum_); }
 void CudaExecutor::read_grad(std::size_t i, std::span<float> out) const { copy_param(i, out, grads_); }
+
+void CudaExecutor::lookahead_init() {
+  KILN_CUDA_CHECK(cudaMemcpyAsync(ema_, params_, static_cast<std::size_t>(param_floats_) * 4, cudaMemcpyDeviceToDevice,
+                                  stream_.get()));
+}
+
+void CudaExecutor::lookahead(float decay) {
+  trace::Range range("lookahead");
+  LayerScope scope("the lookahead average");
+  lookahead_update(params_, ema_, param_floats_, decay, stream_.get());
+}
+
+void CudaExecutor::read_ema(std::size_t i, std::span<float> out) const { copy_param(i, out, ema_); }
+void CudaExecutor::write_ema(std::size_t i, std::span<const float> in) { upload_param(i, in, ema_); }
 
 void CudaExecutor::set_profiling(bool on) {
   profiling_ = on;

@@ -68,6 +68,11 @@ class CudaExecutor final : public detail::Executor {
   void write_momentum(std::size_t index, std::span<const float> in) override;
   void read_grad(std::size_t index, std::span<float> out) const override;
 
+  void lookahead_init() override;
+  void lookahead(float decay) override;
+  void read_ema(std::size_t index, std::span<float> out) const override;
+  void write_ema(std::size_t index, std::span<const float> in) override;
+
   void set_profiling(bool on) override;
   std::vector<detail::LayerTime> layer_times() const override;
   std::string describe() const override;
@@ -117,12 +122,18 @@ class CudaExecutor final : public detail::Executor {
   float* params_ = nullptr;
   float* grads_ = nullptr;
   float* momentum_ = nullptr;
+  float* ema_ = nullptr;
+  std::int64_t param_floats_ = 0;
   std::byte* activations_ = nullptr;
   float* scratch_ = nullptr;         // a convolution's dx when it must be added, not written
   std::byte* workspace_ = nullptr;
   std::int64_t workspace_bytes_ = 0;
   std::int32_t* labels_ = nullptr;
-  double* loss_sum_ = nullptr;       // followed by the correct count (unsigned long long)
+  // The step's statistics block: the loss sum (double), the correct count (unsigned long
+  // long), the non-finite-gradient flag (unsigned int); copied to pinned memory as one.
+  double* loss_sum_ = nullptr;
+  bool copy_after_backward_ = false;
+  void ship_stats();
   std::int64_t* identity_ = nullptr;
   float* mean_ = nullptr;
   float* inv_std_ = nullptr;

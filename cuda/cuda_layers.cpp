@@ -62,6 +62,12 @@ void CudaExecutor::backward(std::uint64_t step) {
       times_[static_cast<std::size_t>(run.layer->index)].backward_ms += ms;
     }
   }
+  // The divergence guard's check of this step's gradients travels with its loss.
+  if (copy_after_backward_) {
+    flag_nonfinite(grads_, param_floats_, reinterpret_cast<unsigned int*>(loss_sum_ + 2), stream_.get());
+    ship_stats();
+    copy_after_backward_ = false;
+  }
 }
 
 void CudaExecutor::forward_layer(LayerRun& run, bool train, std::uint64_t step) {

@@ -85,6 +85,12 @@ void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std:
 // ---- optimizer (cuda/kernels/sgd.cu), math/sgd.hpp --------------------------------------
 void sgd_update(float* w, float* momentum, const float* grad, std::int64_t count, const math::SgdHyper& h, cudaStream_t s);
 
+// ---- lookahead and the divergence guard (cuda/kernels/average.cu) ------------------------
+// ema <- ema + (1 - decay) * (w - ema) (torch.lerp), then w <- ema.
+void lookahead_update(float* w, float* ema, std::int64_t count, float decay, cudaStream_t s);
+// Sets *flag to 1 when any of the `count` values is NaN or infinite (leaves it otherwise).
+void flag_nonfinite(const float* values, std::int64_t count, unsigned int* flag, cudaStream_t s);
+
 // ---- data (cuda/kernels/augment.cu), math/augment.hpp -----------------------------------
 // Writes the normalized, augmented batch into `out` (the input activation): sample i is
 // dataset image `indices[i]` of `images` (uint8, CIFAR layout, `plane` bytes each), with

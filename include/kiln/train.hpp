@@ -38,7 +38,29 @@ struct Augment {
   int crop = 0;       ///< random crop with zero padding of this many pixels (torchvision's RandomCrop)
   int translate = 0;  ///< random translation by up to this many pixels, reflect-padded
   bool flip = false;  ///< random horizontal flip
+  /// With `flip`: airbench's alternating flip instead — each image flipped at random once,
+  /// then the whole set flipped on every odd epoch.
+  bool alternate_flip = false;
   bool enabled() const { return crop > 0 || translate > 0 || flip; }
+};
+
+/// How weight decay enters the update.
+enum class DecayMode : std::uint8_t {
+  coupled,        ///< torch.optim.SGD: weight_decay * w added to the gradient
+  decoupled,      ///< AdamW-style: w -= lr * weight_decay * w
+  /// airbench's: coupled, with coefficient weight_decay / (group's peak lr), so the decay
+  /// goes through the momentum and follows the schedule but its size does not depend on
+  /// the learning rate or a layer's lr_scale.
+  lr_independent,
+};
+
+/// Lookahead / EMA of the weights: every `every` steps, ema <- lerp(ema, net, 1 - d) and
+/// net <- ema for the parameters and batchnorm statistics, with d = strength * (step /
+/// total)^power; the final weights are the averaged ones. `every` 0: off.
+struct Lookahead {
+  int every = 0;
+  double strength = 0.7737809375;  ///< 0.95^5
+  double power = 3.0;
 };
 
 /// A training recipe: the spec's `train:` section (README "Training options"), overridable
@@ -49,9 +71,13 @@ struct TrainConfig {
   double lr = 0.01;
   double momentum = 0.9;
   bool nesterov = false;
-  double weight_decay = 0.0;       ///< coupled L2 on every parameter, as torch.optim.SGD
-  bool decoupled_decay = false;    ///< true: w -= lr * weight_decay * w (AdamW-style) instead
+  double weight_decay = 0.0;       ///< L2 on every parameter; coupled as torch.optim.SGD by default
+  DecayMode decay_mode = DecayMode::coupled;
   Schedule schedule;
+  Lookahead lookahead;
+  bool tta = false;                ///< evaluate with airbench's 6-view test-time augmentation
+  std::int64_t whiten_images = 5000;  ///< `init: whiten`: the first N training images
+  double whiten_eps = 5e-4;           ///< `init: whiten`: filter i = v_i / sqrt(lambda_i + eps)
   double label_smoothing = 0.0;
   bool sum_loss = false;           ///< loss reduction: false = batch mean, true = sum
   Augment augment;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cblas.h>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <utility>
 #include <fmt/format.h>
@@ -40,6 +41,7 @@ class CpuExecutor final : public Executor {
       total += params[p].elements;
     }
     params_.assign(static_cast<std::size_t>(total), 0.0f);
+    ema_.assign(static_cast<std::size_t>(total), 0.0f);
     grads_.assign(static_cast<std::size_t>(total), 0.0f);
     momentum_.assign(static_cast<std::size_t>(total), 0.0f);
 
@@ -158,6 +160,11 @@ class CpuExecutor final : public Executor {
         times_[static_cast<std::size_t>(layer.index)].backward_ms +=
             std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     }
+    // The divergence guard: one pass over the gradients, noted with this step's loss.
+    bool bad = false;
+#pragma omp parallel for num_threads(threads_) schedule(static) reduction(|| : bad)
+    for (std::size_t i = 0; i < grads_.size(); ++i) bad = bad || !std::isfinite(grads_[i]);
+    if (!stats_.empty()) stats_.back().nonfinite_grad = bad;
   }
 
   void update(std::span<const math::SgdHyper> hyper) override {
@@ -189,6 +196,19 @@ class CpuExecutor final : public Executor {
   void write_momentum(std::size_t i, std::span<const float> in) override { copy_in(momentum_, i, in); }
   void read_grad(std::size_t i, std::span<float> out) const override { copy_out(grads_, i, out); }
 
+  void lookahead_init() override { ema_ = params_; }
+  void lookahead(float decay) override {
+    trace::Range range("lookahead");
+    const float t = 1.0f - decay;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      ema_[i] += t * (params_[i] - ema_[i]);  // torch.lerp
+      params_[i] = ema_[i];
+    }
+  }
+  void read_ema(std::size_t i, std::span<float> out) const override { copy_out(ema_, i, out); }
+  void write_ema(std::size_t i, std::span<const float> in) override { copy_in(ema_, i, in); }
+
   void set_profiling(bool on) override {
     profiling_ = on;
     times_.assign(cpu_.size(), LayerTime{});
@@ -218,7 +238,7 @@ class CpuExecutor final : public Executor {
   std::int64_t batch_;
   int threads_;
   MemoryPlan plan_;
-  std::vector<float> arena_, params_, grads_, momentum_, state_, workspace_;
+  std::vector<float> arena_, params_, ema_, grads_, momentum_, state_, workspace_;
   std::vector<std::int64_t> param_offset_;
   std::vector<CpuLayer> cpu_;
   std::vector<int> labels_;

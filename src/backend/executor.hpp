@@ -49,11 +49,15 @@ struct StepStats {
   double loss_sum = 0.0;
   std::int64_t correct = 0;
   std::int64_t count = 0;
+  bool nonfinite_grad = false;  // a NaN or Inf in the parameter gradients of this step
 };
 
 inline StepStats total(const std::vector<StepStats>& all) {
   StepStats t;
-  for (const auto& s : all) t.loss_sum += s.loss_sum, t.correct += s.correct, t.count += s.count;
+  for (const auto& s : all) {
+    t.loss_sum += s.loss_sum, t.correct += s.correct, t.count += s.count;
+    t.nonfinite_grad = t.nonfinite_grad || s.nonfinite_grad;
+  }
   return t;
 }
 
@@ -101,6 +105,13 @@ class Executor {
   virtual void write_momentum(std::size_t index, std::span<const float> in) = 0;
   // Gradients of the last backward (tests and the divergence guard).
   virtual void read_grad(std::size_t index, std::span<float> out) const = 0;
+
+  // Lookahead / EMA over every parameter and buffer: init copies the weights into the
+  // average; lookahead(d) sets ema <- lerp(ema, w, 1 - d) and w <- ema.
+  virtual void lookahead_init() = 0;
+  virtual void lookahead(float decay) = 0;
+  virtual void read_ema(std::size_t index, std::span<float> out) const = 0;
+  virtual void write_ema(std::size_t index, std::span<const float> in) = 0;
 
   // Per-layer timing for `kiln bench`: switching it on resets the counters. A backend may
   // synchronize around each layer while it is on, so it is off during training.

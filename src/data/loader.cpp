@@ -104,8 +104,7 @@ struct Loader::Impl {
       std::memcpy(slot.images.data() + j * sample_bytes, data.image(record), static_cast<std::size_t>(sample_bytes));
       slot.labels[static_cast<std::size_t>(j)] = data.labels[static_cast<std::size_t>(record)];
       if (options.augment.enabled)
-        slot.augment[static_cast<std::size_t>(j)] =
-            math::draw_augment(augment_key, static_cast<std::uint64_t>(first + j), options.augment.max_shift, options.augment.flip);
+        slot.augment[static_cast<std::size_t>(j)] = draw(augment_key, epoch, first + j, record);
     }
   }
 
@@ -178,6 +177,13 @@ struct Loader::Impl {
     return true;
   }
 
+  math::AugmentParams draw(std::uint64_t k, std::int64_t e, std::int64_t position, std::int64_t record) const {
+    const AugmentOptions& a = options.augment;
+    math::AugmentParams p = math::draw_augment(k, static_cast<std::uint64_t>(position), a.max_shift, a.flip && !a.alternate_flip);
+    if (a.flip && a.alternate_flip) p.flip = math::alternating_flip(key(math::kStreamAugment, 0xF1F), static_cast<std::uint64_t>(record), e);
+    return p;
+  }
+
   std::vector<std::int64_t> epoch_order(std::int64_t e) const {
     std::vector<std::int64_t> result(static_cast<std::size_t>(data.size()));
     std::iota(result.begin(), result.end(), std::int64_t{0});
@@ -201,9 +207,9 @@ std::int64_t Loader::batches_per_epoch() const { return impl_->batches; }
 std::vector<std::int64_t> Loader::epoch_order(std::int64_t epoch) const { return impl_->epoch_order(epoch); }
 
 math::AugmentParams Loader::augment_for(std::int64_t epoch, std::int64_t position) const {
-  const AugmentOptions& a = impl_->options.augment;
-  if (!a.enabled) return {};
-  return math::draw_augment(impl_->key(math::kStreamAugment, epoch), static_cast<std::uint64_t>(position), a.max_shift, a.flip);
+  if (!impl_->options.augment.enabled) return {};
+  const std::int64_t record = impl_->epoch_order(epoch)[static_cast<std::size_t>(position)];
+  return impl_->draw(impl_->key(math::kStreamAugment, epoch), epoch, position, record);
 }
 
 void Loader::start_epoch(std::int64_t epoch, std::int64_t first) { impl_->start(epoch, first); }

@@ -20,6 +20,7 @@ struct AugmentOptions {
   math::PadMode pad = math::PadMode::zero;  // zero: RandomCrop(padding); reflect: translate
   int max_shift = 4;                        // translations in [-max_shift, max_shift]
   bool flip = true;                         // random horizontal flip, probability 1/2
+  bool alternate_flip = false;              // with flip: math::alternating_flip instead
 };
 
 struct LoaderOptions {

@@ -2,6 +2,7 @@
 // one pass. A layer downstream of a failed one is skipped silently, so one mistake gives
 // one diagnostic.
 #include <algorithm>
+#include <cmath>
 #include <fmt/format.h>
 #include <limits>
 #include <map>
@@ -252,6 +253,13 @@ Graph GraphBuilder::build() const {
     if (ok && !checked_product({layer.shape.c, layer.shape.h, layer.shape.w})) {
       ctx.error(fmt::format("output {} has more elements than fit in 64 bits", layer.shape.str()));
       ok = false;
+    }
+    if (ok && op.has_params) {
+      const Attrs& a = layer.attrs;
+      if (!(a.lr_scale >= 0 && std::isfinite(a.lr_scale)))
+        ok = false, ctx.error(fmt::format("lr_scale must be a finite number >= 0, got {}", a.lr_scale));
+      if (a.train_epochs && !(*a.train_epochs > 0 && std::isfinite(*a.train_epochs)))
+        ok = false, ctx.error(fmt::format("train_epochs must be positive, got {}", *a.train_epochs));
     }
     if (ok) {
       std::vector<Param> params;

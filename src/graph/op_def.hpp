@@ -20,6 +20,7 @@ enum class KeyType : std::uint8_t {
   boolean,    // true / false
   number,     // 0.1, 1e-5, 1/9
   names,      // a layer name or a list of them (from:)
+  choice,     // one word of a fixed set (init: dirac)
 };
 
 struct KeyDef {

@@ -63,7 +63,7 @@ class SpecParser {
   std::vector<Diagnostic> diags_;
 };
 
-constexpr KeyDef kParamKeys[] = {{"frozen", KeyType::boolean}, {"lr_scale", KeyType::number}};
+constexpr KeyDef kParamKeys[] = {{"frozen", KeyType::boolean}, {"lr_scale", KeyType::number}, {"train_epochs", KeyType::number}};
 
 const char* expected(KeyType type) {
   switch (type) {
@@ -74,6 +74,7 @@ const char* expected(KeyType type) {
     case KeyType::boolean: return "true or false";
     case KeyType::number: return "a number";
     case KeyType::names: return "a layer name or a list of layer names";
+    case KeyType::choice: return "one of default, dirac, whiten";
   }
   return "?";
 }
@@ -132,7 +133,16 @@ bool SpecParser::layer_key(LayerDef& def, const KeyDef& key, const YAML::Node& v
       else if (key.name == "slope") a.slope = *v;
       else if (key.name == "p") a.p = *v;
       else if (key.name == "factor") a.factor = *v;
+      else if (key.name == "train_epochs") a.train_epochs = *v;
       else a.lr_scale = *v;
+      return true;
+    }
+    case KeyType::choice: {
+      const std::string word = value.IsScalar() ? value.Scalar() : "";
+      if (word == "default") a.init = Attrs::Init::standard;
+      else if (word == "dirac") a.init = Attrs::Init::dirac;
+      else if (word == "whiten") a.init = Attrs::Init::whiten;
+      else return fail();
       return true;
     }
     case KeyType::names: return fail();

@@ -122,9 +122,28 @@ class TrainParser {
     a = Augment{};
     integer(v, "crop", a.crop, 0);
     integer(v, "translate", a.translate, 0);
-    boolean(v, "flip", a.flip);
+    if (const auto f = v["flip"]; f && f.IsScalar() && f.Scalar() == "alternate") a.flip = a.alternate_flip = true;
+    else if (f) {
+      auto b = yaml_bool(f);
+      if (!b) error(f, fmt::format("'flip' must be true, false or alternate, got {}", yaml_show(f)));
+      else a.flip = *b;
+    }
     if (a.crop > 0 && a.translate > 0) error(v, "augment: crop and translate are alternatives; set one of them");
     if (a.crop > 16 || a.translate > 16) error(v, "augment: crop and translate shift by at most 16 pixels");
+  }
+
+  void lookahead(const YAML::Node& v, Lookahead& l) {
+    if (!keys(v, {"every", "strength", "power"}, "lookahead")) return;
+    integer(v, "every", l.every, 1);
+    number(v, "strength", l.strength, 0, 1, false, "in [0, 1]");
+    number(v, "power", l.power, 0, 1e3, false, ">= 0");
+    if (!v["every"]) error(v, "lookahead needs 'every' (steps between averages)", "e.g. lookahead: {every: 5}");
+  }
+
+  void whiten(const YAML::Node& v, TrainConfig& c) {
+    if (!keys(v, {"images", "eps"}, "whiten")) return;
+    integer(v, "images", c.whiten_images, 1);
+    number(v, "eps", c.whiten_eps, 0, 1e9, false, ">= 0");
   }
 
   void normalize(const YAML::Node& v, TrainConfig& c) {
@@ -161,7 +180,8 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   TrainParser p(file, diags);
   static const std::vector<std::string_view> known{
       "epochs", "batch",          "lr",       "momentum", "nesterov",  "weight_decay", "weight_decay_mode", "schedule",
-      "label_smoothing", "reduction", "augment", "shuffle", "drop_last", "seed",         "normalize"};
+      "label_smoothing", "reduction", "augment", "shuffle", "drop_last", "seed",         "normalize",
+      "lookahead", "tta", "whiten"};
   if (!p.keys(train, known, "train")) return c;
   p.number(train, "epochs", c.epochs, 1e-9, 1e9, false, "> 0");
   p.integer(train, "batch", c.batch, 1);
@@ -170,7 +190,8 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   p.boolean(train, "nesterov", c.nesterov);
   p.number(train, "weight_decay", c.weight_decay, 0, 1e9, false, ">= 0");
   if (const auto v = train["weight_decay_mode"])
-    if (auto mode = p.choice(v, "weight_decay_mode", {"coupled", "decoupled"})) c.decoupled_decay = *mode == "decoupled";
+    if (auto mode = p.choice(v, "weight_decay_mode", {"coupled", "decoupled", "lr_independent"}))
+      c.decay_mode = *mode == "coupled" ? DecayMode::coupled : *mode == "decoupled" ? DecayMode::decoupled : DecayMode::lr_independent;
   if (const auto v = train["schedule"]) p.schedule(v, c.schedule);
   p.number(train, "label_smoothing", c.label_smoothing, 0, 1, true, "in [0, 1)");
   if (const auto v = train["reduction"])
@@ -180,6 +201,9 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   p.boolean(train, "drop_last", c.drop_last);
   p.integer(train, "seed", c.seed, 0);
   if (const auto v = train["normalize"]) p.normalize(v, c);
+  if (const auto v = train["lookahead"]) p.lookahead(v, c.lookahead);
+  p.boolean(train, "tta", c.tta);
+  if (const auto v = train["whiten"]) p.whiten(v, c);
   if (c.nesterov && c.momentum == 0) p.error(train["nesterov"], "nesterov needs a momentum above 0");
   return c;
 }

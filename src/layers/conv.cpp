@@ -19,7 +19,7 @@ namespace {
 constexpr KeyDef kKeys[] = {
     {"out", KeyType::integer, true},     {"kernel", KeyType::int_pair, true}, {"stride", KeyType::int_pair},
     {"pad", KeyType::padding},           {"dilation", KeyType::int_pair},     {"groups", KeyType::integer},
-    {"bias", KeyType::boolean},          {"in", KeyType::integer},
+    {"bias", KeyType::boolean},          {"in", KeyType::integer},       {"init", KeyType::choice},
 };
 
 std::string plural(std::int64_t n, const char* word) { return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s"); }
@@ -57,6 +57,18 @@ std::optional<Shape> infer(ShapeCtx& ctx) {
   if (a.groups >= 1 && a.out >= 1 && a.out % a.groups != 0)
     ok = false, ctx.error(fmt::format("out: {} is not divisible by groups: {}", a.out, a.groups), {},
                           fmt::format("groups must divide both the input channels ({}) and out ({})", in.c, a.out));
+  const std::int64_t patch = in.c * a.kernel.h * a.kernel.w;
+  if (a.init == Attrs::Init::whiten && (a.groups != 1 || a.out != 2 * patch))
+    ok = false, ctx.error(fmt::format("init: whiten needs out = 2 x in x kh x kw = {} (each eigenvector of the {}-value patch "
+                                      "covariance and its negative) and groups 1, got out: {}, groups: {}",
+                                      2 * patch, patch, a.out, a.groups),
+                          {}, fmt::format("set out: {}", 2 * patch));
+  if (a.init == Attrs::Init::whiten && ctx.input().op != OpKind::input)
+    ok = false, ctx.error(fmt::format("init: whiten computes its filters from the images, but its input is '{}', not the model input",
+                                      ctx.input().name),
+                          {}, "use init: whiten on the first layer");
+  if (a.init == Attrs::Init::dirac && a.groups != 1)
+    ok = false, ctx.error("init: dirac needs groups 1", {}, "remove init: dirac or groups");
   if (!ok) return std::nullopt;
 
   a.stride = stride;
@@ -88,7 +100,9 @@ std::optional<Shape> infer(ShapeCtx& ctx) {
 void params(const Layer& layer, std::span<const Layer> before, std::vector<Param>& out) {
   const Attrs& a = layer.attrs;
   std::int64_t in_c = before[static_cast<std::size_t>(layer.inputs[0])].shape.c;
-  out.push_back({layer.name + ".weight", layer.index, ParamRole::weight, {a.out, in_c / a.groups, a.kernel.h, a.kernel.w}});
+  // A whitening filter bank is computed from the data, then fixed.
+  out.push_back({layer.name + ".weight", layer.index, ParamRole::weight, {a.out, in_c / a.groups, a.kernel.h, a.kernel.w}, 0,
+                 a.init != Attrs::Init::whiten});
   if (a.bias) out.push_back({layer.name + ".bias", layer.index, ParamRole::bias, {a.out}});
 }
 

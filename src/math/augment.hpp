@@ -62,4 +62,10 @@ KILN_HD AugmentParams draw_augment(std::uint64_t key, std::uint64_t position, in
   return a;
 }
 
+// airbench's alternating flip: each record gets one random flip for the whole run, and the
+// whole set flips on every odd epoch.
+KILN_HD std::uint8_t alternating_flip(std::uint64_t run_key, std::uint64_t record, std::int64_t epoch) {
+  return static_cast<std::uint8_t>((random_u64(run_key, record) >> 63) ^ static_cast<std::uint64_t>(epoch & 1));
+}
+
 }  // namespace kiln::math

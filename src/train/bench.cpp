@@ -9,6 +9,7 @@
 #include "kiln/cudnn.hpp"
 #include "math/rng.hpp"
 #include "train/init.hpp"
+#include "train/optimizer.hpp"
 #include "train/make_executor.hpp"
 
 namespace kiln {
@@ -35,9 +36,7 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
   detail::InputTransform transform;
   transform.mean = config.mean;
   for (float s : config.std) transform.inv_std.push_back(1.0f / s);
-  std::vector<math::SgdHyper> hyper(graph.params().size(),
-                                    math::SgdHyper{static_cast<float>(config.lr), static_cast<float>(config.momentum),
-                                                   static_cast<float>(config.weight_decay), 0.0f, config.nesterov});
+  const std::vector<math::SgdHyper> hyper = detail::sgd_hyper(graph, config, 1.0, 0);
   std::uint64_t step = 0;
   auto train_step = [&] {
     ex->stage({o.batch, images.data(), labels.data(), nullptr}, transform);

@@ -8,13 +8,16 @@ namespace {
 
 constexpr const char* kStateFormat = "kiln-train-state-1";
 
-NamedTensor param_tensor(const Executor& executor, std::size_t i, const std::string& name, bool momentum) {
+enum class Slot { weight, momentum, ema };
+
+NamedTensor param_tensor(const Executor& executor, std::size_t i, const std::string& name, Slot slot) {
   const Param& p = executor.graph().params()[i];
   NamedTensor t;
   t.name = name;
   t.dims = p.dims;
   t.f32.resize(static_cast<std::size_t>(p.elements));
-  if (momentum) executor.read_momentum(i, t.f32);
+  if (slot == Slot::momentum) executor.read_momentum(i, t.f32);
+  else if (slot == Slot::ema) executor.read_ema(i, t.f32);
   else executor.read_param(i, t.f32);
   return t;
 }
@@ -26,7 +29,7 @@ SafetensorsFile weights_file(const Executor& executor, std::int64_t batches_trac
   const Graph& graph = executor.graph();
   auto params = graph.params();
   for (std::size_t i = 0; i < params.size(); ++i) {
-    file.tensors.push_back(param_tensor(executor, i, params[i].name, false));
+    file.tensors.push_back(param_tensor(executor, i, params[i].name, Slot::weight));
     // PyTorch's BatchNorm state dict ends with num_batches_tracked; strict loading wants it.
     const Layer& layer = graph.layers()[static_cast<std::size_t>(params[i].layer)];
     if (params[i].role == ParamRole::running_var && layer.op == OpKind::batchnorm) {
@@ -48,11 +51,13 @@ void load_weights_file(Executor& executor, const SafetensorsFile& file, const st
 }
 
 void save_train_state(const std::string& path, const Executor& executor, const RunPosition& position, std::uint64_t seed,
-                      std::int64_t batch) {
+                      std::int64_t batch, bool ema) {
   SafetensorsFile file = weights_file(executor, position.step);
   auto params = executor.graph().params();
   for (std::size_t i = 0; i < params.size(); ++i)
-    if (params[i].trainable) file.tensors.push_back(param_tensor(executor, i, params[i].name + ".momentum", true));
+    if (params[i].trainable) file.tensors.push_back(param_tensor(executor, i, params[i].name + ".momentum", Slot::momentum));
+  if (ema)
+    for (std::size_t i = 0; i < params.size(); ++i) file.tensors.push_back(param_tensor(executor, i, params[i].name + ".ema", Slot::ema));
   file.metadata["kiln"] = kStateFormat;
   file.metadata["step"] = std::to_string(position.step);
   file.metadata["epoch"] = std::to_string(position.epoch);
@@ -62,7 +67,7 @@ void save_train_state(const std::string& path, const Executor& executor, const R
   write_safetensors(path, file);
 }
 
-RunPosition load_train_state(const std::string& path, Executor& executor, std::uint64_t seed, std::int64_t batch) {
+RunPosition load_train_state(const std::string& path, Executor& executor, std::uint64_t seed, std::int64_t batch, bool ema) {
   SafetensorsFile file = read_safetensors(path);
   auto meta = [&](const char* key) -> std::string {
     auto it = file.metadata.find(key);
@@ -97,8 +102,11 @@ RunPosition load_train_state(const std::string& path, Executor& executor, std::u
   SafetensorsFile weights;
   std::vector<std::string> missing;
   auto params = executor.graph().params();
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
   for (auto& t : file.tensors)
-    if (t.name.size() < 9 || t.name.compare(t.name.size() - 9, 9, ".momentum") != 0) weights.tensors.push_back(t);
+    if (!ends_with(t.name, ".momentum") && !ends_with(t.name, ".ema")) weights.tensors.push_back(t);
   load_weights_file(executor, weights, path);
   for (std::size_t i = 0; i < params.size(); ++i) {
     if (!params[i].trainable) continue;
@@ -109,8 +117,17 @@ RunPosition load_train_state(const std::string& path, Executor& executor, std::u
     }
     executor.write_momentum(i, m->f32);
   }
+  if (ema)
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const NamedTensor* e = file.find(params[i].name + ".ema");
+      if (!e || e->f32.size() != static_cast<std::size_t>(params[i].elements)) {
+        missing.push_back(params[i].name + ".ema");
+        continue;
+      }
+      executor.write_ema(i, e->f32);
+    }
   if (!missing.empty())
-    throw CheckpointError(path, fmt::format("{}: momentum missing or of the wrong size for {}", path, fmt::join(missing, ", ")),
+    throw CheckpointError(path, fmt::format("{}: optimizer state missing or of the wrong size for {}", path, fmt::join(missing, ", ")),
                           missing);
   return {number("step"), number("epoch"), number("batch_in_epoch")};
 }

@@ -22,10 +22,13 @@ SafetensorsFile weights_file(const Executor& executor, std::int64_t batches_trac
 // Loads weights into the executor, after match_weights() checked every name and shape.
 void load_weights_file(Executor& executor, const SafetensorsFile& file, const std::string& path);
 
+// With `ema`, the lookahead averages are saved too (`<name>.ema`).
 void save_train_state(const std::string& path, const Executor& executor, const RunPosition& position, std::uint64_t seed,
-                      std::int64_t batch);
-// Restores weights and momentum; returns the position. Throws CheckpointError when the file
-// belongs to another model or was made with another batch size or seed.
-RunPosition load_train_state(const std::string& path, Executor& executor, std::uint64_t seed, std::int64_t batch);
+                      std::int64_t batch, bool ema = false);
+// Restores weights, momentum (and the lookahead averages with `ema`); returns the
+// position. Throws CheckpointError when the file belongs to another model or was made with
+// another batch size or seed.
+RunPosition load_train_state(const std::string& path, Executor& executor, std::uint64_t seed, std::int64_t batch,
+                             bool ema = false);
 
 }  // namespace kiln::detail

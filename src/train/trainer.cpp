@@ -3,7 +3,9 @@
 // decides a run's numbers is a function of (seed, step), so a resumed run continues exactly.
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <deque>
+#include <optional>
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
@@ -16,7 +18,9 @@
 #include "kiln/cudnn.hpp"
 #include "kiln/train.hpp"
 #include "math/rng.hpp"
+#include "train/evaluate.hpp"
 #include "train/init.hpp"
+#include "train/optimizer.hpp"
 #include "train/make_executor.hpp"
 #include "train/state.hpp"
 #include "trace/trace.hpp"
@@ -78,7 +82,8 @@ struct Trainer::Impl {
   std::function<void(const EpochEvent&)> epoch_callback;
   std::atomic<bool> stop{false};
   detail::RunPosition position;
-  std::vector<float> lr_scale;  // per parameter, from its layer
+  bool fresh = true;             // initialized here, not from --init or --resume: data-dependent init still due
+  std::int64_t saved_epoch = -1;  // the epoch after which the last training state was written
 
   Impl(Graph g, TrainConfig c, RunOptions r) : graph(std::move(g)), config(std::move(c)), run(std::move(r)) {
     threads = resolve_threads(run.threads);
@@ -87,29 +92,19 @@ struct Trainer::Impl {
                                    graph.input_shape().c));
     executor = make_executor(graph, config.batch, run, threads);
     detail::init_params(*executor, config.seed);
-    for (const Param& p : graph.params())
-      lr_scale.push_back(static_cast<float>(graph.layers()[static_cast<std::size_t>(p.layer)].attrs.lr_scale));
-    if (!run.init.empty()) load_weights(run.init);
+    if (config.lookahead.every > 0) executor->lookahead_init();
+    if (!run.init.empty()) load_weights(run.init), fresh = false;
     if (!run.resume.empty()) {
       std::string path = (std::filesystem::path(run.resume) / "train_state.safetensors").string();
-      position = detail::load_train_state(path, *executor, config.seed, config.batch);
+      position = detail::load_train_state(path, *executor, config.seed, config.batch, config.lookahead.every > 0);
+      fresh = false;
+      saved_epoch = position.epoch;
     }
   }
 
-  void load_weights(const std::string& path) { detail::load_weights_file(*executor, read_safetensors(path), path); }
-
-  std::vector<math::SgdHyper> hyper_at(std::int64_t step, std::int64_t total, std::int64_t per_epoch, double& lr_out) const {
-    double lr = config.lr * config.schedule.factor(step, total, per_epoch);
-    lr_out = lr;
-    std::vector<math::SgdHyper> hyper(lr_scale.size());
-    for (std::size_t p = 0; p < hyper.size(); ++p) {
-      hyper[p].lr = static_cast<float>(lr * lr_scale[p]);
-      hyper[p].momentum = static_cast<float>(config.momentum);
-      hyper[p].nesterov = config.nesterov;
-      if (config.decoupled_decay) hyper[p].decoupled_decay = static_cast<float>(config.weight_decay);
-      else hyper[p].weight_decay = static_cast<float>(config.weight_decay);
-    }
-    return hyper;
+  void load_weights(const std::string& path) {
+    detail::load_weights_file(*executor, read_safetensors(path), path);
+    if (config.lookahead.every > 0) executor->lookahead_init();
   }
 
   detail::LoaderOptions loader_options(bool training) const {
@@ -123,58 +118,59 @@ struct Trainer::Impl {
       o.augment.pad = config.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero;
       o.augment.max_shift = config.augment.translate > 0 ? config.augment.translate : config.augment.crop;
       o.augment.flip = config.augment.flip;
+      o.augment.alternate_flip = config.augment.alternate_flip;
     }
     return o;
   }
 
-  Evaluation evaluate(const Dataset& data) {
-    trace::Range range("evaluate");
-    Evaluation e;
-    const auto K = static_cast<std::size_t>(graph.classes());
-    e.confusion.assign(K, std::vector<std::int64_t>(K, 0));
-    detail::Loader loader(data, loader_options(false));
-    loader.start_epoch(0);
-    detail::HostBatch batch;
-    std::vector<float> logits(static_cast<std::size_t>(config.batch) * K);
-    auto transform = transform_of(config);
-    executor->take_stats(true);
-    while (loader.next(batch)) {
-      executor->stage(batch, transform);
-      executor->forward(false, 0);
-      executor->loss({static_cast<float>(config.label_smoothing), false}, false, -1);
-      executor->read_logits(logits);
-      for (std::int64_t i = 0; i < batch.n; ++i) {
-        const float* row = logits.data() + static_cast<std::size_t>(i) * K;
-        std::size_t best = 0;
-        for (std::size_t k = 1; k < K; ++k)
-          if (row[k] > row[best]) best = k;
-        ++e.confusion[batch.labels[i]][best];
-      }
-    }
-    auto stats = detail::total(executor->take_stats(true));
-    e.count = stats.count;
-    e.accuracy = stats.count ? static_cast<double>(stats.correct) / static_cast<double>(stats.count) : 0.0;
-    e.loss = stats.count ? stats.loss_sum / static_cast<double>(stats.count) : 0.0;
-    for (std::size_t k = 0; k < K; ++k) {
-      std::int64_t total = 0;
-      for (auto c : e.confusion[k]) total += c;
-      e.class_accuracy.push_back(total ? static_cast<double>(e.confusion[k][k]) / static_cast<double>(total) : 0.0);
-    }
-    return e;
-  }
+  Evaluation evaluate(const Dataset& data) { return detail::evaluate_dataset(*executor, config, data); }
 
   void save_checkpoint(bool final_weights) {
     if (run.out.empty()) return;
     std::filesystem::create_directories(run.out);
     detail::save_train_state((std::filesystem::path(run.out) / "train_state.safetensors").string(), *executor, position,
-                             config.seed, config.batch);
+                             config.seed, config.batch, config.lookahead.every > 0);
+    saved_epoch = position.epoch;
     if (final_weights)
       write_safetensors((std::filesystem::path(run.out) / "model.safetensors").string(),
                         detail::weights_file(*executor, position.step));
   }
 
+  [[noreturn]] void diverged(double loss, bool grads, std::int64_t step, std::int64_t epoch, double lr) {
+    // Where it broke: the first layer, in forward order, holding a non-finite weight, else a
+    // non-finite gradient.
+    std::string where = "the logits (every weight and gradient is finite)";
+    auto params = graph.params();
+    for (int pass = 0; pass < 2 && where.front() == 't'; ++pass)
+      for (std::size_t p = 0; p < params.size(); ++p) {
+        std::vector<float> v(static_cast<std::size_t>(params[p].elements));
+        if (pass == 0) executor->read_param(p, v);
+        else if (params[p].trainable) executor->read_grad(p, v);
+        else continue;
+        if (std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); })) continue;
+        const Layer& layer = graph.layers()[static_cast<std::size_t>(params[p].layer)];
+        where = fmt::format("layer '{}' ({}{})", layer.name, params[p].name, pass == 0 ? "" : " gradient");
+        break;
+      }
+    std::string what = std::isfinite(loss) ? "the gradients hold NaN or Inf values" : fmt::format("the loss is {}", loss);
+    if (!std::isfinite(loss) && grads) what += " and the gradients hold NaN or Inf values";
+    std::string kept = run.out.empty() ? "no checkpoint was being written (no --out)"
+                       : saved_epoch < 0
+                           ? "no training state was written yet"
+                           : fmt::format("the last good training state is {}/train_state.safetensors (after epoch {})", run.out,
+                                         saved_epoch);
+    throw DivergenceError(fmt::format("training diverged at step {} (epoch {}): {}; the first non-finite values are in {}\n"
+                                      "    {}\n    hint: lower the learning rate (lr was {:.6g}), e.g. --lr {:.6g}",
+                                      step, epoch + 1, what, where, kept, lr, config.lr / 10));
+  }
+
   TrainResult fit(const Cifar10& data) {
     check_dataset(graph, data.train);
+    if (fresh) {
+      detail::init_whitening(*executor, data.train, transform_of(config), config.whiten_images, config.whiten_eps);
+      if (config.lookahead.every > 0) executor->lookahead_init();
+      fresh = false;
+    }
     executor->make_resident(data.train);
     if (data.test.size() > 0) executor->make_resident(data.test);
     const auto start = Clock::now();
@@ -213,10 +209,7 @@ struct Trainer::Impl {
         Pending p = pending.front();
         pending.pop_front();
         double loss = config.sum_loss ? s.loss_sum : s.loss_sum / static_cast<double>(std::max<std::int64_t>(s.count, 1));
-        if (!std::isfinite(loss))
-          throw DivergenceError(fmt::format("training diverged: the loss is {} at step {} (epoch {}); try a lower learning "
-                                            "rate (lr is {})",
-                                            loss, p.step, p.epoch + 1, p.lr));
+        if (!std::isfinite(loss) || s.nonfinite_grad) diverged(loss, s.nonfinite_grad, p.step, p.epoch, p.lr);
         epoch_stats.loss_sum += s.loss_sum;
         epoch_stats.correct += s.correct;
         epoch_stats.count += s.count;
@@ -233,13 +226,20 @@ struct Trainer::Impl {
       detail::HostBatch batch;
       bool epoch_done = true;
       while (next_batch(loader, batch)) {
-        auto hyper = hyper_at(position.step, total, per_epoch, lr);
+        lr = config.lr * config.schedule.factor(position.step, total, per_epoch);
+        auto hyper = detail::sgd_hyper(graph, config, config.schedule.factor(position.step, total, per_epoch), position.epoch);
         const std::uint64_t key = math::stream_key(config.seed, static_cast<std::uint64_t>(position.step));
         executor->stage(batch, transform);
         executor->forward(true, key);
         executor->loss(loss_options, true, position.step + 1);
         executor->backward(key);
         executor->update(hyper);
+        const Lookahead& la = config.lookahead;
+        if (la.every > 0 && position.step % la.every == 0)
+          executor->lookahead(static_cast<float>(
+              la.strength * std::pow(static_cast<double>(position.step) / static_cast<double>(total), la.power)));
+        // airbench ends on the averaged weights: ema unchanged, net <- ema.
+        if (la.every > 0 && position.step + 1 == total) executor->lookahead(1.0f);
         seen += batch.n;
         ++position.step;
         ++position.batch_in_epoch;

@@ -55,14 +55,14 @@ class Parser {
   }
 
   std::optional<double> term(int depth) {
-    auto v = factor(depth);
+    auto v = power(depth);
     while (v) {
       if (eat('*')) {
-        auto r = factor(depth);
+        auto r = power(depth);
         if (!r) return std::nullopt;
         *v *= *r;
       } else if (eat('/')) {
-        auto r = factor(depth);
+        auto r = power(depth);
         if (!r || *r == 0) return std::nullopt;
         *v /= *r;
       } else {
@@ -70,6 +70,15 @@ class Parser {
       }
     }
     return v;
+  }
+
+  // a ^ b, right-associative, binding tighter than * and /, looser than a sign: -2^2 = 4.
+  std::optional<double> power(int depth) {
+    auto base = factor(depth);
+    if (!base || !eat('^')) return base;
+    auto exponent = power(depth + 1);
+    if (!exponent) return std::nullopt;
+    return std::pow(*base, *exponent);
   }
 
   std::optional<double> factor(int depth) {

@@ -60,6 +60,7 @@ TrainConfig recipe() {
   c.label_smoothing = 0.1;
   c.augment = Augment{4, 0, true};
   c.seed = 3;
+  c.lookahead.every = 3;  // the averages are part of the state a resume restores
   return c;
 }
 
@@ -208,7 +209,11 @@ TEST(Training, DivergenceStopsWithExitCodeThree) {
     FAIL();
   } catch (const DivergenceError& e) {
     EXPECT_EQ(e.exit_code(), ExitCode::runtime);
-    EXPECT_TRUE(contains(e.what(), "try a lower learning rate")) << e.what();
+    const std::string m = e.what();
+    EXPECT_TRUE(contains(m, "training diverged at step ")) << m;
+    EXPECT_TRUE(contains(m, "the first non-finite values are in layer '")) << m;
+    EXPECT_TRUE(contains(m, "hint: lower the learning rate (lr was ")) << m;
+    EXPECT_TRUE(contains(m, "e.g. --lr 1e+29")) << m;
   }
 }
 

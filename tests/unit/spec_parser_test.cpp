@@ -238,7 +238,7 @@ TEST(TrainSection, EveryKeyAndItsErrors) {
   EXPECT_DOUBLE_EQ(t.lr, 11.5 / (1024 * (1 + 1 / 0.15)));
   EXPECT_DOUBLE_EQ(t.momentum, 0.85);
   EXPECT_TRUE(t.nesterov);
-  EXPECT_TRUE(t.decoupled_decay);
+  EXPECT_EQ(t.decay_mode, DecayMode::decoupled);
   EXPECT_DOUBLE_EQ(t.label_smoothing, 0.2);
   EXPECT_TRUE(t.sum_loss);
   EXPECT_EQ(t.augment.translate, 2);

@@ -1,0 +1,74 @@
+#include "train/evaluate.hpp"
+
+#include <algorithm>
+
+#include "data/loader.hpp"
+#include "math/loss.hpp"
+#include "trace/trace.hpp"
+
+namespace kiln::detail {
+
+std::vector<TtaView> tta_views(bool tta) {
+  if (!tta) return {{{0, 0, 0}, 1.0}};
+  // airbench's tta_level 2: 0.5 * mirror(x) + 0.25 * mirror(x shifted -1) + 0.25 * mirror(x shifted +1),
+  // mirror(v) = (net(v) + net(flip(v))) / 2.
+  return {{{0, 0, 0}, 0.25},   {{0, 0, 1}, 0.25},   {{-1, -1, 0}, 0.125},
+          {{-1, -1, 1}, 0.125}, {{1, 1, 0}, 0.125}, {{1, 1, 1}, 0.125}};
+}
+
+Evaluation evaluate_dataset(Executor& executor, const TrainConfig& config, const Dataset& data) {
+  trace::Range range("evaluate");
+  const Graph& graph = executor.graph();
+  const auto K = static_cast<std::size_t>(graph.classes());
+  Evaluation e;
+  e.confusion.assign(K, std::vector<std::int64_t>(K, 0));
+  LoaderOptions o;
+  o.batch = executor.capacity();
+  o.shuffle = false;
+  Loader loader(data, o);
+  loader.start_epoch(0);
+
+  InputTransform transform;
+  transform.pad = math::PadMode::reflect;  // the translated views reflect; the others do not leave the image
+  transform.mean = config.mean;
+  for (float s : config.std) transform.inv_std.push_back(1.0f / s);
+  const auto views = tta_views(config.tta);
+  std::vector<float> logits(static_cast<std::size_t>(executor.capacity()) * K), sum(logits.size());
+  std::vector<math::AugmentParams> params(static_cast<std::size_t>(executor.capacity()));
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+  executor.take_stats(true);
+  HostBatch batch;
+  while (loader.next(batch)) {
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    for (const TtaView& view : views) {
+      std::fill(params.begin(), params.end(), view.params);
+      HostBatch b = batch;
+      b.augment = params.data();
+      executor.stage(b, transform);
+      executor.forward(false, 0);
+      executor.read_logits(logits);
+      for (std::size_t i = 0; i < static_cast<std::size_t>(batch.n) * K; ++i) sum[i] += static_cast<float>(view.weight) * logits[i];
+    }
+    for (std::int64_t i = 0; i < batch.n; ++i) {
+      const float* row = sum.data() + static_cast<std::size_t>(i) * K;
+      auto s = math::softmax_cross_entropy(row, static_cast<int>(K), batch.labels[i], static_cast<float>(config.label_smoothing), 1.0f,
+                                           nullptr);
+      loss_sum += s.loss;
+      correct += s.correct ? 1 : 0;
+      const auto best = static_cast<std::size_t>(std::max_element(row, row + K) - row);
+      ++e.confusion[batch.labels[i]][best];
+    }
+    e.count += batch.n;
+  }
+  e.accuracy = e.count ? static_cast<double>(correct) / static_cast<double>(e.count) : 0.0;
+  e.loss = e.count ? loss_sum / static_cast<double>(e.count) : 0.0;
+  for (std::size_t k = 0; k < K; ++k) {
+    std::int64_t total = 0;
+    for (auto c : e.confusion[k]) total += c;
+    e.class_accuracy.push_back(total ? static_cast<double>(e.confusion[k][k]) / static_cast<double>(total) : 0.0);
+  }
+  return e;
+}
+
+}  // namespace kiln::detail
