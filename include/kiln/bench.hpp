@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// Benchmarks of whole training steps and of each layer (`kiln bench`).
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,32 +14,35 @@
 
 namespace kiln {
 
+/// What bench() measures and how.
 struct BenchOptions {
-  Backend device = Backend::cpu;
-  std::int64_t batch = 128;
+  Backend device = Backend::cpu;  ///< the backend to time
+  std::int64_t batch = 128;       ///< batch size of every step
   int threads = 0;            ///< 0: all cores
-  Layout layout = Layout::nchw;
-  DType dtype = DType::f32;
-  bool autotune = false;
+  Layout layout = Layout::nchw;   ///< CUDA: activation layout
+  DType dtype = DType::f32;       ///< CUDA: activation type
+  bool autotune = false;          ///< CUDA: time the top cuDNN engines first
   int warmup = 3;             ///< untimed training steps first
   int repeats = 7;            ///< timed repetitions; the median is reported
   int steps_per_repeat = 5;   ///< training steps per repetition
 };
 
+/// The time one layer takes.
 struct LayerBench {
-  std::string name;
-  std::string op;
+  std::string name;           ///< the layer's name
+  std::string op;             ///< its op, as spelled in a spec
   double forward_ms = 0;      ///< per step
   double backward_ms = 0;     ///< per step
   std::string detail;         ///< CUDA: the cuDNN engines and workspace of a convolution
 };
 
+/// What bench() measured.
 struct BenchResult {
-  std::vector<LayerBench> layers;
+  std::vector<LayerBench> layers;      ///< every layer but the input, in graph order
   std::vector<double> images_per_sec;  ///< one per repetition
-  double median_images_per_sec = 0;
-  std::int64_t batch = 0;
-  int threads = 0;
+  double median_images_per_sec = 0;    ///< the median of `images_per_sec`
+  std::int64_t batch = 0;              ///< the batch size timed
+  int threads = 0;                     ///< CPU threads used
   std::string backend;                 ///< "cpu, 2 threads"
 };
 

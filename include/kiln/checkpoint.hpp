@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// safetensors files: reading, writing, and matching them against a graph's parameters.
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -17,17 +20,17 @@ enum class TensorType : std::uint8_t { f32, i64 };
 /// One tensor of a safetensors file. `f32` holds the values of floating tensors (any
 /// floating dtype in the file, converted), `i64` those of integer tensors.
 struct NamedTensor {
-  std::string name;
-  TensorType type = TensorType::f32;
-  std::vector<std::int64_t> dims;
-  std::vector<float> f32;
-  std::vector<std::int64_t> i64;
+  std::string name;                  ///< e.g. `conv1.weight`
+  TensorType type = TensorType::f32; ///< which of `f32` and `i64` holds the values
+  std::vector<std::int64_t> dims;    ///< shape, outermost first (empty: a scalar)
+  std::vector<float> f32;            ///< values of a floating tensor, row-major
+  std::vector<std::int64_t> i64;     ///< values of an integer tensor, row-major
 };
 
 /// The contents of a safetensors file: tensors in file order and the `__metadata__` map.
 struct SafetensorsFile {
-  std::vector<NamedTensor> tensors;
-  std::map<std::string, std::string> metadata;
+  std::vector<NamedTensor> tensors;              ///< in file order
+  std::map<std::string, std::string> metadata;   ///< the header's `__metadata__`
 
   /// The tensor called `name`, or nullptr.
   KILN_API const NamedTensor* find(const std::string& name) const;

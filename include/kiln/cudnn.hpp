@@ -1,5 +1,9 @@
 #pragma once
 
+/// @file
+/// Compilation targets, and the cuDNN graph-API descriptors of a graph (`kiln check
+/// --target cuda`).
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -10,26 +14,27 @@
 
 namespace kiln {
 
-/// What a graph is compiled for: backend, batch size, dtype and layout.
+/// What a graph is compiled for: backend, batch size, dtype and layout (see compile()).
 struct Target {
-  Backend backend = Backend::cpu;
-  std::int64_t batch = 128;
-  DType dtype = DType::f32;
-  Layout layout = Layout::nchw;
+  Backend backend = Backend::cpu;  ///< the backend that runs the plan
+  std::int64_t batch = 128;        ///< the largest batch of one forward pass
+  DType dtype = DType::f32;        ///< activation and parameter type (the CPU backend: fp32 only)
+  Layout layout = Layout::nchw;    ///< activation layout (the CPU backend: NCHW only)
 };
 
 /// How one layer maps onto cuDNN.
 struct CudnnLayerReport {
-  std::string layer;
-  std::string op;
+  std::string layer;    ///< the layer's name
+  std::string op;       ///< its op, as spelled in a spec
   /// "graph API: conv fwd, bwd-data, bwd-filter", "graph API: resample fwd (maxpool)",
   /// "kiln kernel: ceil-mode pooling", "tensor descriptors", ...
   std::string path;
   int descriptors = 0;  ///< backend descriptors finalized for this layer
 };
 
+/// What compile_cudnn() finalized.
 struct CudnnReport {
-  std::vector<CudnnLayerReport> layers;
+  std::vector<CudnnLayerReport> layers;  ///< one per layer, in graph order
   int tensors = 0;      ///< tensor descriptors finalized
   int operations = 0;   ///< operation descriptors finalized
 };

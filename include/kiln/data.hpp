@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// Datasets: the CIFAR-10 binary reader and writer, and the synthetic set.
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -14,20 +17,22 @@ namespace kiln {
 /// (channel-major, like the binary files), its label one byte.
 struct Dataset {
   std::string source;                    ///< directory or description, for messages
-  Shape sample = Shape::chw(3, 32, 32);
-  int classes = 10;
+  Shape sample = Shape::chw(3, 32, 32);  ///< the shape of one image
+  int classes = 10;                      ///< labels are 0 .. classes - 1
   std::vector<std::string> class_names;  ///< from batches.meta.txt, when present
   std::vector<std::uint8_t> images;      ///< size() * sample.elements() bytes
   std::vector<std::uint8_t> labels;      ///< size() bytes, each < classes
 
+  /// Number of images.
   std::int64_t size() const { return static_cast<std::int64_t>(labels.size()); }
+  /// The first byte of image `i` (0 <= i < size()).
   const std::uint8_t* image(std::int64_t i) const { return images.data() + i * sample.elements(); }
 };
 
 /// The training and test splits of a CIFAR-10-format directory.
 struct Cifar10 {
-  Dataset train;
-  Dataset test;
+  Dataset train;  ///< data_batch_1..5.bin
+  Dataset test;   ///< test_batch.bin
 };
 
 /// Bytes of one CIFAR-10 binary record: a label byte and 3 x 32 x 32 pixel bytes.
@@ -40,9 +45,9 @@ KILN_API Cifar10 load_cifar10(const std::string& dir);
 
 /// Options of the synthetic CIFAR-format set (`kiln synth`).
 struct SynthOptions {
-  std::int64_t train = 50000;
-  std::int64_t test = 10000;
-  std::uint64_t seed = 0;
+  std::int64_t train = 50000;  ///< training images
+  std::int64_t test = 10000;   ///< test images
+  std::uint64_t seed = 0;      ///< the same seed gives the same images
 };
 
 /// A learnable synthetic 10-class set in CIFAR-10's format: shapes, stripes, rings and

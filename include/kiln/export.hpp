@@ -1,7 +1,11 @@
 #pragma once
 
-// kiln's shared library hides every symbol by default (-fvisibility=hidden); the public API
-// is exported one declaration at a time with KILN_API, so `nm -D` lists only the API.
+/// @file
+/// KILN_API, which marks what libkiln.so exports.
+
+/// Marks a declaration of the public API: libkiln.so hides every symbol by default
+/// (-fvisibility=hidden, and a linker version script for standard library instantiations)
+/// and exports only these, so `nm -D` lists only the API.
 #if defined(_WIN32)
 #define KILN_API
 #else

@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// Numbers for people: counts, bytes and FLOPs as the CLI prints them.
+
 #include <cstdint>
 #include <string>
 

@@ -101,7 +101,11 @@ struct Attrs {
   /// conv: how the weight starts. `dirac`: PyTorch's default, then the identity on the
   /// first `in` filters (torch.nn.init.dirac_). `whiten`: from the training data before
   /// training (the eigenvectors of the patch covariance and their negatives), then frozen.
-  enum class Init : std::uint8_t { standard, dirac, whiten } init = Init::standard;
+  enum class Init : std::uint8_t {
+    standard,  ///< PyTorch's default (kaiming-uniform)
+    dirac,     ///< the default, then the identity on the first `in` filters
+    whiten,    ///< from the training data's patch covariance, then frozen
+  } init = Init::standard;  ///< conv: how the weight starts
 };
 
 /// A layer as the user declares it (in a spec or through GraphBuilder), before validation.
@@ -149,7 +153,9 @@ struct LayerDef {
   LayerDef& frozen(bool f = true) { attrs.frozen = f; return *this; }
   /// Sets Attrs::lr_scale.
   LayerDef& lr_scale(double s) { attrs.lr_scale = s; return *this; }
+  /// Sets Attrs::train_epochs.
   LayerDef& train_epochs(double e) { attrs.train_epochs = e; return *this; }
+  /// Sets Attrs::init.
   LayerDef& init(Attrs::Init i) { attrs.init = i; return *this; }
   /// Sets `loc`.
   LayerDef& at(SourceLoc l) { loc = std::move(l); return *this; }

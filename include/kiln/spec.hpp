@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// YAML model specs: the graph and its training recipe.
+
 #include <string>
 #include <string_view>
 
@@ -12,9 +15,9 @@ namespace kiln {
 /// A model spec: the validated graph and its training recipe (the `train:` section, with
 /// defaults for what it leaves out).
 struct Spec {
-  Graph graph;
-  std::string file;
-  TrainConfig train;
+  Graph graph;        ///< the validated graph
+  std::string file;   ///< the file it was read from, as given (or parse_spec()'s `file`)
+  TrainConfig train;  ///< the `train:` section, defaults filled in
 };
 
 /// Reads and validates a YAML model spec. Throws GraphError with every problem found

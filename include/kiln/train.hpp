@@ -1,5 +1,9 @@
 #pragma once
 
+/// @file
+/// Training: the recipe (TrainConfig), how a run executes (RunOptions), the Trainer with its
+/// per-step and per-epoch callbacks, and evaluation results.
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -16,13 +20,14 @@ namespace kiln {
 
 /// Learning-rate schedule, a factor of `lr` evaluated at every optimizer step.
 struct Schedule {
+  /// The shape of the schedule.
   enum class Kind : std::uint8_t {
     constant,  ///< 1
     step,      ///< gamma^floor(epoch / every), epoch counted in fractional steps
     cosine,    ///< from 1 to `final` along half a cosine over the run
     linear,    ///< linear from `start` to 1 over the first `warmup` of the run, then to `final`
   };
-  Kind kind = Kind::constant;
+  Kind kind = Kind::constant;  ///< which schedule
   double every = 1.0;    ///< step: epochs between decays
   double gamma = 0.1;    ///< step: decay factor
   double warmup = 0.0;   ///< linear: fraction of the run spent warming up
@@ -41,6 +46,7 @@ struct Augment {
   /// With `flip`: airbench's alternating flip instead — each image flipped at random once,
   /// then the whole set flipped on every odd epoch.
   bool alternate_flip = false;
+  /// True when any augmentation is on.
   bool enabled() const { return crop > 0 || translate > 0 || flip; }
 };
 
@@ -58,39 +64,39 @@ enum class DecayMode : std::uint8_t {
 /// net <- ema for the parameters and batchnorm statistics, with d = strength * (step /
 /// total)^power; the final weights are the averaged ones. `every` 0: off.
 struct Lookahead {
-  int every = 0;
-  double strength = 0.7737809375;  ///< 0.95^5
-  double power = 3.0;
+  int every = 0;                   ///< steps between averagings; 0: off
+  double strength = 0.7737809375;  ///< the final d: 0.95^5
+  double power = 3.0;              ///< d ramps as (step / total)^power
 };
 
 /// A training recipe: the spec's `train:` section (README "Training options"), overridable
 /// from the command line.
 struct TrainConfig {
-  double epochs = 10;
-  std::int64_t batch = 128;
-  double lr = 0.01;
-  double momentum = 0.9;
-  bool nesterov = false;
+  double epochs = 10;              ///< fractional: the last epoch stops at the step count
+  std::int64_t batch = 128;        ///< images per optimizer step
+  double lr = 0.01;                ///< peak learning rate
+  double momentum = 0.9;           ///< SGD momentum
+  bool nesterov = false;           ///< Nesterov momentum
   double weight_decay = 0.0;       ///< L2 on every parameter; coupled as torch.optim.SGD by default
-  DecayMode decay_mode = DecayMode::coupled;
-  Schedule schedule;
-  Lookahead lookahead;
+  DecayMode decay_mode = DecayMode::coupled;  ///< how weight_decay enters the update
+  Schedule schedule;               ///< the factor of lr at each step
+  Lookahead lookahead;             ///< weight averaging; off by default
   bool tta = false;                ///< evaluate with airbench's 6-view test-time augmentation
   std::int64_t whiten_images = 5000;  ///< `init: whiten`: the first N training images
   double whiten_eps = 5e-4;           ///< `init: whiten`: filter i = v_i / sqrt(lambda_i + eps)
-  double label_smoothing = 0.0;
+  double label_smoothing = 0.0;    ///< of the cross-entropy targets, in [0, 1)
   bool sum_loss = false;           ///< loss reduction: false = batch mean, true = sum
-  Augment augment;
-  bool shuffle = true;
-  bool drop_last = false;
-  std::uint64_t seed = 0;
+  Augment augment;                 ///< training-image augmentation; none by default
+  bool shuffle = true;             ///< a new order of the training set every epoch
+  bool drop_last = false;          ///< skip an epoch's last partial batch
+  std::uint64_t seed = 0;          ///< initial weights, order, augmentation and dropout
   std::vector<float> mean{0.4914f, 0.4822f, 0.4465f};  ///< per-channel normalization of [0, 1] pixels
-  std::vector<float> std{0.2470f, 0.2435f, 0.2616f};
+  std::vector<float> std{0.2470f, 0.2435f, 0.2616f};  ///< per-channel divisor after `mean`
 };
 
 /// How a run is executed (command-line options rather than recipe).
 struct RunOptions {
-  Backend device = Backend::cpu;
+  Backend device = Backend::cpu;         ///< where to train
   int threads = 0;                       ///< 0: all cores
   Layout layout = Layout::nchw;          ///< CUDA: activation layout
   DType dtype = DType::f32;              ///< CUDA: activation type (fp32 so far)
@@ -101,59 +107,67 @@ struct RunOptions {
   std::string out;                       ///< checkpoints and metrics.jsonl; empty: none written
   std::string init;                      ///< initial weights (safetensors)
   std::string resume;                    ///< a directory with train_state.safetensors
-  bool evaluate_each_epoch = true;
+  bool evaluate_each_epoch = true;       ///< evaluate the test set after every epoch
 };
 
 /// After each optimizer step.
 struct StepEvent {
   std::int64_t step = 0;                 ///< steps done, from 1
-  std::int64_t total_steps = 0;
+  std::int64_t total_steps = 0;          ///< steps the whole run takes
   std::int64_t epoch = 0;                ///< from 0
   std::int64_t batch_in_epoch = 0;       ///< batches done in this epoch, from 1
-  std::int64_t batches_per_epoch = 0;
+  std::int64_t batches_per_epoch = 0;    ///< optimizer steps in one epoch
   double loss = 0;                       ///< this step's loss as optimized (mean or sum)
-  double lr = 0;
+  double lr = 0;                         ///< learning rate this step used (scheduled)
   double images_per_sec = 0;             ///< over the epoch so far
 };
 
 /// After each epoch (and after a partial last epoch).
 struct EpochEvent {
-  std::int64_t epoch = 0;
-  std::int64_t step = 0;
+  std::int64_t epoch = 0;                ///< from 0
+  std::int64_t step = 0;                 ///< optimizer steps done so far
   double train_loss = 0;                 ///< mean per-sample loss over the epoch
-  double train_accuracy = 0;
-  std::optional<double> test_accuracy;
-  double lr = 0;
-  double images_per_sec = 0;
-  double elapsed_sec = 0;
+  double train_accuracy = 0;             ///< fraction of training images classified right, in [0, 1]
+  std::optional<double> test_accuracy;   ///< when the test set was evaluated
+  double lr = 0;                         ///< learning rate at the epoch's last step
+  double images_per_sec = 0;             ///< training throughput over the epoch
+  double elapsed_sec = 0;                ///< since fit() began
 };
 
 /// Accuracy of a model on a dataset.
 struct Evaluation {
-  double accuracy = 0;
+  double accuracy = 0;                   ///< fraction right, in [0, 1]
   double loss = 0;                       ///< mean per-sample cross-entropy
-  std::int64_t count = 0;
-  std::vector<double> class_accuracy;
+  std::int64_t count = 0;                ///< images evaluated
+  std::vector<double> class_accuracy;    ///< per class, in class order
   std::vector<std::vector<std::int64_t>> confusion;  ///< [true][predicted]
 };
 
+/// What Trainer::fit() did.
 struct TrainResult {
-  std::int64_t steps = 0;
-  std::int64_t epochs_completed = 0;
-  bool interrupted = false;
-  std::optional<double> test_accuracy;
-  double seconds = 0;
+  std::int64_t steps = 0;                ///< optimizer steps done in total (a resumed run included)
+  std::int64_t epochs_completed = 0;     ///< whole epochs done
+  bool interrupted = false;              ///< stopped by request_stop() (a signal in the CLI)
+  std::optional<double> test_accuracy;   ///< the last evaluation's, when one ran
+  double seconds = 0;                    ///< wall time of fit()
 };
 
 /// Trains a graph with a recipe. The CLI's `kiln train` is a thin client of this class.
 class KILN_API Trainer {
  public:
+  /// Compiles `graph` for `run.device` and initializes its weights (from `run.init` or
+  /// `config.seed`; `run.resume` restores a whole training state). Throws UsageError,
+  /// DeviceError or CheckpointError when that cannot be done.
   Trainer(Graph graph, TrainConfig config, RunOptions run);
   ~Trainer();
+  /// Moves the trainer; the source may only be destroyed or assigned.
   Trainer(Trainer&&) noexcept;
+  /// See the move constructor.
   Trainer& operator=(Trainer&&) noexcept;
 
+  /// Called after every optimizer step, on the calling thread of fit().
   void on_step(std::function<void(const StepEvent&)> callback);
+  /// Called after every epoch (and after a partial last one).
   void on_epoch(std::function<void(const EpochEvent&)> callback);
 
   /// Trains on `data.train`, evaluating on `data.test` after each epoch. Writes
@@ -163,14 +177,20 @@ class KILN_API Trainer {
   /// Asks a running fit() to stop after the current step, save and return (signal-safe).
   void request_stop();
 
+  /// The current weights (the averaged ones with lookahead) on `data`, with TTA when the
+  /// recipe asks for it.
   Evaluation evaluate(const Dataset& data);
   /// Logits of `n` uint8 images (CIFAR layout), normalized as in training.
   std::vector<float> predict(const std::uint8_t* images, std::int64_t n);
 
   /// Weights as a safetensors file (PyTorch names; batchnorm's num_batches_tracked).
   void save_weights(const std::string& path) const;
+  /// Loads weights (safetensors, PyTorch names); throws CheckpointError listing every
+  /// mismatch in name, shape or dtype, leaving the weights unchanged.
   void load_weights(const std::string& path);
+  /// The graph being trained.
   const Graph& graph() const;
+  /// The recipe.
   const TrainConfig& config() const;
 
  private:

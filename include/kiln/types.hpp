@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// Element types, layouts, backends and sample shapes.
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,16 +13,29 @@
 namespace kiln {
 
 /// Element type of activations and parameters in a compiled plan.
-enum class DType : std::uint8_t { f32, f16, bf16 };
+enum class DType : std::uint8_t {
+  f32,   ///< IEEE single precision ("fp32")
+  f16,   ///< IEEE half precision ("fp16"; planned)
+  bf16,  ///< bfloat16 ("bf16"; planned)
+};
 
 /// Memory layout of 4-D activations: NCHW (channels-first) or NHWC (channels-last).
-enum class Layout : std::uint8_t { nchw, nhwc };
+enum class Layout : std::uint8_t {
+  nchw,  ///< batch, channels, height, width (PyTorch's default)
+  nhwc,  ///< batch, height, width, channels
+};
 
 /// The backend a graph is compiled for.
-enum class Backend : std::uint8_t { cpu, cuda };
+enum class Backend : std::uint8_t {
+  cpu,   ///< the host: OpenBLAS and OpenMP, fp32, NCHW
+  cuda,  ///< an NVIDIA GPU: cuDNN, cuBLAS and kiln's kernels
+};
 
+/// "fp32", "fp16", "bf16".
 KILN_API std::string_view to_string(DType dtype);
+/// "nchw", "nhwc".
 KILN_API std::string_view to_string(Layout layout);
+/// "cpu", "cuda".
 KILN_API std::string_view to_string(Backend backend);
 /// Bytes per element of `dtype`.
 KILN_API std::int64_t size_of(DType dtype);
@@ -31,23 +47,26 @@ KILN_API std::optional<Layout> parse_layout(std::string_view text);
 /// The shape of one sample, without the batch dimension: an image C x H x W (rank 3) or a
 /// vector of N features (rank 1, stored in `c`).
 struct Shape {
-  int rank = 0;
-  std::int64_t c = 0;
-  std::int64_t h = 1;
-  std::int64_t w = 1;
+  int rank = 0;        ///< 3: an image, 1: a vector, 0: unset
+  std::int64_t c = 0;  ///< channels, or the number of features of a vector
+  std::int64_t h = 1;  ///< height (1 for a vector)
+  std::int64_t w = 1;  ///< width (1 for a vector)
 
   /// An image shape C x H x W.
   static constexpr Shape chw(std::int64_t c, std::int64_t h, std::int64_t w) { return {3, c, h, w}; }
   /// A vector of `n` features.
   static constexpr Shape vec(std::int64_t n) { return {1, n, 1, 1}; }
 
+  /// True for C x H x W.
   constexpr bool is_image() const { return rank == 3; }
+  /// True for a vector of features.
   constexpr bool is_vector() const { return rank == 1; }
   /// Number of elements per sample. Graph validation guarantees it does not overflow.
   constexpr std::int64_t elements() const { return c * h * w; }
   /// "3x32x32" for an image, "10" for a vector.
   KILN_API std::string str() const;
 
+  /// Same rank and sizes.
   constexpr bool operator==(const Shape&) const = default;
 };
 
