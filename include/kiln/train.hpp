@@ -94,6 +94,13 @@ struct TrainConfig {
   std::vector<float> std{0.2470f, 0.2435f, 0.2616f};  ///< per-channel divisor after `mean`
 };
 
+/// When fit() evaluates the test set.
+enum class EvalPolicy : std::uint8_t {
+  every_epoch,  ///< after every epoch (and a partial last one)
+  at_end,       ///< once, after the last step
+  never,        ///< not at all; call Trainer::evaluate() yourself
+};
+
 /// How a run is executed (command-line options rather than recipe).
 struct RunOptions {
   Backend device = Backend::cpu;         ///< where to train
@@ -107,7 +114,7 @@ struct RunOptions {
   std::string out;                       ///< checkpoints and metrics.jsonl; empty: none written
   std::string init;                      ///< initial weights (safetensors)
   std::string resume;                    ///< a directory with train_state.safetensors
-  bool evaluate_each_epoch = true;       ///< evaluate the test set after every epoch
+  EvalPolicy evaluate = EvalPolicy::every_epoch;  ///< when fit() evaluates the test set
 };
 
 /// After each optimizer step.

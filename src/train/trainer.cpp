@@ -266,14 +266,16 @@ struct Trainer::Impl {
         ++result.epochs_completed;
       }
       const bool last = position.step >= stop_at || stop.load();
-      if (run.evaluate_each_epoch && data.test.size() > 0 && (epoch_done || last)) {
+      const bool evaluate_now = run.evaluate == EvalPolicy::every_epoch ? (epoch_done || last) : (run.evaluate == EvalPolicy::at_end && last);
+      if (evaluate_now && data.test.size() > 0) {
         ev.test_accuracy = evaluate(data.test).accuracy;
         result.test_accuracy = ev.test_accuracy;
       }
       ev.elapsed_sec = seconds_since(start);
       if (metrics) {
         nlohmann::json j{{"epoch", ev.epoch}, {"step", ev.step}, {"train_loss", ev.train_loss}, {"train_accuracy", ev.train_accuracy},
-                         {"lr", ev.lr}, {"images_per_sec", ev.images_per_sec}, {"elapsed", ev.elapsed_sec}};
+                         {"lr", ev.lr}, {"images_per_sec", ev.images_per_sec}, {"train_seconds", train_seconds},
+                         {"elapsed", ev.elapsed_sec}};
         j["test_accuracy"] = ev.test_accuracy ? nlohmann::json(*ev.test_accuracy) : nlohmann::json(nullptr);
         metrics << j.dump() << '\n';
         metrics.flush();

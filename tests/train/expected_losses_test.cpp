@@ -25,7 +25,7 @@ TEST(ExpectedLosses, CifarQuickFirstSteps) {
   RunOptions run;
   run.threads = 2;
   run.max_steps = 10;
-  run.evaluate_each_epoch = false;
+  run.evaluate = kiln::EvalPolicy::never;
   Trainer t(spec.graph, c, run);
   std::vector<double> losses;
   t.on_step([&](const StepEvent& e) { losses.push_back(e.loss); });

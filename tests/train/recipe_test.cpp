@@ -267,5 +267,34 @@ TEST(Recipe, InitKeysAreChecked) {
   EXPECT_EQ(d4.message, "train_epochs must be positive, got 0");
 }
 
+// When fit() evaluates: after every epoch, once at the end, or never (airbench evaluates once).
+TEST(Recipe, EvaluationPolicy) {
+  GraphBuilder b("e", Shape::chw(3, 8, 8), 10);
+  b.add(layers::flatten()).add(layers::linear(10).named("fc"));
+  const Graph g = b.build();
+  Cifar10 data = make_synthetic_cifar10({.train = 96, .test = 32, .seed = 3});
+  data.train.images.resize(static_cast<std::size_t>(96 * 3 * 8 * 8));
+  data.test.images.resize(static_cast<std::size_t>(32 * 3 * 8 * 8));
+  data.train.sample = data.test.sample = Shape::chw(3, 8, 8);
+  TrainConfig c;
+  c.epochs = 3;
+  c.batch = 32;
+  for (EvalPolicy policy : {EvalPolicy::every_epoch, EvalPolicy::at_end, EvalPolicy::never}) {
+    RunOptions run;
+    run.threads = 1;
+    run.evaluate = policy;
+    Trainer t(g, c, run);
+    std::vector<bool> evaluated;
+    t.on_epoch([&](const EpochEvent& e) { evaluated.push_back(e.test_accuracy.has_value()); });
+    const TrainResult r = t.fit(data);
+    ASSERT_EQ(evaluated.size(), 3u);
+    const std::vector<bool> expected = policy == EvalPolicy::every_epoch ? std::vector<bool>{true, true, true}
+                                       : policy == EvalPolicy::at_end    ? std::vector<bool>{false, false, true}
+                                                                         : std::vector<bool>{false, false, false};
+    EXPECT_EQ(evaluated, expected) << static_cast<int>(policy);
+    EXPECT_EQ(r.test_accuracy.has_value(), policy != EvalPolicy::never);
+  }
+}
+
 }  // namespace
 }  // namespace kiln::test

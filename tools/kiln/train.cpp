@@ -35,6 +35,7 @@ struct TrainOptions {
   std::optional<double> workspace_mb;
   bool autotune = false;
   std::string pipeline = "auto";
+  std::string eval = "epoch";
 };
 
 std::atomic<Trainer*> g_trainer{nullptr};
@@ -75,6 +76,7 @@ int run_train(const TrainOptions& o) {
   if (o.workspace_mb) run.workspace_limit = static_cast<std::int64_t>(*o.workspace_mb * 1024 * 1024);
   run.autotune = o.autotune;
   run.pipeline = o.pipeline;
+  run.evaluate = o.eval == "epoch" ? EvalPolicy::every_epoch : o.eval == "end" ? EvalPolicy::at_end : EvalPolicy::never;
 
   std::string data_description;
   Cifar10 data = resolve_data(o.data, true, data_description);
@@ -159,6 +161,9 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_flag("--no-augment", o->no_augment, "No data augmentation");
   app->add_flag("--no-shuffle", o->no_shuffle, "Records in file order");
   app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  app->add_option("--eval", o->eval, "When to evaluate the test set: epoch (after every epoch), end or none")
+      ->check(CLI::IsMember({"epoch", "end", "none"}))
+      ->capture_default_str();
   app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
   app->add_option("--layout", o->layout, "CUDA: activation layout, nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
   app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)")->capture_default_str();

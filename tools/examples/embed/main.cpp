@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     kiln::RunOptions run;
     run.device = kiln::Backend::cpu;
     run.max_steps = 8;
-    run.evaluate_each_epoch = false;
+    run.evaluate = kiln::EvalPolicy::never;
     kiln::Trainer trainer(graph, config, run);
     std::vector<double> losses;
     trainer.on_step([&](const kiln::StepEvent& e) {
