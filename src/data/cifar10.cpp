@@ -23,7 +23,11 @@ constexpr const char* kGetHint =
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) throw DataError(path, -1, fmt::format("{}: is a directory, not a CIFAR-10 batch file", path));
+  const fs::file_status status = fs::status(path, ec);
+  if (fs::is_directory(status)) throw DataError(path, -1, fmt::format("{}: is a directory, not a CIFAR-10 batch file", path));
+  // Opening a FIFO would wait for a writer forever: refuse anything but a file before opening.
+  if (fs::exists(status) && !fs::is_regular_file(status))
+    throw DataError(path, -1, fmt::format("{}: cannot read: not a regular file", path));
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw DataError(path, -1, fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
   const std::streamoff size = in.tellg();
@@ -76,11 +80,19 @@ std::vector<std::string> read_class_names(const std::string& path) {
   return names;
 }
 
+// Whether `path` exists. A search permission denied on the way is not "missing": it says so.
+bool present(const fs::path& path) {
+  std::error_code ec;
+  bool there = fs::exists(path, ec);
+  if (ec) throw DataError(path.string(), -1, fmt::format("{}: cannot read: {}", path.string(), ec.message()));
+  return there;
+}
+
 }  // namespace
 
 Cifar10 load_cifar10(const std::string& dir) {
   std::error_code ec;
-  if (!fs::exists(dir, ec))
+  if (!present(dir))
     throw DataError(dir, -1, fmt::format("CIFAR-10 directory '{}' does not exist\n    hint: {}", dir, kGetHint));
   if (!fs::is_directory(dir, ec))
     throw DataError(dir, -1,
@@ -89,8 +101,8 @@ Cifar10 load_cifar10(const std::string& dir) {
                                 dir));
   std::vector<std::string> missing;
   for (const char* f : kTrainFiles)
-    if (!fs::exists(fs::path(dir) / f, ec)) missing.emplace_back(f);
-  if (!fs::exists(fs::path(dir) / kTestFile, ec)) missing.emplace_back(kTestFile);
+    if (!present(fs::path(dir) / f)) missing.emplace_back(f);
+  if (!present(fs::path(dir) / kTestFile)) missing.emplace_back(kTestFile);
   if (!missing.empty())
     throw DataError(dir, -1,
                     fmt::format("'{}' is not a CIFAR-10 binary directory: missing {} (expected data_batch_1.bin … "
@@ -103,7 +115,7 @@ Cifar10 load_cifar10(const std::string& dir) {
   for (const char* f : kTrainFiles) append_batch((fs::path(dir) / f).string(), data.train);
   append_batch((fs::path(dir) / kTestFile).string(), data.test);
   auto meta = fs::path(dir) / "batches.meta.txt";
-  if (fs::exists(meta, ec)) {
+  if (fs::is_regular_file(meta, ec)) {  // optional; a FIFO or directory there is not it
     data.train.class_names = read_class_names(meta.string());
     data.test.class_names = data.train.class_names;
   }

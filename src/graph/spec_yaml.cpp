@@ -1,6 +1,7 @@
 // The YAML model spec -> GraphBuilder. Every node keeps its line and column, so each
 // problem is reported where it is written; parse problems and shape problems come out
 // together, in source order.
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -8,9 +9,11 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include "graph/op_def.hpp"
+#include "kiln/format.hpp"
 #include "kiln/spec.hpp"
 #include "graph/train_yaml.hpp"
 #include "graph/yaml_util.hpp"
@@ -22,6 +25,70 @@ namespace {
 
 using detail::KeyDef;
 using detail::KeyType;
+
+// No input may hang the parser or the builder (tests/fuzz/fuzz_spec.cpp). yaml-cpp 0.7 stops
+// nesting at a fixed depth (YAML::DeepRecursion), and aliases share nodes instead of copying
+// them, so neither deep nor "billion laughs" YAML needs a limit here; the layer count does:
+// the "did you mean" hints and the memory planner take time that grows with its square. Real
+// models are far inside it: resnet20 has 60 layers, a DenseNet-264 written out about 2,000.
+constexpr std::int64_t kMaxLayers = 4096;
+
+// The blanks that begin line `line` (from 0) of `text`; empty past its end.
+std::string_view indentation(std::string_view text, int line) {
+  std::size_t start = 0;
+  for (int i = 0; i < line; ++i) {
+    start = text.find('\n', start);
+    if (start == std::string_view::npos) return {};
+    ++start;
+  }
+  std::string_view rest = text.substr(start);
+  return rest.substr(0, rest.find_first_not_of(" \t"));
+}
+
+// yaml-cpp's words for a tab in the indentation ("illegal block entry", "end of map not
+// found") do not mention the tab: say it when the line it points at, or the one before, has one.
+// Nor do they mention a byte-order mark inside the text (files joined with cat), which yaml-cpp
+// reads as a character of the line; one at the very start is legal and skipped.
+std::string yaml_hint(std::string_view text, const YAML::Mark& mark) {
+  for (int line : {mark.line - 1, mark.line})
+    if (line >= 0 && indentation(text, line).find('\t') != std::string_view::npos)
+      return "YAML does not allow tabs in indentation; indent with spaces";
+  constexpr std::string_view kBom = "\xef\xbb\xbf";
+  if (std::size_t at = text.find(kBom, 1); at != std::string_view::npos) {
+    const auto line = std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n') + 1;
+    return fmt::format("line {} holds a byte-order mark (U+FEFF), which only the first bytes of a file may; "
+                       "was the file made by joining files? remove it",
+                       line);
+  }
+  return {};
+}
+
+// The offset of the first byte of `text` that is not UTF-8 (overlong forms and surrogates
+// included), or npos. YAML is UTF-8 here, and the names in a spec end up in checkpoints, whose
+// JSON header must be UTF-8: without this check a bad name failed at the first checkpoint,
+// after an epoch of training.
+std::size_t invalid_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    int more = 0;
+    std::uint32_t code = 0, least = 0;
+    if (c < 0x80) more = 0, code = c;
+    else if ((c & 0xe0) == 0xc0) more = 1, code = c & 0x1fu, least = 0x80;
+    else if ((c & 0xf0) == 0xe0) more = 2, code = c & 0x0fu, least = 0x800;
+    else if ((c & 0xf8) == 0xf0) more = 3, code = c & 0x07u, least = 0x10000;
+    else return i;
+    for (int k = 1; k <= more; ++k) {
+      if (i + static_cast<std::size_t>(k) >= text.size()) return i;
+      const auto next = static_cast<unsigned char>(text[i + static_cast<std::size_t>(k)]);
+      if ((next & 0xc0) != 0x80) return i;
+      code = (code << 6) | (next & 0x3fu);
+    }
+    if (code < least || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return i;
+    i += static_cast<std::size_t>(more) + 1;
+  }
+  return std::string_view::npos;
+}
 
 class SpecParser {
  public:
@@ -256,11 +323,26 @@ void SpecParser::layer(const YAML::Node& node, std::size_t position, GraphBuilde
 }
 
 Spec SpecParser::parse(std::string_view text) {
+  // UTF-16 and UTF-32 (with their byte-order marks) are YAML too; yaml-cpp converts them.
+  const bool utf8 = !text.starts_with("\xff\xfe") && !text.starts_with("\xfe\xff") && !text.starts_with(std::string_view("\0\0", 2));
+  if (std::size_t bad = utf8 ? invalid_utf8(text) : std::string_view::npos; bad != std::string_view::npos) {
+    const std::string_view before = text.substr(0, bad);
+    const std::size_t newline = before.rfind('\n');
+    const std::size_t column = newline == std::string_view::npos ? bad : bad - newline - 1;
+    error({file_, static_cast<int>(std::count(before.begin(), before.end(), '\n')) + 1, static_cast<int>(column) + 1},
+          fmt::format("invalid YAML: byte 0x{:02x} is not UTF-8", static_cast<unsigned char>(text[bad])),
+          "save the file as UTF-8");
+    throw GraphError(diags_);
+  }
   YAML::Node loaded;
   try {
     loaded = YAML::Load(std::string(text));
+  } catch (const YAML::DeepRecursion& e) {
+    error(loc(e.mark), fmt::format("invalid YAML: lists and mappings nest too deeply (the parser stops at depth {})", e.depth()),
+          "a model spec nests a few levels: layers is a list of mappings of numbers and short lists");
+    throw GraphError(diags_);
   } catch (const YAML::Exception& e) {
-    error(loc(e.mark), fmt::format("invalid YAML: {}", e.msg));
+    error(loc(e.mark), fmt::format("invalid YAML: {}", e.msg), yaml_hint(text, e.mark));
     throw GraphError(diags_);
   }
   const YAML::Node& root = loaded;  // const: lookups must not insert keys
@@ -328,6 +410,10 @@ Spec SpecParser::parse(std::string_view text) {
     error(file_loc, "missing required key 'layers'", "list the layers, e.g. layers: [{op: flatten}, {op: linear, out: 10}]");
   } else if (!layers.IsSequence()) {
     error(loc(layers), fmt::format("'layers' must be a list of layers, got {}", show(layers)));
+  } else if (static_cast<std::int64_t>(layers.size()) > kMaxLayers) {
+    error(loc(layers), fmt::format("'layers' lists {} layers; kiln builds models of at most {}",
+                                   format_count(static_cast<std::int64_t>(layers.size())), format_count(kMaxLayers)));
+    throw GraphError(diags_);
   } else {
     std::size_t position = 1;
     for (const auto& node : layers) layer(node, position++, builder);
@@ -354,7 +440,11 @@ Spec load_spec(const std::string& path) {
     throw GraphError({d});
   };
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) fail("is a directory, not a model spec", "name a .yaml file, e.g. data/models/cifar_quick.yaml");
+  const auto status = std::filesystem::status(path, ec);
+  if (std::filesystem::is_directory(status)) fail("is a directory, not a model spec", "name a .yaml file, e.g. data/models/cifar_quick.yaml");
+  // Opening a FIFO would wait for a writer forever (`kiln check` hung on one).
+  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+    fail("cannot read the model spec: not a regular file", "name a .yaml file, e.g. data/models/cifar_quick.yaml");
   std::ifstream file(path, std::ios::binary);
   if (!file) fail(fmt::format("cannot read the model spec: {}", std::strerror(errno)), "check the path, e.g. data/models/cifar_quick.yaml");
   std::ostringstream text;

@@ -204,7 +204,8 @@ class Reader {
     Json header;
     try {
       header = Json::parse(text, callback);
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {
+      // parse_error, and out_of_range for a number beyond a double ("1e999"), found by fuzzing.
       std::string_view what = e.what();
       if (auto close = what.find("] "); close != std::string_view::npos) what.remove_prefix(close + 2);
       fail(fmt::format("header is not valid JSON ({})", what));
