@@ -218,6 +218,7 @@ struct Trainer::Impl {
         if (step_callback) step_callback(ev);
       }
     };
+    const std::int64_t first_step = position.step;
     while (position.step < stop_at && !stop.load()) {
       const auto epoch_start = Clock::now();
       loader.start_epoch(position.epoch, position.batch_in_epoch);
@@ -283,6 +284,10 @@ struct Trainer::Impl {
       if (epoch_callback) epoch_callback(ev);
       save_checkpoint(last);
     }
+    // A run resumed after its last training state was written but before its weights were
+    // (kill -9 between the two files) has no step left: write the weights, which may be
+    // missing or an earlier interruption's.
+    if (position.step == first_step) save_checkpoint(true);
     result.steps = position.step;
     result.interrupted = stop.load();
     result.seconds = seconds_since(start);
