@@ -53,6 +53,23 @@ bool next_batch(detail::Loader& loader, detail::HostBatch& batch) {
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+// A resumed run continues `path` from step `step`: the lines of steps after it (written
+// before an interruption, and about to be run again) and a line cut short by kill -9 go.
+void keep_metrics_until(const std::filesystem::path& path, std::int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<std::int64_t>() <= step)
+      kept += line + '\n';
+  }
+  in.close();
+  std::ofstream out(path, std::ios::out | std::ios::trunc);
+  out << kept;
+  if (!out) throw Error(fmt::format("cannot write {}", path.string()), ExitCode::runtime);
+}
+
 }  // namespace
 
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const RunOptions& run, int threads) {
@@ -188,8 +205,9 @@ struct Trainer::Impl {
     std::ofstream metrics;
     if (!run.out.empty()) {
       std::filesystem::create_directories(run.out);
-      auto mode = run.resume.empty() ? std::ios::trunc : std::ios::app;
-      metrics.open(std::filesystem::path(run.out) / "metrics.jsonl", std::ios::out | mode);
+      const auto path = std::filesystem::path(run.out) / "metrics.jsonl";
+      if (!run.resume.empty()) keep_metrics_until(path, position.step);
+      metrics.open(path, std::ios::out | (run.resume.empty() ? std::ios::trunc : std::ios::app));
       if (!metrics) throw Error(fmt::format("cannot write {}/metrics.jsonl", run.out), ExitCode::runtime);
     }
 

@@ -198,6 +198,18 @@ TEST(Interrupt, KilledAtRandomPointsAndResumedEndsOnTheSameWeights) {
   ASSERT_FALSE(expected.empty());
   EXPECT_TRUE(expected == got) << "the weights after " << killed << " kills differ from an uninterrupted run's";
   EXPECT_TRUE(bytes_of(s / "whole/train_state.safetensors") == bytes_of(state));
+  // metrics.jsonl: every step once, in order, with the uninterrupted run's loss (the steps run
+  // again after a kill replace the killed run's lines; the epoch lines carry times).
+  auto step_lines = [](const std::string& path) {
+    std::vector<std::string> lines;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);)
+      if (line.find("\"elapsed\"") == std::string::npos) lines.push_back(line);
+    return lines;
+  };
+  const std::vector<std::string> whole_steps = step_lines(s / "whole/metrics.jsonl");
+  EXPECT_EQ(whole_steps.size(), 1200u);
+  EXPECT_TRUE(step_lines(out + "/metrics.jsonl") == whole_steps) << "metrics.jsonl of the killed and resumed run";
 }
 
 // kill -9 after the last training state was written but before the weights were: the resumed
