@@ -55,6 +55,21 @@ void krsc_to_kcrs(const float* src, float* dst, const std::vector<std::int64_t>&
 
 }  // namespace
 
+namespace {
+
+// Runs before any member touches the device (the streams are members): a machine without a
+// GPU or driver gets kiln's message, not the CUDA runtime's error from creating a stream.
+const detail::CudaOptions& usable(const detail::CudaOptions& options) {
+  if (options.dtype != DType::f32)
+    throw DeviceError(fmt::format("the CUDA backend trains in fp32 only so far; {} is not implemented yet (use --dtype fp32)",
+                                  to_string(options.dtype)));
+  if (cuda_device_count() == 0)
+    throw DeviceError(fmt::format("--device cuda: {}; train on the CPU with --device cpu", cuda_unavailable_reason()));
+  return options;
+}
+
+}  // namespace
+
 math::Dims4 CudaExecutor::dims(const Shape& s, std::int64_t n) const {
   return {n, s.c, s.h, s.w, options_.layout == Layout::nhwc && s.is_image()};
 }
@@ -62,12 +77,8 @@ math::Dims4 CudaExecutor::dims(const Shape& s, std::int64_t n) const {
 CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail::CudaOptions& options)
     : graph_(graph),
       batch_(batch),
-      options_(options),
+      options_(usable(options)),
       plan_(plan_memory(graph, batch, DType::f32, PlanMode::train, options.layout)) {
-  if (options.dtype != DType::f32)
-    throw DeviceError(fmt::format("the CUDA backend trains in fp32 only so far; {} is not implemented yet (use --dtype fp32)",
-                                  to_string(options.dtype)));
-  if (cuda_device_count() == 0) throw DeviceError(fmt::format("--device cuda: {}", cuda_unavailable_reason()));
   KILN_CUDA_CHECK(cudaSetDevice(options.device));
   cudaDeviceProp prop{};
   KILN_CUDA_CHECK(cudaGetDeviceProperties(&prop, options.device));

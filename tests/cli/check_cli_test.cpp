@@ -198,5 +198,21 @@ TEST(CliCheck, TargetCuda) {
   }
 }
 
+// --device cuda where there is no usable GPU: kiln's own message and exit 3, before anything
+// touches the device; with a GPU, a step runs.
+TEST(CliTrain, CudaWithoutADeviceIsAClearError) {
+  const std::string dir = (std::filesystem::temp_directory_path() / ("kiln_cli_cuda_" + std::to_string(getpid()))).string();
+  ASSERT_EQ(run_kiln("synth --out " + dir + " --train 64 --test 16").code, 0);
+  CliRun r = run_kiln("train " + src("data/models/cifar_quick.yaml") + " --device cuda --steps 1 --batch 32 --data " + dir +
+                      " --out " + dir + "/run");
+  std::filesystem::remove_all(dir);
+  if (r.code == 0) GTEST_SKIP() << "a CUDA device is present: trained a step on it";
+  EXPECT_EQ(r.code, 3) << r.err;
+  const std::string expected = KILN_HAVE_CUDA ? "kiln train: error: --device cuda: no CUDA device" : "built without CUDA";
+  EXPECT_TRUE(has(r.err, expected)) << r.err;
+  EXPECT_TRUE(has(r.err, "--device cpu")) << r.err;
+  EXPECT_FALSE(has(r.err, "cudaStreamCreate")) << r.err;
+}
+
 }  // namespace
 }  // namespace kiln::test
