@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The airbench race on a GPU: the full recipe of data/models/airbench.yaml (9.9 epochs, batch
+# 1,024, TTA) with `kiln train --device cuda` over several seeds on CIFAR-10, next to the
+# PyTorch reference (tools/reference/airbench_torch.py --device cuda) on the same GPU when
+# that machine's Python has torch with CUDA. Goal: mean test accuracy >= 94.0%; time of the
+# training loop against the reference's (whitening and evaluation excluded on both sides).
+# Separate from tools/device-check.sh; run it only with device time left after the check.
+#
+#   tools/race.sh [SEEDS="0 1 2 3 4"] [EPOCHS=9.9]
+#
+# Data: $KILN_CIFAR10_DIR (the whole set: a subset would not measure the recipe). Writes the
+# runs under ${OUT:-/tmp}/race/ and prints a markdown block for data/results/gpu.md.
+# Never run on a GPU yet (2026-11-28): see data/results/gpu.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seeds=${1:-0 1 2 3 4}
+epochs=${2:-9.9}
+data=${KILN_CIFAR10_DIR:?set KILN_CIFAR10_DIR to the CIFAR-10 binary directory (all 50,000 + 10,000 images)}
+bytes=0
+for f in "$data"/data_batch_{1,2,3,4,5}.bin; do bytes=$((bytes + $(stat -c %s "$f"))); done
+n_train=$((bytes / 3073))
+[ "$n_train" -eq 50000 ] || echo "race: warning: $data has $n_train training images, not 50,000: not the recipe's figure" >&2
+export KILN_COMPARE_OUT=${OUT:-/tmp}/race
+export KILN_DEVICE=cuda
+if ! "${KILN_PYTHON:-python3}" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "race: no torch with CUDA on this machine: kiln only, no PyTorch reference" >&2
+  export KILN_COMPARE_TORCH=0
+fi
+tools/reference/compare-airbench.sh "$data" "$epochs" "$seeds"
+{
+  echo
+  echo "### airbench race, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo
+  echo '```'
+  cat "$KILN_COMPARE_OUT/summary.txt"
+  echo '```'
+} | tee "$KILN_COMPARE_OUT/gpu-md-block.txt"
