@@ -2,6 +2,7 @@
 
 // Runs the kiln executable as a user would and captures its exit code, stdout and stderr.
 #include <cstdio>
+#include <filesystem>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -10,6 +11,25 @@
 #include <unistd.h>
 
 namespace kiln::test {
+
+// A fresh directory under the system's temporary one, removed with everything in it (its
+// permissions restored first: tests take them away).
+struct Scratch {
+  std::filesystem::path path;
+  explicit Scratch(const std::string& name)
+      : path(std::filesystem::temp_directory_path() / ("kiln_cli_" + name + "_" + std::to_string(getpid()))) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~Scratch() {
+    std::error_code ec;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path, ec);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  std::string operator/(const std::string& child) const { return (path / child).string(); }
+};
 
 struct CliRun {
   int code = -1;
