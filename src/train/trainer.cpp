@@ -169,7 +169,7 @@ struct Trainer::Impl {
         where = fmt::format("layer '{}' ({}{})", layer.name, params[p].name, pass == 0 ? "" : " gradient");
         break;
       }
-    std::string what = std::isfinite(loss) ? "the gradients hold NaN or Inf values" : fmt::format("the loss is {}", loss);
+    std::string what = std::isfinite(loss) ? "the gradients hold NaN or Inf values" : fmt::format("the loss is {}", std::isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf");
     if (!std::isfinite(loss) && grads) what += " and the gradients hold NaN or Inf values";
     std::string kept = run.out.empty() ? "no checkpoint was being written (no --out)"
                        : saved_epoch < 0
