@@ -12,20 +12,30 @@
 # runs under ${OUT:-/tmp}/race/ and prints a markdown block for data/results/gpu.md.
 # Never run on a GPU yet (2026-11-28): see data/results/gpu.md.
 set -euo pipefail
+data=$(realpath -e "${KILN_CIFAR10_DIR:?set KILN_CIFAR10_DIR to the CIFAR-10 binary directory (all 50,000 + 10,000 images)}")
+out=$(realpath -m "${OUT:-/tmp}/race")
 cd "$(dirname "$0")/.."
 
 seeds=${1:-0 1 2 3 4}
 epochs=${2:-9.9}
-data=${KILN_CIFAR10_DIR:?set KILN_CIFAR10_DIR to the CIFAR-10 binary directory (all 50,000 + 10,000 images)}
 bytes=0
 for f in "$data"/data_batch_{1,2,3,4,5}.bin; do bytes=$((bytes + $(stat -c %s "$f"))); done
 n_train=$((bytes / 3073))
 [ "$n_train" -eq 50000 ] || echo "race: warning: $data has $n_train training images, not 50,000: not the recipe's figure" >&2
-export KILN_COMPARE_OUT=${OUT:-/tmp}/race
+export KILN_COMPARE_OUT=$out
 export KILN_DEVICE=cuda
-if ! "${KILN_PYTHON:-python3}" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  echo "race: no torch with CUDA on this machine: kiln only, no PyTorch reference" >&2
-  export KILN_COMPARE_TORCH=0
+# One interpreter for both the probe and the runs: the first with torch that sees the GPU.
+candidates="${KILN_PYTHON:-} python3 /usr/bin/python3"
+export KILN_PYTHON=
+for py in $candidates; do
+  if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    KILN_PYTHON=$py
+    break
+  fi
+done
+if [ -z "$KILN_PYTHON" ]; then
+  echo "race: no Python here has torch with CUDA: kiln only, no PyTorch reference" >&2
+  export KILN_COMPARE_TORCH=0 KILN_PYTHON=python3
 fi
 tools/reference/compare-airbench.sh "$data" "$epochs" "$seeds"
 {

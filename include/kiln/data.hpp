@@ -61,7 +61,9 @@ KILN_API Cifar10 make_synthetic_cifar10(const SynthOptions& options);
 KILN_API void write_cifar10(const Cifar10& data, const std::string& dir);
 
 /// Checks that a dataset's sample shape and class count match the model's `input` and
-/// `classes`; throws GraphError naming both when they differ.
+/// `classes` (throws GraphError naming both when they differ), and that the dataset itself
+/// is whole: one image of `sample` bytes per label, every label below `classes` (throws
+/// DataError naming the source and the record).
 KILN_API void check_dataset(const Graph& graph, const Dataset& data);
 
 }  // namespace kiln

@@ -25,7 +25,9 @@ namespace kiln {
 
 /// How compile() sets a plan up, beyond its Target.
 struct CompileOptions {
-  /// CPU: worker threads; 0 uses every core.
+  /// CPU: worker threads (OpenMP); 0 uses every core. The CPU backend also sets OpenBLAS to
+  /// one thread (openblas_set_num_threads(1), process-wide), so that its pool and OpenMP's
+  /// do not compete for the same cores; a program using OpenBLAS itself may set it back.
   int threads = 0;
   /// CUDA: bytes of cuDNN workspace each convolution plan may use; -1: no limit.
   std::int64_t workspace_limit = -1;

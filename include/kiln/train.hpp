@@ -104,7 +104,7 @@ enum class EvalPolicy : std::uint8_t {
 /// How a run is executed (command-line options rather than recipe).
 struct RunOptions {
   Backend device = Backend::cpu;         ///< where to train
-  int threads = 0;                       ///< 0: all cores
+  int threads = 0;                       ///< CPU: 0: all cores (OpenBLAS is set to one thread: CompileOptions::threads)
   Layout layout = Layout::nchw;          ///< CUDA: activation layout
   DType dtype = DType::f32;              ///< CUDA: activation type (fp32 so far)
   std::int64_t workspace_limit = -1;     ///< CUDA: bytes of cuDNN workspace per plan; -1: no limit

@@ -37,6 +37,11 @@ struct InputTransform {
   std::vector<float> inv_std;  // one per channel
 };
 
+// The transform of a normalization given through the API: throws UsageError unless `mean`
+// and `std` have one value per input channel of `graph` and every std is positive and finite.
+InputTransform make_input_transform(const Graph& graph, const std::vector<float>& mean, const std::vector<float>& std,
+                                    math::PadMode pad);
+
 struct LossOptions {
   float label_smoothing = 0.0f;
   bool sum = false;  // false: the batch mean (PyTorch's default)

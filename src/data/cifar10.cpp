@@ -143,6 +143,16 @@ void check_dataset(const Graph& graph, const Dataset& data) {
     diags.push_back(std::move(d));
   }
   if (!diags.empty()) throw GraphError(std::move(diags));
+  // A Dataset made in memory by a program, not read by kiln, is checked like a file.
+  const auto want = static_cast<std::uint64_t>(data.size()) * static_cast<std::uint64_t>(data.sample.elements());
+  if (data.images.size() != want)
+    throw DataError(data.source, -1,
+                    fmt::format("{}: {} labels need {} image bytes ({} each), got {}", data.source, data.size(), want,
+                                data.sample.elements(), data.images.size()));
+  for (std::size_t i = 0; i < data.labels.size(); ++i)
+    if (data.labels[i] >= data.classes)
+      throw DataError(data.source, static_cast<std::int64_t>(i),
+                      fmt::format("{}: record {} has label {}, not below the {} classes", data.source, i, data.labels[i], data.classes));
 }
 
 }  // namespace kiln

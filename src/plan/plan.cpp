@@ -56,15 +56,11 @@ int resolve_threads(int threads) {
 }  // namespace
 
 Plan compile(const Graph& graph, const Target& target, const CompileOptions& options) {
-  const auto channels = static_cast<std::size_t>(graph.input_shape().c);
-  if (options.mean.size() != channels || options.std.size() != channels)
-    throw UsageError(fmt::format("normalization has {} mean and {} std values but model '{}' has {} input channels",
-                                 options.mean.size(), options.std.size(), graph.name(), channels));
+  detail::InputTransform transform = detail::make_input_transform(graph, options.mean, options.std, math::PadMode::zero);
   if (target.batch < 1) throw UsageError(fmt::format("the batch size must be at least 1, got {}", target.batch));
 
   auto impl = std::make_unique<Plan::Impl>(graph, target);
-  impl->transform.mean = options.mean;
-  for (float s : options.std) impl->transform.inv_std.push_back(1.0f / s);
+  impl->transform = std::move(transform);
 
   RunOptions run;
   run.device = target.backend;

@@ -38,12 +38,8 @@ int resolve_threads(int threads) {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-detail::InputTransform transform_of(const TrainConfig& c) {
-  detail::InputTransform t;
-  t.pad = c.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero;
-  t.mean = c.mean;
-  for (float s : c.std) t.inv_std.push_back(1.0f / s);
-  return t;
+detail::InputTransform transform_of(const Graph& g, const TrainConfig& c) {
+  return detail::make_input_transform(g, c.mean, c.std, c.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero);
 }
 
 bool next_batch(detail::Loader& loader, detail::HostBatch& batch) {
@@ -65,9 +61,17 @@ void keep_metrics_until(const std::filesystem::path& path, std::int64_t step) {
       kept += line + '\n';
   }
   in.close();
-  std::ofstream out(path, std::ios::out | std::ios::trunc);
-  out << kept;
-  if (!out) throw Error(fmt::format("cannot write {}", path.string()), ExitCode::runtime);
+  // Written beside it and renamed over it: a kill now leaves the old file or the new one.
+  const std::filesystem::path temp = path.string() + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::out | std::ios::trunc);
+    out << kept;
+    out.flush();
+    if (!out) throw Error(fmt::format("cannot write {}", temp.string()), ExitCode::runtime);
+  }
+  std::error_code ec;
+  std::filesystem::rename(temp, path, ec);
+  if (ec) throw Error(fmt::format("cannot replace {}: {}", path.string(), ec.message()), ExitCode::runtime);
 }
 
 }  // namespace
@@ -104,9 +108,7 @@ struct Trainer::Impl {
 
   Impl(Graph g, TrainConfig c, RunOptions r) : graph(std::move(g)), config(std::move(c)), run(std::move(r)) {
     threads = resolve_threads(run.threads);
-    if (config.mean.size() != static_cast<std::size_t>(graph.input_shape().c))
-      throw UsageError(fmt::format("normalize has {} channel values but the model input has {} channels", config.mean.size(),
-                                   graph.input_shape().c));
+    transform_of(graph, config);  // throws for a normalization that does not fit the model
     executor = make_executor(graph, config.batch, run, threads);
     detail::init_params(*executor, config.seed);
     if (config.lookahead.every > 0) executor->lookahead_init();
@@ -140,7 +142,10 @@ struct Trainer::Impl {
     return o;
   }
 
-  Evaluation evaluate(const Dataset& data) { return detail::evaluate_dataset(*executor, config, data); }
+  Evaluation evaluate(const Dataset& data) {
+    check_dataset(graph, data);
+    return detail::evaluate_dataset(*executor, config, data);
+  }
 
   void save_checkpoint(bool final_weights) {
     if (run.out.empty()) return;
@@ -183,8 +188,9 @@ struct Trainer::Impl {
 
   TrainResult fit(const Cifar10& data) {
     check_dataset(graph, data.train);
+    check_dataset(graph, data.test);
     if (fresh) {
-      detail::init_whitening(*executor, data.train, transform_of(config), config.whiten_images, config.whiten_eps);
+      detail::init_whitening(*executor, data.train, transform_of(graph, config), config.whiten_images, config.whiten_eps);
       if (config.lookahead.every > 0) executor->lookahead_init();
       fresh = false;
     }
@@ -199,14 +205,15 @@ struct Trainer::Impl {
                                   config.batch));
     const auto total = static_cast<std::int64_t>(std::ceil(config.epochs * static_cast<double>(per_epoch) - 1e-9));
     const std::int64_t stop_at = run.max_steps ? std::min(total, position.step + *run.max_steps) : total;
-    const auto transform = transform_of(config);
+    const auto transform = transform_of(graph, config);
     const detail::LossOptions loss_options{static_cast<float>(config.label_smoothing), config.sum_loss};
 
     std::ofstream metrics;
     if (!run.out.empty()) {
       std::filesystem::create_directories(run.out);
       const auto path = std::filesystem::path(run.out) / "metrics.jsonl";
-      if (!run.resume.empty()) keep_metrics_until(path, position.step);
+      std::error_code same_ec;
+      if (!run.resume.empty() && std::filesystem::equivalent(run.resume, run.out, same_ec)) keep_metrics_until(path, position.step);
       metrics.open(path, std::ios::out | (run.resume.empty() ? std::ios::trunc : std::ios::app));
       if (!metrics) throw Error(fmt::format("cannot write {}/metrics.jsonl", run.out), ExitCode::runtime);
     }
@@ -333,7 +340,7 @@ std::vector<float> Trainer::predict(const std::uint8_t* images, std::int64_t n) 
   const std::int64_t plane = impl_->graph.input_shape().elements();
   std::vector<float> out(static_cast<std::size_t>(n) * K);
   std::vector<std::uint8_t> labels(static_cast<std::size_t>(ex.capacity()), 0);
-  auto transform = transform_of(impl_->config);
+  auto transform = transform_of(impl_->graph, impl_->config);
   for (std::int64_t first = 0; first < n; first += ex.capacity()) {
     std::int64_t count = std::min(ex.capacity(), n - first);
     ex.stage({count, images + first * plane, labels.data(), nullptr}, transform);

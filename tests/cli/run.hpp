@@ -22,13 +22,23 @@ struct Scratch {
     std::filesystem::create_directories(path);
   }
   ~Scratch() {
+    restore(path);
     std::error_code ec;
-    std::filesystem::permissions(path, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
     std::filesystem::remove_all(path, ec);
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   std::string operator/(const std::string& child) const { return (path / child).string(); }
+
+ private:
+  // Gives every directory below `dir` its owner's permissions back, top down, so that
+  // remove_all can enter them.
+  static void restore(const std::filesystem::path& dir) {
+    std::error_code ec;
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
+      if (entry.is_directory(ec) && !entry.is_symlink(ec)) restore(entry.path());
+  }
 };
 
 struct CliRun {

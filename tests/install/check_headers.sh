@@ -15,8 +15,8 @@
 set -uo pipefail
 
 cxx=$1
-src=$(cd "$2" && pwd)
-build=$(cd "$3" && pwd)
+src=$(cd "$2" && pwd -P)
+build=$(cd "$3" && pwd -P)
 
 if ! command -v "$cxx" >/dev/null 2>&1; then
   echo "SKIPPED: $cxx not found"

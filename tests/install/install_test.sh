@@ -98,7 +98,8 @@ CMAKE
 configure "$work/versions" "$work/versions/build" >"$work/versions.log" 2>&1 || { cat "$work/versions.log"; fail "version checks"; }
 cuda_bool=$([ "$have_cuda" = 1 ] && echo TRUE || echo FALSE)
 grep -q "kiln_VERSION=$version " "$work/versions.log" || { cat "$work/versions.log"; fail "kiln_VERSION is not $version"; }
-grep -Eiq "kiln_HAS_CUDA=($([ "$have_cuda" = 1 ] && echo 'on|1|true' || echo 'off|0|false')) property=" "$work/versions.log" ||
+cuda_words=$([ "$have_cuda" = 1 ] && echo 'on|1|true' || echo 'off|0|false')
+grep -Eiq "kiln_HAS_CUDA=($cuda_words) property=($cuda_words)\b" "$work/versions.log" ||
   { cat "$work/versions.log"; fail "kiln_HAS_CUDA does not say CUDA=$cuda_bool"; }
 
 step "configure and build tools/examples/embed against $prefix"

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace {
 
 kiln::Graph small_graph(const std::string& name = "small") {
@@ -43,9 +45,8 @@ kiln::CompileOptions one_thread(std::uint64_t seed = 0) {
 }
 
 std::string temp_file(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / (name + "-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-                                                     ".safetensors"))
-      .string();
+  // The process id: two builds testing at once must not share files.
+  return (std::filesystem::temp_directory_path() / (name + "-" + std::to_string(::getpid()) + ".safetensors")).string();
 }
 
 }  // namespace
@@ -199,6 +200,40 @@ TEST(Plan, CompileRejectsWhatTheBackendCannotRun) {
   }
   if (kiln::cuda_device_count() == 0) {
     EXPECT_THROW(kiln::compile(g, {kiln::Backend::cuda, 4}), kiln::DeviceError);
+  }
+  kiln::CompileOptions zero_std;
+  zero_std.std = {0.25f, 0.0f, 0.25f};
+  try {
+    kiln::compile(g, cpu, zero_std);
+    FAIL() << "expected a UsageError";
+  } catch (const kiln::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("normalization of channel 1: mean 0.4822 and std 0"), std::string::npos) << e.what();
+  }
+}
+
+// A Dataset filled in by a program is checked as a file would be: one image per label, every
+// label below the model's classes.
+TEST(Plan, EvaluateRejectsABrokenDataset) {
+  const kiln::Graph g = small_graph();
+  kiln::Plan plan = kiln::compile(g, cpu, one_thread());
+  kiln::Dataset bad_label = small_data(6, 7);
+  bad_label.source = "mine";
+  bad_label.labels[4] = 4;
+  try {
+    plan.evaluate(bad_label);
+    FAIL() << "expected a DataError";
+  } catch (const kiln::DataError& e) {
+    EXPECT_EQ(e.record(), 4);
+    EXPECT_NE(std::string(e.what()).find("mine: record 4 has label 4, not below the 4 classes"), std::string::npos) << e.what();
+  }
+  kiln::Dataset short_images = small_data(6, 7);
+  short_images.source = "mine";
+  short_images.images.resize(short_images.images.size() - 1);
+  try {
+    plan.evaluate(short_images);
+    FAIL() << "expected a DataError";
+  } catch (const kiln::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("mine: 6 labels need"), std::string::npos) << e.what();
   }
 }
 

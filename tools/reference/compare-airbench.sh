@@ -15,14 +15,16 @@
 # ${KILN_COMPARE_OUT:-/tmp/kiln-compare-airbench}/ and the table to summary.txt there.
 # KILN_DEVICE=cuda runs both on the GPU; KILN_COMPARE_TORCH=0 runs kiln alone.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 
-data=${1:?usage: tools/reference/compare-airbench.sh DATA_DIR [EPOCHS] [SEEDS] [THREADS]}
+# Paths given relative to where the script was started from, made absolute before the cd.
+data=$(realpath -e "${1:?usage: tools/reference/compare-airbench.sh DATA_DIR [EPOCHS] [SEEDS] [THREADS]}")
+out=$(realpath -m "${KILN_COMPARE_OUT:-/tmp/kiln-compare-airbench}")
+kiln=${KILN_BIN:+$(realpath -m "$KILN_BIN")}
+cd "$(dirname "$0")/../.."
+kiln=${kiln:-$PWD/build/kiln}
 epochs=${2:-4}
 seeds=${3:-0 1 2}
 threads=${4:-$(nproc)}
-out=${KILN_COMPARE_OUT:-/tmp/kiln-compare-airbench}
-kiln=${KILN_BIN:-build/kiln}
 device=${KILN_DEVICE:-cpu}
 with_torch=${KILN_COMPARE_TORCH:-1}
 py=${KILN_PYTHON:-}
@@ -55,7 +57,8 @@ EOF
   echo "== seed $seed: PyTorch"
   "$py" tools/reference/airbench_torch.py --data "$data" --device "$device" --epochs "$epochs" --seed "$seed" \
     --threads "$threads" --json 2>"$out/torch-$seed.log" | tail -1 | "$py" -c \
-    'import json, sys; r = json.loads(sys.stdin.read()); r["engine"] = "pytorch"; print(json.dumps(r))' >>"$results"
+    'import json, sys; r = json.loads(sys.stdin.read()); r["engine"] = "pytorch"; print(json.dumps(r))' >>"$results" ||
+    { cat "$out/torch-$seed.log"; echo "compare-airbench: the PyTorch reference failed (log above)" >&2; exit 1; }
   tail -1 "$results"
 done
 
