@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -183,6 +184,22 @@ TEST(Plan, EvaluateAgreesWithPredict) {
   EXPECT_THROW(plan.evaluate(wrong), kiln::GraphError);
 }
 
+// The error `f` throws, which must be an `E`; a test failure when it throws nothing.
+template <class E, class F>
+std::optional<E> thrown(F f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e;
+  }
+  ADD_FAILURE() << "expected an exception";
+  return std::nullopt;
+}
+
+bool says(const std::optional<kiln::Error>& e, const std::string& text) {
+  return e && std::string(e->what()).find(text) != std::string::npos;
+}
+
 TEST(Plan, CompileRejectsWhatTheBackendCannotRun) {
   const kiln::Graph g = small_graph();
   EXPECT_THROW(kiln::compile(g, {kiln::Backend::cpu, 4, kiln::DType::f16}), kiln::UsageError);
@@ -191,24 +208,16 @@ TEST(Plan, CompileRejectsWhatTheBackendCannotRun) {
   kiln::CompileOptions two_channels;
   two_channels.mean = {0.5f, 0.5f};
   two_channels.std = {0.5f, 0.5f};
-  try {
-    kiln::compile(g, cpu, two_channels);
-    FAIL() << "expected a UsageError";
-  } catch (const kiln::UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("3 input channels"), std::string::npos) << e.what();
-    EXPECT_EQ(e.exit_code(), kiln::ExitCode::usage);
-  }
+  const auto channels = thrown<kiln::UsageError>([&] { kiln::compile(g, cpu, two_channels); });
+  EXPECT_TRUE(says(channels, "3 input channels"));
+  EXPECT_TRUE(channels && channels->exit_code() == kiln::ExitCode::usage);
   if (kiln::cuda_device_count() == 0) {
     EXPECT_THROW(kiln::compile(g, {kiln::Backend::cuda, 4}), kiln::DeviceError);
   }
   kiln::CompileOptions zero_std;
   zero_std.std = {0.25f, 0.0f, 0.25f};
-  try {
-    kiln::compile(g, cpu, zero_std);
-    FAIL() << "expected a UsageError";
-  } catch (const kiln::UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("normalization of channel 1: mean 0.4822 and std 0"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(says(thrown<kiln::UsageError>([&] { kiln::compile(g, cpu, zero_std); }),
+                   "normalization of channel 1: mean 0.4822 and std 0"));
 }
 
 // A Dataset filled in by a program is checked as a file would be: one image per label, every
@@ -219,22 +228,13 @@ TEST(Plan, EvaluateRejectsABrokenDataset) {
   kiln::Dataset bad_label = small_data(6, 7);
   bad_label.source = "mine";
   bad_label.labels[4] = 4;
-  try {
-    plan.evaluate(bad_label);
-    FAIL() << "expected a DataError";
-  } catch (const kiln::DataError& e) {
-    EXPECT_EQ(e.record(), 4);
-    EXPECT_NE(std::string(e.what()).find("mine: record 4 has label 4, not below the 4 classes"), std::string::npos) << e.what();
-  }
+  const auto label = thrown<kiln::DataError>([&] { plan.evaluate(bad_label); });
+  EXPECT_TRUE(says(label, "mine: record 4 has label 4, not below the 4 classes"));
+  EXPECT_TRUE(label && label->record() == 4);
   kiln::Dataset short_images = small_data(6, 7);
   short_images.source = "mine";
   short_images.images.resize(short_images.images.size() - 1);
-  try {
-    plan.evaluate(short_images);
-    FAIL() << "expected a DataError";
-  } catch (const kiln::DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("mine: 6 labels need"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(says(thrown<kiln::DataError>([&] { plan.evaluate(short_images); }), "mine: 6 labels need"));
 }
 
 TEST(Plan, MovesLeaveAWorkingPlan) {
