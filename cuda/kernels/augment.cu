@@ -4,21 +4,12 @@
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/launch.cuh"
 #include "math/augment.hpp"
 
 namespace kiln::cuda {
 
 namespace {
-
-constexpr int kThreads = 256;
-
-unsigned grid_for(std::int64_t count) {
-  const std::int64_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
-}
-
-__device__ std::int64_t first_index() { return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ std::int64_t grid_stride() { return static_cast<std::int64_t>(blockDim.x) * gridDim.x; }
 
 // One thread per output element, decoded from its offset in `d`'s layout.
 __global__ void stage_kernel(const std::uint8_t* images, const std::int64_t* indices, const math::AugmentParams* augment,

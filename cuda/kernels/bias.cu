@@ -4,17 +4,11 @@
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/launch.cuh"
 
 namespace kiln::cuda {
 
 namespace {
-
-constexpr int kThreads = 256;  // a power of two: the reduction halves it
-
-unsigned grid_for(std::int64_t count) {
-  const std::int64_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
-}
 
 __global__ void bias_forward_kernel(float* y, const float* bias, Dims4 d, std::int64_t count) {
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;

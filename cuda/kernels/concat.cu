@@ -5,44 +5,16 @@
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/launch.cuh"
 
 namespace kiln::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned grid_for(std::int64_t count) {
-  const std::int64_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
-}
-
-__device__ std::int64_t first_index() { return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ std::int64_t grid_stride() { return static_cast<std::int64_t>(blockDim.x) * gridDim.x; }
-
-// (n, c, h, w) of the element at offset i of a tensor laid out as `d` says: Dims4::at inverted.
-struct Index4 {
-  std::int64_t n, c, h, w;
-};
-
-__device__ Index4 index_of(const Dims4& d, std::int64_t i) {
-  Index4 x;
-  if (d.nhwc) {
-    x.c = i % d.c, i /= d.c;
-    x.w = i % d.w, i /= d.w;
-    x.h = i % d.h, x.n = i / d.h;
-  } else {
-    x.w = i % d.w, i /= d.w;
-    x.h = i % d.h, i /= d.h;
-    x.c = i % d.c, x.n = i / d.c;
-  }
-  return x;
-}
-
 __global__ void concat_forward_kernel(const float* part, Dims4 part_dims, float* whole, Dims4 whole_dims,
                                       std::int64_t channel_offset, std::int64_t count) {
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const Index4 e = index_of(part_dims, i);
+    const math::Index4 e = math::index_of(part_dims, i);
     whole[whole_dims.at(e.n, e.c + channel_offset, e.h, e.w)] = part[i];
   }
 }
@@ -50,7 +22,7 @@ __global__ void concat_forward_kernel(const float* part, Dims4 part_dims, float*
 __global__ void concat_backward_kernel(const float* dwhole, Dims4 whole_dims, float* dpart, Dims4 part_dims,
                                        std::int64_t channel_offset, bool accumulate, std::int64_t count) {
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const Index4 e = index_of(part_dims, i);
+    const math::Index4 e = math::index_of(part_dims, i);
     const float v = dwhole[whole_dims.at(e.n, e.c + channel_offset, e.h, e.w)];
     dpart[i] = accumulate ? dpart[i] + v : v;
   }
@@ -62,7 +34,7 @@ __global__ void to_nchw_kernel(const float* x, Dims4 dims, float* y, std::int64_
   Dims4 nchw = dims;
   nchw.nhwc = false;
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const Index4 e = index_of(nchw, i);
+    const math::Index4 e = math::index_of(nchw, i);
     y[i] = x[dims.at(e.n, e.c, e.h, e.w)];
   }
 }
@@ -72,7 +44,7 @@ __global__ void from_nchw_kernel(const float* dy, Dims4 dims, float* dx, bool ac
   Dims4 nchw = dims;
   nchw.nhwc = false;
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const Index4 e = index_of(dims, i);
+    const math::Index4 e = math::index_of(dims, i);
     const float v = dy[nchw.at(e.n, e.c, e.h, e.w)];
     dx[i] = accumulate ? dx[i] + v : v;
   }

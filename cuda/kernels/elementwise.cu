@@ -7,22 +7,13 @@
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/launch.cuh"
 #include "math/activation.hpp"
 #include "math/dropout.hpp"
 
 namespace kiln::cuda {
 
 namespace {
-
-constexpr int kThreads = 256;
-
-unsigned grid_for(std::int64_t count) {
-  const std::int64_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
-}
-
-__device__ std::int64_t first_index() { return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ std::int64_t grid_stride() { return static_cast<std::int64_t>(blockDim.x) * gridDim.x; }
 
 // ---- activations: fwd(x) and bwd(saved, dy), saved being y or x as backward_needs says -----
 

@@ -9,41 +9,13 @@
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/launch.cuh"
 #include "math/pool.hpp"
 #include "math/pool_strided.hpp"
 
 namespace kiln::cuda {
 
 namespace {
-
-constexpr int kThreads = 256;
-
-unsigned grid_for(std::int64_t count) {
-  const std::int64_t blocks = (count + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
-}
-
-__device__ std::int64_t first_index() { return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ std::int64_t grid_stride() { return static_cast<std::int64_t>(blockDim.x) * gridDim.x; }
-
-// (n, c, h, w) of the element at offset i of a tensor laid out as `d` says: Dims4::at inverted.
-struct Index4 {
-  std::int64_t n, c, h, w;
-};
-
-__device__ Index4 index_of(const Dims4& d, std::int64_t i) {
-  Index4 x;
-  if (d.nhwc) {
-    x.c = i % d.c, i /= d.c;
-    x.w = i % d.w, i /= d.w;
-    x.h = i % d.h, x.n = i / d.h;
-  } else {
-    x.w = i % d.w, i /= d.w;
-    x.h = i % d.h, i /= d.h;
-    x.c = i % d.c, x.n = i / d.c;
-  }
-  return x;
-}
 
 // The (n, c) plane of a tensor: element (r, col) is at base + r * row + col * column.
 struct Plane {
@@ -57,7 +29,7 @@ __device__ Plane plane_of(const Dims4& d, std::int64_t n, std::int64_t c) {
 __global__ void pool_forward_kernel(bool max, const float* x, Dims4 in, float* y, Dims4 out, PoolGeometry g,
                                     std::int64_t count) {
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const Index4 o = index_of(out, i);
+    const math::Index4 o = math::index_of(out, i);
     const math::PoolSpan rows = math::pool_span(o.h, g.kernel_h, g.stride_h, g.pad_h, in.h);
     const math::PoolSpan cols = math::pool_span(o.w, g.kernel_w, g.stride_w, g.pad_w, in.w);
     const Plane p = plane_of(in, o.n, o.c);
@@ -70,7 +42,7 @@ __global__ void pool_forward_kernel(bool max, const float* x, Dims4 in, float* y
 __global__ void pool_backward_kernel(bool max, const float* x, Dims4 in, const float* dy, Dims4 out, float* dx,
                                      bool accumulate, PoolGeometry g, std::int64_t count) {
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const Index4 e = index_of(in, i);
+    const math::Index4 e = math::index_of(in, i);
     const Plane p = plane_of(in, e.n, e.c);
     const float* plane = x + p.base;
     const std::int64_t mine = e.h * p.row + e.w * p.column;  // this element's offset in its plane
@@ -138,7 +110,7 @@ __global__ void global_max_backward_kernel(const float* x, Dims4 in, const float
 __global__ void global_avg_backward_kernel(Dims4 in, const float* dy, float* dx, bool accumulate, std::int64_t count) {
   const float size = static_cast<float>(in.h * in.w);
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const Index4 e = index_of(in, i);
+    const math::Index4 e = math::index_of(in, i);
     const float share = dy[e.n * in.c + e.c] / size;
     dx[i] = accumulate ? dx[i] + share : share;
   }

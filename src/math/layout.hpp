@@ -20,4 +20,24 @@ struct Dims4 {
   KILN_HD std::int64_t channel_of(std::int64_t i) const { return nhwc ? i % c : (i / (h * w)) % c; }
 };
 
+// (n, c, h, w) of an element.
+struct Index4 {
+  std::int64_t n, c, h, w;
+};
+
+// The element at offset i of a tensor laid out as `d` says: Dims4::at inverted.
+KILN_HD Index4 index_of(const Dims4& d, std::int64_t i) {
+  Index4 x{};
+  if (d.nhwc) {
+    x.c = i % d.c, i /= d.c;
+    x.w = i % d.w, i /= d.w;
+    x.h = i % d.h, x.n = i / d.h;
+  } else {
+    x.w = i % d.w, i /= d.w;
+    x.h = i % d.h, i /= d.h;
+    x.c = i % d.c, x.n = i / d.c;
+  }
+  return x;
+}
+
 }  // namespace kiln::math

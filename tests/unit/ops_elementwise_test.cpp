@@ -9,6 +9,7 @@
 #include <numbers>
 
 #include "math/dropout.hpp"
+#include "math/layout.hpp"
 #include "math/rng.hpp"
 #include "op_harness.hpp"
 
@@ -87,6 +88,24 @@ std::vector<Activation> activations() {
       {"tanh", layers::tanh(), true, [](double x) { return std::tanh(x); },
        [](double x) { return 1 - std::tanh(x) * std::tanh(x); }},
   };
+}
+
+// index_of inverts Dims4::at in both layouts (the CUDA kernels map a thread's element to
+// its n, c, h, w with it).
+TEST(Layout, IndexOfInvertsAt) {
+  for (bool nhwc : {false, true}) {
+    const math::Dims4 d{2, 3, 4, 5, nhwc};
+    std::int64_t visited = 0;
+    for (std::int64_t n = 0; n < d.n; ++n)
+      for (std::int64_t c = 0; c < d.c; ++c)
+        for (std::int64_t h = 0; h < d.h; ++h)
+          for (std::int64_t w = 0; w < d.w; ++w, ++visited) {
+            const math::Index4 x = math::index_of(d, d.at(n, c, h, w));
+            ASSERT_TRUE(x.n == n && x.c == c && x.h == h && x.w == w) << "nhwc " << nhwc << " at " << n << c << h << w;
+            EXPECT_EQ(d.channel_of(d.at(n, c, h, w)), c);
+          }
+    EXPECT_EQ(visited, d.count());
+  }
 }
 
 TEST(OpsElementwise, ActivationsMatchReference) {
