@@ -147,12 +147,15 @@ void check_dataset(const Graph& graph, const Dataset& data) {
   const auto want = static_cast<std::uint64_t>(data.size()) * static_cast<std::uint64_t>(data.sample.elements());
   if (data.images.size() != want)
     throw DataError(data.source, -1,
-                    fmt::format("{}: {} labels need {} image bytes ({} each), got {}", data.source, data.size(), want,
-                                data.sample.elements(), data.images.size()));
+                    fmt::format("{}: {} labels need {} image bytes ({} each), got {}\n    hint: give one image of "
+                                "sample.elements() bytes per label, in CIFAR-10's layout",
+                                data.source, data.size(), want, data.sample.elements(), data.images.size()));
   for (std::size_t i = 0; i < data.labels.size(); ++i)
     if (data.labels[i] >= data.classes)
       throw DataError(data.source, static_cast<std::int64_t>(i),
-                      fmt::format("{}: record {} has label {}, not below the {} classes", data.source, i, data.labels[i], data.classes));
+                      fmt::format("{}: record {} has label {}, not below the {} classes\n    hint: labels count from 0 "
+                                  "to classes - 1; set Dataset::classes to the number of classes",
+                                  data.source, i, data.labels[i], data.classes));
 }
 
 }  // namespace kiln
