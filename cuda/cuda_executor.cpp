@@ -190,8 +190,9 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
     }
     for (int p : layer.params) {
       run.params.push_back(params_ + param_offset_[static_cast<std::size_t>(p)]);
-      run.grads.push_back(params[static_cast<std::size_t>(p)].trainable ? grads_ + param_offset_[static_cast<std::size_t>(p)]
-                                                                         : nullptr);
+      run.grads.push_back(detail::gets_gradient(graph_, plan_, static_cast<std::size_t>(p))
+                              ? grads_ + param_offset_[static_cast<std::size_t>(p)]
+                              : nullptr);
     }
     if (layer.op == OpKind::batchnorm) {
       run.save_mean = bn_state;
@@ -452,7 +453,7 @@ void CudaExecutor::update(std::span<const math::SgdHyper> hyper) {
   LayerScope scope("the optimizer");
   auto params = graph_.params();
   for (std::size_t p = 0; p < params.size(); ++p) {
-    if (!params[p].trainable) continue;
+    if (!detail::gets_gradient(graph_, plan_, p)) continue;
     const std::int64_t o = param_offset_[p];
     sgd_update(params_ + o, momentum_ + o, grads_ + o, params[p].elements, hyper[p], stream_.get());
   }

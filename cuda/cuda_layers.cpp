@@ -44,8 +44,6 @@ void CudaExecutor::forward(bool train, std::uint64_t step) {
 }
 
 void CudaExecutor::backward(std::uint64_t step) {
-  for (const Buffer& buf : plan_.buffers)
-    if (buf.zero_fill) fill(reinterpret_cast<float*>(activations_ + buf.offset), 0.0f, buf.bytes / 4, stream_.get());
   for (auto it = runs_.rbegin(); it != runs_.rend(); ++it) {
     LayerRun& run = *it;
     if (run.layer->index == 0 || !run.dy) continue;

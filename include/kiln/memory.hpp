@@ -35,9 +35,6 @@ struct Buffer {
   std::int64_t offset = 0;    ///< byte offset in the activation arena
   int first = 0;              ///< the first step it is live on
   int last = 0;               ///< the last step it is live on
-  /// A gradient buffer no backward writes (the layer's output is unused): the backend
-  /// fills it with zeros before the layer's backward reads it.
-  bool zero_fill = false;
 };
 
 /// Where every tensor of a step lives, for one batch size and dtype. Backends allocate the
@@ -49,14 +46,16 @@ struct MemoryPlan {
   PlanMode mode = PlanMode::train;     ///< training or evaluation
   std::vector<Buffer> buffers;         ///< every activation and gradient buffer
   /// Per layer, the index in `buffers` of its output, and of its output gradient (-1 when
-  /// no gradient is needed: no trainable parameter at or before the layer).
+  /// no gradient is needed: no trainable parameter at or before the layer, or an output
+  /// that never reaches the loss — such a layer runs forward only, and its parameters get
+  /// no gradient and no optimizer step, as in PyTorch).
   std::vector<int> activation;         ///< per layer: its output's buffer
   std::vector<int> gradient;           ///< per layer: its output gradient's buffer, or -1
   /// Per layer and input slot: true when the backward pass adds into that input's gradient
   /// buffer because an earlier-running backward already wrote it (a tensor read twice).
   std::vector<std::vector<bool>> accumulate;
   std::int64_t param_bytes = 0;       ///< parameters and batchnorm buffers
-  std::int64_t grad_bytes = 0;        ///< gradients of trainable parameters
+  std::int64_t grad_bytes = 0;        ///< gradients of trainable parameters that reach the loss
   std::int64_t activation_sum = 0;    ///< all buffers, as if none were shared
   std::int64_t live_peak = 0;         ///< most bytes live at one step (a lower bound)
   std::int64_t arena_bytes = 0;       ///< size of the activation arena after placement

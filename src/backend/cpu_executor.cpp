@@ -72,9 +72,10 @@ class CpuExecutor final : public Executor {
         l.accumulate.push_back(plan_.accumulate[i].empty() ? false : static_cast<bool>(plan_.accumulate[i][slot]));
       }
       for (int p : layer.params) {
-        const Param& param = params[static_cast<std::size_t>(p)];
         l.params.push_back(params_.data() + param_offset_[static_cast<std::size_t>(p)]);
-        l.grads.push_back(param.trainable ? grads_.data() + param_offset_[static_cast<std::size_t>(p)] : nullptr);
+        l.grads.push_back(gets_gradient(graph, plan_, static_cast<std::size_t>(p))
+                              ? grads_.data() + param_offset_[static_cast<std::size_t>(p)]
+                              : nullptr);
       }
       l.state = state_.empty() ? nullptr : state_.data() + state_offset[i];
       l.workspace = workspace_.empty() ? nullptr : workspace_.data();
@@ -144,10 +145,6 @@ class CpuExecutor final : public Executor {
   }
 
   void backward(std::uint64_t step) override {
-    for (std::size_t b = 0; b < plan_.buffers.size(); ++b) {
-      const Buffer& buf = plan_.buffers[b];
-      if (buf.zero_fill) std::fill_n(arena_.data() + buf.offset / 4, buf.bytes / 4, 0.0f);
-    }
     for (auto it = cpu_.rbegin(); it != cpu_.rend(); ++it) {
       CpuLayer& l = *it;
       const Layer& layer = *l.layer;
@@ -171,7 +168,7 @@ class CpuExecutor final : public Executor {
     trace::Range range("optimizer");
     auto params = graph_.params();
     for (std::size_t p = 0; p < params.size(); ++p) {
-      if (!params[p].trainable) continue;
+      if (!gets_gradient(graph_, plan_, p)) continue;
       const math::SgdHyper h = hyper[p];
       float* w = params_.data() + param_offset_[p];
       float* m = momentum_.data() + param_offset_[p];

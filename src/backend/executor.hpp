@@ -126,6 +126,14 @@ class Executor {
   virtual std::string describe() const = 0;
 };
 
+// Whether parameter `index` gets a gradient and an optimizer step: trainable, and in a
+// layer whose output reaches the loss (a layer beside the model keeps its parameters, as
+// PyTorch's SGD skips a parameter whose .grad is None).
+inline bool gets_gradient(const Graph& graph, const MemoryPlan& plan, std::size_t index) {
+  const Param& p = graph.params()[index];
+  return p.trainable && plan.gradient[static_cast<std::size_t>(p.layer)] >= 0;
+}
+
 // The CPU backend: fp32, NCHW, OpenBLAS and OpenMP with `threads` threads.
 std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads);
 

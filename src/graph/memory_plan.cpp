@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 #include <numeric>
+#include <stdexcept>
 
 #include "graph/op_def.hpp"
 #include "kiln/memory.hpp"
@@ -55,9 +56,23 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
   plan.gradient.assign(static_cast<std::size_t>(n), -1);
   plan.accumulate.resize(static_cast<std::size_t>(n));
 
-  // A gradient of layer i's output is needed when a trainable parameter sits at or before i.
+  // A layer whose output reaches the loss: the last layer, and every layer one of whose
+  // consumers does. The rest (a probe left beside the model) run forward only, as in
+  // PyTorch, where their parameters get no gradient and the optimizer leaves them alone.
+  std::vector<bool> reaches_loss(static_cast<std::size_t>(n), false);
+  for (int i = n - 1; i >= 0; --i) {
+    const Layer& layer = layers[static_cast<std::size_t>(i)];
+    reaches_loss[static_cast<std::size_t>(i)] =
+        i == n - 1 || std::any_of(layer.consumers.begin(), layer.consumers.end(),
+                                  [&](int c) { return reaches_loss[static_cast<std::size_t>(c)]; });
+  }
+
+  // A gradient of layer i's output is needed when its output reaches the loss and a
+  // trainable parameter sits at or before i. Every consumer of such a layer that reaches
+  // the loss needs one too, so its gradient is written by those consumers' backward.
   std::vector<bool> needs_grad(static_cast<std::size_t>(n), false);
   for (const Layer& layer : layers) {
+    if (!reaches_loss[static_cast<std::size_t>(layer.index)]) continue;
     bool own = std::any_of(layer.params.begin(), layer.params.end(),
                            [&](int p) { return graph.params()[static_cast<std::size_t>(p)].trainable; });
     bool upstream = std::any_of(layer.inputs.begin(), layer.inputs.end(), [&](int in) { return needs_grad[static_cast<std::size_t>(in)]; });
@@ -110,15 +125,17 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
       int& first = grad_first[r];
       if (layer.index == n - 1) first = std::min(first, n);  // the loss writes the logits' gradient
       for (int c : layer.consumers)
-        if (!view(layers, layers[static_cast<std::size_t>(c)], layout)) first = std::min(first, bwd(c));
+        if (needs_grad[static_cast<std::size_t>(c)] && !view(layers, layers[static_cast<std::size_t>(c)], layout))
+          first = std::min(first, bwd(c));
       if (!view(layers, layer, layout)) grad_last[r] = std::max(grad_last[r], bwd(layer.index));
     }
     for (int root = 0; root < n; ++root) {
       auto r = static_cast<std::size_t>(root);
       if (grad_last[r] < 0) continue;
-      bool unwritten = grad_first[r] > grad_last[r];
-      plan.buffers.push_back({Buffer::Kind::gradient, root, bytes_of(layers[r]), 0, std::min(grad_first[r], grad_last[r]),
-                              grad_last[r], unwritten});
+      if (grad_first[r] > grad_last[r])
+        throw std::logic_error(fmt::format("memory plan: the gradient of layer '{}' is read before any backward writes it",
+                                           layers[r].name));
+      plan.buffers.push_back({Buffer::Kind::gradient, root, bytes_of(layers[r]), 0, grad_first[r], grad_last[r]});
       int b = static_cast<int>(plan.buffers.size()) - 1;
       for (const Layer& layer : layers)
         if (needs_grad[static_cast<std::size_t>(layer.index)] && storage_root(layers, layer.index, layout) == root)
@@ -132,7 +149,7 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
       const Layer& consumer = layers[static_cast<std::size_t>(c)];
       auto& acc = plan.accumulate[static_cast<std::size_t>(c)];
       acc.assign(consumer.inputs.size(), false);
-      if (view(layers, consumer, layout)) continue;
+      if (!needs_grad[static_cast<std::size_t>(c)] || view(layers, consumer, layout)) continue;
       for (std::size_t slot = 0; slot < consumer.inputs.size(); ++slot) {
         int g = plan.gradient[static_cast<std::size_t>(consumer.inputs[slot])];
         if (g < 0) continue;
@@ -182,7 +199,7 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
   for (const Param& p : graph.params()) {
     std::int64_t bytes = p.elements * 4;  // parameters and their gradients stay fp32
     plan.param_bytes += bytes;
-    if (train && p.trainable) plan.grad_bytes += bytes;
+    if (train && p.trainable && needs_grad[static_cast<std::size_t>(p.layer)]) plan.grad_bytes += bytes;
   }
   return plan;
 }

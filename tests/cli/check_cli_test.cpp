@@ -110,7 +110,7 @@ TEST(CliCheck, UsageErrorsExitTwo) {
 TEST(CliCheck, HelpAndVersion) {
   CliRun v = run_kiln("--version");
   EXPECT_EQ(v.code, 0);
-  EXPECT_TRUE(has(v.out, "kiln 0.1.0")) << v.out;
+  EXPECT_TRUE(has(v.out, "kiln " KILN_VERSION_EXPECTED)) << v.out;
   EXPECT_TRUE(has(v.out, KILN_HAVE_CUDA ? "cuDNN 9." : "CPU only")) << v.out;
   CliRun h = run_kiln("--help");
   EXPECT_EQ(h.code, 0);

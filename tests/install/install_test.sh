@@ -3,7 +3,7 @@
 # against that prefix alone, as a user would: find_package(kiln) with CMake, then the same
 # program through pkg-config. Runs both and checks their output and exit codes.
 #
-#   install_test.sh CMAKE BUILD_DIR SOURCE_DIR GENERATOR MAKE_PROGRAM CXX HAVE_CUDA VERSION [SANITIZE_FLAGS]
+#   install_test.sh CMAKE BUILD_DIR SOURCE_DIR GENERATOR MAKE_PROGRAM CXX HAVE_CUDA VERSION SOVERSION [SANITIZE_FLAGS]
 #
 # SANITIZE_FLAGS (the ASan/UBSan build): the consumer is compiled with them too, since an
 # instrumented libkiln.so can only be loaded by an instrumented program.
@@ -17,8 +17,9 @@ make_program=$5
 cxx=$6
 have_cuda=$7
 version=$8
-sanitize=${9:-}
-major=${version%%.*}
+major=$9  # the SONAME's number (KILN_SOVERSION)
+sanitize=${10:-}
+minor=${version%.*}  # 0.2.0 -> 0.2: before 1.0, a minor version changes the API
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-install-test.XXXXXX")
 if [ -z "${KILN_KEEP_INSTALL_TEST:-}" ]; then trap 'rm -rf "$work"' EXIT; else echo "keeping $work"; fi
@@ -81,13 +82,13 @@ mkdir -p "$work/versions"
 cat >"$work/versions/CMakeLists.txt" <<'CMAKE'
 cmake_minimum_required(VERSION 3.25)
 project(kiln_versions LANGUAGES CXX)
-find_package(kiln 0.1 REQUIRED)
+find_package(kiln @MINOR@ REQUIRED)
 if(NOT TARGET kiln::kiln OR NOT TARGET kiln::cli)
   message(FATAL_ERROR "kiln::kiln or kiln::cli missing")
 endif()
 get_target_property(_cuda kiln::kiln KILN_HAS_CUDA)
 message(STATUS "kiln_VERSION=${kiln_VERSION} kiln_HAS_CUDA=${kiln_HAS_CUDA} property=${_cuda}")
-foreach(_v 1 ${kiln_VERSION_MAJOR}.999)
+foreach(_v 0.1 1 ${kiln_VERSION_MAJOR}.${kiln_VERSION_MINOR}.999 ${kiln_VERSION_MAJOR}.999)
   unset(kiln_FOUND)
   find_package(kiln ${_v} QUIET)
   if(kiln_FOUND)
@@ -95,6 +96,7 @@ foreach(_v 1 ${kiln_VERSION_MAJOR}.999)
   endif()
 endforeach()
 CMAKE
+sed -i "s/@MINOR@/$minor/" "$work/versions/CMakeLists.txt"
 configure "$work/versions" "$work/versions/build" >"$work/versions.log" 2>&1 || { cat "$work/versions.log"; fail "version checks"; }
 cuda_bool=$([ "$have_cuda" = 1 ] && echo TRUE || echo FALSE)
 grep -q "kiln_VERSION=$version " "$work/versions.log" || { cat "$work/versions.log"; fail "kiln_VERSION is not $version"; }
