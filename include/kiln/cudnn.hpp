@@ -14,14 +14,6 @@
 
 namespace kiln {
 
-/// What a graph is compiled for: backend, batch size, dtype and layout (see compile()).
-struct Target {
-  Backend backend = Backend::cpu;  ///< the backend that runs the plan
-  std::int64_t batch = 128;        ///< the largest batch of one forward pass
-  DType dtype = DType::f32;        ///< activation and parameter type (the CPU backend: fp32 only)
-  Layout layout = Layout::nchw;    ///< activation layout (the CPU backend: NCHW only)
-};
-
 /// How one layer maps onto cuDNN.
 struct CudnnLayerReport {
   std::string layer;    ///< the layer's name

@@ -32,6 +32,14 @@ enum class Backend : std::uint8_t {
 };
 
 /// "fp32", "fp16", "bf16".
+/// What a graph is compiled for: backend, batch size, dtype and layout (see compile()).
+struct Target {
+  Backend backend = Backend::cpu;  ///< the backend that runs the plan
+  std::int64_t batch = 128;        ///< the largest batch of one forward pass
+  DType dtype = DType::f32;        ///< activation and parameter type (the CPU backend: fp32 only)
+  Layout layout = Layout::nchw;    ///< activation layout (the CPU backend: NCHW only)
+};
+
 KILN_API std::string_view to_string(DType dtype);
 /// "nchw", "nhwc".
 KILN_API std::string_view to_string(Layout layout);

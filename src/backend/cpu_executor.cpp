@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <utility>
 #include <fmt/format.h>
 
@@ -25,36 +27,27 @@ using Clock = std::chrono::steady_clock;
 class CpuExecutor final : public Executor {
  public:
   CpuExecutor(const Graph& graph, std::int64_t batch, int threads)
-      : graph_(graph), batch_(batch), threads_(std::max(1, threads)), plan_(plan_memory(graph, batch, DType::f32, PlanMode::train)) {
+      : graph_(graph), batch_(batch), threads_(std::max(1, threads)), plan_(plan_memory(graph, Target{Backend::cpu, batch})) {
     // OpenBLAS single-threaded: its pthread pool and OpenMP's would compete for the same cores
     // (up to 10x slower on a loaded machine); gemm() splits products over OpenMP threads.
     openblas_set_num_threads(1);
-    arena_.assign(static_cast<std::size_t>(plan_.arena_bytes / 4), 0.0f);
     auto layers = graph.layers();
     auto params = graph.params();
 
-    // Parameters, gradients and momentum: one flat vector each, same offsets.
-    param_offset_.resize(params.size());
-    std::int64_t total = 0;
-    for (std::size_t p = 0; p < params.size(); ++p) {
-      param_offset_[p] = total;
-      total += params[p].elements;
-    }
-    params_.assign(static_cast<std::size_t>(total), 0.0f);
-    ema_.assign(static_cast<std::size_t>(total), 0.0f);
-    grads_.assign(static_cast<std::size_t>(total), 0.0f);
-    momentum_.assign(static_cast<std::size_t>(total), 0.0f);
-
-    std::int64_t state_total = 0, workspace = 0;
-    std::vector<std::int64_t> state_offset(layers.size(), 0);
-    for (const Layer& layer : layers) {
-      const OpDef& def = op_def(layer.op);
-      state_offset[static_cast<std::size_t>(layer.index)] = state_total;
-      if (def.state_floats) state_total += def.state_floats(layer, batch);
-      if (def.cpu_workspace) workspace = std::max(workspace, def.cpu_workspace(layer, layers, batch));
-    }
-    state_.assign(static_cast<std::size_t>(state_total), 0.0f);
-    workspace_.assign(static_cast<std::size_t>(workspace), 0.0f);
+    // One allocation, laid out by the memory plan; zeroed, so unwritten gradients and the
+    // padding between parameters stay 0.
+    memory_ = Memory(static_cast<std::size_t>(plan_.total_bytes));
+    auto block = [&](const char* name) { return memory_.floats(plan_.block(name)->offset); };
+    params_ = block("parameters");
+    grads_ = block("gradients");
+    momentum_ = block("momentum");
+    ema_ = block("averages");
+    arena_ = block("activations");
+    float* state = block("state");
+    float* workspace = block("workspace");
+    labels_ = reinterpret_cast<int*>(block("staging"));
+    param_floats_ = plan_.param_block_bytes / 4;
+    for (std::int64_t offset : plan_.param_offsets) param_offset_.push_back(offset / 4);
 
     cpu_.resize(layers.size());
     for (const Layer& layer : layers) {
@@ -72,15 +65,14 @@ class CpuExecutor final : public Executor {
         l.accumulate.push_back(plan_.accumulate[i].empty() ? false : static_cast<bool>(plan_.accumulate[i][slot]));
       }
       for (int p : layer.params) {
-        l.params.push_back(params_.data() + param_offset_[static_cast<std::size_t>(p)]);
+        l.params.push_back(params_ + param_offset_[static_cast<std::size_t>(p)]);
         l.grads.push_back(gets_gradient(graph, plan_, static_cast<std::size_t>(p))
-                              ? grads_.data() + param_offset_[static_cast<std::size_t>(p)]
+                              ? grads_ + param_offset_[static_cast<std::size_t>(p)]
                               : nullptr);
       }
-      l.state = state_.empty() ? nullptr : state_.data() + state_offset[i];
-      l.workspace = workspace_.empty() ? nullptr : workspace_.data();
+      l.state = plan_.state_offsets[i] < 0 ? nullptr : state + plan_.state_offsets[i] / 4;
+      l.workspace = plan_.block("workspace")->bytes ? workspace : nullptr;
     }
-    labels_.assign(static_cast<std::size_t>(batch), 0);
     for (const Layer& layer : layers) names_.push_back({layer.name + "/fwd", layer.name + "/bwd"});
   }
 
@@ -106,7 +98,7 @@ class CpuExecutor final : public Executor {
             out[(c * H + yy) * W + xx] = math::augmented_pixel(image, H, W, c, yy, xx, a, t.pad, t.mean[static_cast<std::size_t>(c)],
                                                                t.inv_std[static_cast<std::size_t>(c)]);
     }
-    std::copy(batch.labels, batch.labels + n_, labels_.begin());
+    std::copy(batch.labels, batch.labels + n_, labels_);
   }
 
   void forward(bool train, std::uint64_t step) override {
@@ -136,7 +128,7 @@ class CpuExecutor final : public Executor {
     double loss = 0;
     std::int64_t correct = 0;
     for (std::int64_t i = 0; i < n_; ++i) {
-      auto s = math::softmax_cross_entropy(logits + i * K, K, labels_[static_cast<std::size_t>(i)], o.label_smoothing, scale,
+      auto s = math::softmax_cross_entropy(logits + i * K, K, labels_[i], o.label_smoothing, scale,
                                            grad ? grad + i * K : nullptr);
       loss += s.loss;
       correct += s.correct ? 1 : 0;
@@ -160,7 +152,7 @@ class CpuExecutor final : public Executor {
     // The divergence guard: one pass over the gradients, noted with this step's loss.
     bool bad = false;
 #pragma omp parallel for num_threads(threads_) schedule(static) reduction(|| : bad)
-    for (std::size_t i = 0; i < grads_.size(); ++i) bad = bad || !std::isfinite(grads_[i]);
+    for (std::int64_t i = 0; i < param_floats_; ++i) bad = bad || !std::isfinite(grads_[i]);
     if (!stats_.empty()) stats_.back().nonfinite_grad = bad;
   }
 
@@ -170,9 +162,9 @@ class CpuExecutor final : public Executor {
     for (std::size_t p = 0; p < params.size(); ++p) {
       if (!gets_gradient(graph_, plan_, p)) continue;
       const math::SgdHyper h = hyper[p];
-      float* w = params_.data() + param_offset_[p];
-      float* m = momentum_.data() + param_offset_[p];
-      const float* g = grads_.data() + param_offset_[p];
+      float* w = params_ + param_offset_[p];
+      float* m = momentum_ + param_offset_[p];
+      const float* g = grads_ + param_offset_[p];
       const std::int64_t count = params[p].elements;
 #pragma omp parallel for num_threads(threads_) schedule(static) if (count > 4096)
       for (std::int64_t e = 0; e < count; ++e) math::sgd_update(w[e], m[e], g[e], h);
@@ -183,7 +175,7 @@ class CpuExecutor final : public Executor {
 
   void read_logits(std::span<float> out) const override {
     const Layer& last = graph_.output();
-    const float* logits = const_cast<CpuExecutor*>(this)->activation(last.index);
+    const float* logits = activation(last.index);
     std::copy_n(logits, std::min<std::size_t>(out.size(), static_cast<std::size_t>(n_ * last.shape.c)), out.begin());
   }
 
@@ -193,12 +185,12 @@ class CpuExecutor final : public Executor {
   void write_momentum(std::size_t i, std::span<const float> in) override { copy_in(momentum_, i, in); }
   void read_grad(std::size_t i, std::span<float> out) const override { copy_out(grads_, i, out); }
 
-  void lookahead_init() override { ema_ = params_; }
+  void lookahead_init() override { std::copy_n(params_, param_floats_, ema_); }
   void lookahead(float decay) override {
     trace::Range range("lookahead");
     const float t = 1.0f - decay;
 #pragma omp parallel for num_threads(threads_) schedule(static)
-    for (std::size_t i = 0; i < params_.size(); ++i) {
+    for (std::int64_t i = 0; i < param_floats_; ++i) {
       ema_[i] += t * (params_[i] - ema_[i]);  // torch.lerp
       params_[i] = ema_[i];
     }
@@ -214,31 +206,53 @@ class CpuExecutor final : public Executor {
   std::string describe() const override { return fmt::format("cpu, {} thread{}", threads_, threads_ == 1 ? "" : "s"); }
 
  private:
-  float* activation(int layer) {
+  float* activation(int layer) const {
     int b = plan_.activation[static_cast<std::size_t>(layer)];
-    return arena_.data() + plan_.buffers[static_cast<std::size_t>(b)].offset / 4;
+    return arena_ + plan_.buffers[static_cast<std::size_t>(b)].offset / 4;
   }
-  float* gradient(int layer) {
+  float* gradient(int layer) const {
     int b = plan_.gradient[static_cast<std::size_t>(layer)];
-    return b < 0 ? nullptr : arena_.data() + plan_.buffers[static_cast<std::size_t>(b)].offset / 4;
+    return b < 0 ? nullptr : arena_ + plan_.buffers[static_cast<std::size_t>(b)].offset / 4;
   }
-  void copy_out(const std::vector<float>& v, std::size_t i, std::span<float> out) const {
+  void copy_out(const float* block, std::size_t i, std::span<float> out) const {
     auto n = static_cast<std::size_t>(graph_.params()[i].elements);
-    std::copy_n(v.begin() + param_offset_[i], std::min(n, out.size()), out.begin());
+    std::copy_n(block + param_offset_[i], std::min(n, out.size()), out.begin());
   }
-  void copy_in(std::vector<float>& v, std::size_t i, std::span<const float> in) {
+  void copy_in(float* block, std::size_t i, std::span<const float> in) {
     auto n = static_cast<std::size_t>(graph_.params()[i].elements);
-    std::copy_n(in.begin(), std::min(n, in.size()), v.begin() + param_offset_[i]);
+    std::copy_n(in.begin(), std::min(n, in.size()), block + param_offset_[i]);
   }
+
+  // The run's one allocation: zeroed, aligned to MemoryPlan::alignment.
+  class Memory {
+   public:
+    Memory() = default;
+    explicit Memory(std::size_t bytes)
+        : bytes_(bytes), data_(static_cast<std::byte*>(::operator new(std::max<std::size_t>(bytes, 1), kAlign))) {
+      std::memset(data_.get(), 0, bytes);
+    }
+    float* floats(std::int64_t offset) const { return reinterpret_cast<float*>(data_.get() + offset); }
+    std::size_t bytes() const { return bytes_; }
+
+   private:
+    static constexpr std::align_val_t kAlign{static_cast<std::size_t>(MemoryPlan::alignment)};
+    struct Free {
+      void operator()(std::byte* p) const { ::operator delete(p, kAlign); }
+    };
+    std::size_t bytes_ = 0;
+    std::unique_ptr<std::byte, Free> data_;
+  };
 
   Graph graph_;
   std::int64_t batch_;
   int threads_;
   MemoryPlan plan_;
-  std::vector<float> arena_, params_, ema_, grads_, momentum_, state_, workspace_;
-  std::vector<std::int64_t> param_offset_;
+  Memory memory_;
+  float *arena_ = nullptr, *params_ = nullptr, *ema_ = nullptr, *grads_ = nullptr, *momentum_ = nullptr;
+  std::int64_t param_floats_ = 0;  // one parameter-shaped block, padding included
+  std::vector<std::int64_t> param_offset_;  // in floats
   std::vector<CpuLayer> cpu_;
-  std::vector<int> labels_;
+  int* labels_ = nullptr;
   struct RangeNames {
     std::string fwd, bwd;
   };

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "graph/memory_blocks.hpp"
 #include "graph/op_def.hpp"
 #include "kiln/memory.hpp"
 #include "util/checked.hpp"
@@ -196,12 +197,56 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
     plan.live_peak = std::max(plan.live_peak, live);
   }
 
+  // Parameters stay fp32 whatever the activations' dtype; each starts on an aligned offset.
+  std::int64_t at = 0;
   for (const Param& p : graph.params()) {
-    std::int64_t bytes = p.elements * 4;  // parameters and their gradients stay fp32
+    std::int64_t bytes = p.elements * 4;
     plan.param_bytes += bytes;
     if (train && p.trainable && needs_grad[static_cast<std::size_t>(p.layer)]) plan.grad_bytes += bytes;
+    plan.param_offsets.push_back(at);
+    auto end = detail::checked_add(at, bytes);
+    if (!end) too_large(graph, batch);
+    at = detail::align_up(*end, MemoryPlan::alignment);
   }
+  plan.param_block_bytes = at;
+  plan.state_offsets.assign(static_cast<std::size_t>(n), -1);
+  detail::lay_out_blocks(graph, plan, nullptr);
   return plan;
 }
+
+namespace detail {
+
+void lay_out_blocks(const Graph& graph, MemoryPlan& plan, const BackendMemory* backend) {
+  plan.blocks.clear();
+  plan.total_bytes = 0;
+  auto add = [&](const char* name, std::int64_t bytes) {
+    bytes = align_up(bytes, MemoryPlan::alignment);
+    auto end = checked_add(plan.total_bytes, bytes);
+    if (!end) too_large(graph, plan.batch);
+    plan.blocks.push_back({name, plan.total_bytes, bytes});
+    plan.total_bytes = *end;
+  };
+  add("parameters", plan.param_block_bytes);
+  if (plan.mode == PlanMode::train) {
+    add("gradients", plan.param_block_bytes);
+    add("momentum", plan.param_block_bytes);
+    add("averages", plan.param_block_bytes);
+  }
+  add("activations", plan.arena_bytes);
+  if (!backend) return;
+  std::int64_t state = 0;
+  for (std::size_t i = 0; i < backend->state_bytes.size() && i < plan.state_offsets.size(); ++i) {
+    if (backend->state_bytes[i] <= 0) continue;
+    plan.state_offsets[i] = state;
+    auto end = checked_add(state, backend->state_bytes[i]);
+    if (!end) too_large(graph, plan.batch);
+    state = align_up(*end, MemoryPlan::alignment);
+  }
+  add("state", state);
+  add("workspace", backend->workspace_bytes);
+  add("staging", backend->staging_bytes);
+}
+
+}  // namespace detail
 
 }  // namespace kiln

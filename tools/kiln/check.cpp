@@ -2,6 +2,7 @@
 // memory plan; --target cuda also compiles it to cuDNN descriptors (no GPU needed).
 #include <algorithm>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <optional>
 
 #include "cli.hpp"
@@ -38,7 +39,8 @@ int run_check(const CheckOptions& o) {
     const Graph& graph = spec.graph;
     print_warnings(graph);
     std::int64_t batch = o.batch.value_or(spec.train.batch);
-    MemoryPlan plan = plan_memory(graph, batch, *dtype, PlanMode::train);
+    const Target target{cuda ? Backend::cuda : Backend::cpu, batch, *dtype, *layout};
+    MemoryPlan plan = plan_memory(graph, target);
     if (!o.data.empty()) {
       Cifar10 data = load_cifar10(o.data);
       check_dataset(graph, data.train);
@@ -82,7 +84,11 @@ int run_check(const CheckOptions& o) {
       j["totals"] = {{"params", graph.parameter_count()}, {"flops_per_sample", graph.flops()}};
       j["memory"] = {{"param_bytes", plan.param_bytes},       {"grad_bytes", plan.grad_bytes},
                      {"activation_sum_bytes", plan.activation_sum}, {"activation_peak_bytes", plan.arena_bytes},
-                     {"live_peak_bytes", plan.live_peak}};
+                     {"live_peak_bytes", plan.live_peak}, {"total_bytes", plan.total_bytes}};
+      j["memory"]["blocks"] = nlohmann::json::array();
+      for (const MemoryBlock& b : plan.blocks)
+        j["memory"]["blocks"].push_back({{"name", b.name}, {"offset", b.offset}, {"bytes", b.bytes}});
+      if (cuda) j["memory"]["sized_on_device"] = {"state", "workspace", "staging"};
       if (cudnn) j["cudnn"] = {{"tensors", cudnn->tensors}, {"operations", cudnn->operations}};
       if (on_gpu) j["no_engine"] = no_engine;
       j["warnings"] = nlohmann::json::array();
@@ -128,6 +134,10 @@ int run_check(const CheckOptions& o) {
     fmt::print("memory (training, batch {}, {}): parameters {}, gradients {}, activations {} summed -> {} peak with reuse\n",
                batch, to_string(*dtype), format_bytes(plan.param_bytes), format_bytes(plan.grad_bytes),
                format_bytes(plan.activation_sum), format_bytes(plan.arena_bytes));
+    std::vector<std::string> parts;
+    for (const MemoryBlock& b : plan.blocks) parts.push_back(fmt::format("{} {}", b.name, format_bytes(b.bytes)));
+    fmt::print("a {} run allocates {}: {}{}\n", o.target, format_bytes(plan.total_bytes), fmt::join(parts, ", "),
+               cuda ? "; plus state, cuDNN workspace and staging, sized on the device" : "");
     if (cudnn)
       fmt::print("cuDNN {}: {} tensor and {} operation descriptors finalized for batch {}, {}, {}\n", build_description(),
                  cudnn->tensors, cudnn->operations, batch, to_string(*dtype), to_string(*layout));

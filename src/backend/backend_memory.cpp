@@ -1,0 +1,40 @@
+// plan_memory for a target: the planner's activations and parameters, and what the
+// target's backend allocates besides (per-layer state, workspace, staging).
+#include <algorithm>
+
+#include "backend/executor.hpp"
+#include "graph/memory_blocks.hpp"
+#include "graph/op_def.hpp"
+
+namespace kiln {
+
+namespace detail {
+
+BackendMemory cpu_memory(const Graph& graph, std::int64_t batch) {
+  BackendMemory needs;
+  auto layers = graph.layers();
+  std::int64_t workspace_floats = 0;
+  for (const Layer& layer : layers) {
+    const OpDef& def = op_def(layer.op);
+    needs.state_bytes.push_back(def.state_floats ? def.state_floats(layer, batch) * 4 : 0);
+    if (def.cpu_workspace) workspace_floats = std::max(workspace_floats, def.cpu_workspace(layer, layers, batch));
+  }
+  needs.workspace_bytes = workspace_floats * 4;
+  needs.staging_bytes = batch * 4;  // the labels, as int32; images are staged into the input activation
+  return needs;
+}
+
+}  // namespace detail
+
+MemoryPlan plan_memory(const Graph& graph, const Target& target) {
+  MemoryPlan plan = plan_memory(graph, target.batch, target.dtype, PlanMode::train, target.layout);
+  // The CUDA backend sizes its workspace with cuDNN on the device, and its state and staging
+  // with it: only the planner's blocks are known here.
+  if (target.backend == Backend::cpu) {
+    detail::BackendMemory needs = detail::cpu_memory(graph, target.batch);
+    detail::lay_out_blocks(graph, plan, &needs);
+  }
+  return plan;
+}
+
+}  // namespace kiln
