@@ -33,6 +33,8 @@ struct CompileOptions {
   std::int64_t workspace_limit = -1;
   /// CUDA: time the top cuDNN engine candidates and keep the fastest.
   bool autotune = false;
+  /// CUDA: which device (cudaSetDevice).
+  int device_index = 0;
   /// Seed of the initial weights (PyTorch's default initialization, as the Trainer's).
   std::uint64_t seed = 0;
   /// Per-channel normalization of uint8 pixels scaled to [0, 1], applied by Plan::predict
