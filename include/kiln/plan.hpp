@@ -25,14 +25,18 @@ namespace kiln {
 
 /// How compile() sets a plan up, beyond its Target.
 struct CompileOptions {
-  /// CPU: worker threads (OpenMP); 0 uses every core. The CPU backend also sets OpenBLAS to
-  /// one thread (openblas_set_num_threads(1), process-wide), so that its pool and OpenMP's
-  /// do not compete for the same cores; a program using OpenBLAS itself may set it back.
+  /// CPU: worker threads (OpenMP); 0 uses every core (negative: UsageError). The CPU backend
+  /// also sets OpenBLAS to one thread (openblas_set_num_threads(1), process-wide), so that
+  /// its pool and OpenMP's do not compete for the same cores; a program using OpenBLAS
+  /// itself may set it back.
   int threads = 0;
-  /// CUDA: bytes of cuDNN workspace each convolution plan may use; -1: no limit.
+  /// CUDA: bytes of cuDNN workspace each convolution plan may use; -1: no limit (below -1:
+  /// UsageError).
   std::int64_t workspace_limit = -1;
   /// CUDA: time the top cuDNN engine candidates and keep the fastest.
   bool autotune = false;
+  /// CUDA: which device (cudaSetDevice).
+  int device_index = 0;
   /// Seed of the initial weights (PyTorch's default initialization, as the Trainer's).
   std::uint64_t seed = 0;
   /// Per-channel normalization of uint8 pixels scaled to [0, 1], applied by Plan::predict
@@ -49,7 +53,8 @@ class Plan;
 /// planner's offsets and initializes the weights from `options.seed`.
 ///
 /// Throws UsageError for a target the backend does not support (the CPU backend runs fp32
-/// in NCHW only; a batch below 1) or normalization that does not have one value per input
+/// in NCHW only; a batch below 1), options out of range (negative threads or device index)
+/// or normalization that does not have one value per input
 /// channel, DeviceError when the target is CUDA and kiln was built without it or there is
 /// no device, or the plan does not fit in device memory; GraphError when cuDNN rejects a
 /// layer.

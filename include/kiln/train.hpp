@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/data.hpp"
@@ -101,15 +102,29 @@ enum class EvalPolicy : std::uint8_t {
   never,        ///< not at all; call Trainer::evaluate() yourself
 };
 
-/// How a run is executed (command-line options rather than recipe).
+/// How a CUDA run feeds the training set to the device.
+enum class Pipeline : std::uint8_t {
+  automatic,  ///< resident when the dataset fits in device memory, else stream ("auto")
+  resident,   ///< the whole uint8 dataset in device memory; batches gathered there
+  stream,     ///< batches through pinned host buffers on a copy stream
+};
+
+/// Parses "auto" / "resident" / "stream"; nullopt if unknown.
+KILN_API std::optional<Pipeline> parse_pipeline(std::string_view text);
+/// "auto", "resident", "stream".
+KILN_API std::string_view to_string(Pipeline pipeline);
+
+/// How a run is executed (command-line options rather than recipe). The Trainer checks
+/// every field when it is constructed and throws UsageError for a value it cannot use.
 struct RunOptions {
   Backend device = Backend::cpu;         ///< where to train
-  int threads = 0;                       ///< CPU: 0: all cores (OpenBLAS is set to one thread: CompileOptions::threads)
+  int threads = 0;                       ///< CPU: 0: all cores, else at least 1 (OpenBLAS is set to one thread: CompileOptions::threads)
   Layout layout = Layout::nchw;          ///< CUDA: activation layout
   DType dtype = DType::f32;              ///< CUDA: activation type (fp32 so far)
   std::int64_t workspace_limit = -1;     ///< CUDA: bytes of cuDNN workspace per plan; -1: no limit
   bool autotune = false;                 ///< CUDA: time the top cuDNN engines before training
-  std::string pipeline = "auto";         ///< CUDA: auto, resident (dataset in device memory) or stream
+  Pipeline pipeline = Pipeline::automatic;  ///< CUDA: how training batches reach the device
+  int device_index = 0;                  ///< CUDA: which device (cudaSetDevice)
   std::optional<std::int64_t> max_steps; ///< stop after this many optimizer steps
   std::string out;                       ///< checkpoints and metrics.jsonl; empty: none written
   std::string init;                      ///< initial weights (safetensors)

@@ -3,28 +3,22 @@
 #include <algorithm>
 #include <chrono>
 #include <fmt/format.h>
-#include <thread>
 
-#include "backend/executor.hpp"
-#include "kiln/cudnn.hpp"
 #include "math/rng.hpp"
-#include "train/init.hpp"
+#include "plan/compiled_plan.hpp"
 #include "train/optimizer.hpp"
-#include "train/make_executor.hpp"
 
 namespace kiln {
 
 BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOptions& o) {
   if (o.batch < 1 || o.repeats < 1 || o.steps_per_repeat < 1 || o.warmup < 0)
     throw UsageError("bench: batch, repeats and steps must be at least 1");
-  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  RunOptions run;
-  run.device = o.device;
-  run.layout = o.layout;
-  run.dtype = o.dtype;
-  run.autotune = o.autotune;
-  auto ex = make_executor(graph, o.batch, run, threads);
-  detail::init_params(*ex, config.seed);
+  detail::PlanSpec spec;
+  spec.batch = o.batch;
+  spec.execution = detail::resolve_options(o);
+  spec.input = {config.mean, config.std, math::PadMode::zero};
+  spec.seed = config.seed;
+  const std::unique_ptr<detail::CompiledPlan> plan = detail::compile_plan(graph, spec);
 
   // A random batch: timing does not depend on pixel values, and this needs no dataset.
   const std::int64_t plane = graph.input_shape().elements();
@@ -33,31 +27,28 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
   for (std::size_t i = 0; i < images.size(); ++i) images[i] = static_cast<std::uint8_t>(math::random_u64(key, i));
   for (std::size_t i = 0; i < labels.size(); ++i)
     labels[i] = static_cast<std::uint8_t>(math::random_below(key, images.size() + i, static_cast<std::uint32_t>(graph.classes())));
-  detail::InputTransform transform;
-  transform.mean = config.mean;
-  for (float s : config.std) transform.inv_std.push_back(1.0f / s);
   const std::vector<math::SgdHyper> hyper = detail::sgd_hyper(graph, config, 1.0, 0);
-  std::uint64_t step = 0;
+  const detail::LossOptions loss{static_cast<float>(config.label_smoothing), config.sum_loss};
+  detail::HostBatch batch;
+  batch.n = o.batch;
+  batch.images = images.data();
+  batch.labels = labels.data();
+  std::int64_t step = 0;
   auto train_step = [&] {
-    ex->stage({o.batch, images.data(), labels.data(), nullptr}, transform);
-    ex->forward(true, step);
-    ex->loss({static_cast<float>(config.label_smoothing), config.sum_loss}, true, static_cast<std::int64_t>(step));
-    ex->backward(step);
-    ex->update(hyper);
-    ex->take_stats(false);
-    ++step;
+    plan->train_step(batch, hyper, step++, loss);
+    plan->take_stats(false);
   };
 
   for (int i = 0; i < o.warmup; ++i) train_step();
-  ex->take_stats(true);
+  plan->take_stats(true);
   BenchResult r;
   r.batch = o.batch;
-  r.threads = o.device == Backend::cpu ? threads : 0;
-  r.backend = ex->describe();
+  r.threads = o.device == Backend::cpu ? plan->execution().threads : 0;
+  r.backend = plan->describe();
   for (int rep = 0; rep < o.repeats; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
     for (int s = 0; s < o.steps_per_repeat; ++s) train_step();
-    ex->take_stats(true);  // waits for a device backend to finish the repetition
+    plan->take_stats(true);  // waits for a device backend to finish the repetition
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.images_per_sec.push_back(static_cast<double>(o.batch * o.steps_per_repeat) / seconds);
   }
@@ -65,10 +56,10 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
   std::sort(sorted.begin(), sorted.end());
   r.median_images_per_sec = sorted[sorted.size() / 2];
 
-  ex->set_profiling(true);
+  plan->set_profiling(true);
   for (int s = 0; s < o.steps_per_repeat; ++s) train_step();
-  ex->take_stats(true);
-  auto times = ex->layer_times();
+  plan->take_stats(true);
+  auto times = plan->layer_times();
   for (const Layer& layer : graph.layers()) {
     if (layer.index == 0) continue;
     const auto& t = times[static_cast<std::size_t>(layer.index)];

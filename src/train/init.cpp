@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "math/augment.hpp"
-#include "math/rng.hpp"
 
 namespace kiln::detail {
 
@@ -22,38 +21,6 @@ const Param& param_of(const Graph& g, const Layer& layer, ParamRole role) {
 std::size_t index_of(const Graph& g, const Param& p) { return static_cast<std::size_t>(&p - g.params().data()); }
 
 }  // namespace
-
-void init_params(Executor& executor, std::uint64_t seed) {
-  const Graph& graph = executor.graph();
-  auto params = graph.params();
-  for (std::size_t p = 0; p < params.size(); ++p) {
-    const Param& param = params[p];
-    const Layer& layer = graph.layers()[static_cast<std::size_t>(param.layer)];
-    std::vector<float> values(static_cast<std::size_t>(param.elements));
-    if (layer.op == OpKind::batchnorm) {
-      float v = (param.role == ParamRole::weight || param.role == ParamRole::running_var) ? 1.0f : 0.0f;
-      std::fill(values.begin(), values.end(), v);
-    } else {
-      // fan_in: everything but the output dimension of the layer's weight.
-      const Param& weight = params[static_cast<std::size_t>(layer.params[0])];
-      std::int64_t fan_in = 1;
-      for (std::size_t d = 1; d < weight.dims.size(); ++d) fan_in *= weight.dims[d];
-      const float bound = fan_in > 0 ? 1.0f / std::sqrt(static_cast<float>(fan_in)) : 0.0f;
-      const std::uint64_t key = math::stream_key(seed, math::kStreamInit, p);
-      for (std::size_t e = 0; e < values.size(); ++e) values[e] = (2.0f * math::random_uniform(key, e) - 1.0f) * bound;
-      if (layer.op == OpKind::conv && layer.attrs.init == Attrs::Init::dirac && param.role == ParamRole::weight) {
-        // torch.nn.init.dirac_(w[:in]): filter k (k < in) passes channel k through its centre.
-        const auto& d = param.dims;  // [out, in, kh, kw]
-        const std::int64_t filter = d[1] * d[2] * d[3];
-        for (std::int64_t k = 0; k < std::min(d[0], d[1]); ++k) {
-          std::fill_n(values.begin() + k * filter, filter, 0.0f);
-          values[static_cast<std::size_t>(k * filter + (k * d[2] + d[2] / 2) * d[3] + d[3] / 2)] = 1.0f;
-        }
-      }
-    }
-    executor.write_param(p, values);
-  }
-}
 
 void symmetric_eigen(std::vector<double> a, int n, std::vector<double>& values, std::vector<double>& vectors) {
   std::vector<double> v(static_cast<std::size_t>(n * n), 0.0);
@@ -148,8 +115,8 @@ std::vector<float> whitening_filters(const Dataset& data, const InputTransform& 
   return filters;
 }
 
-void init_whitening(Executor& executor, const Dataset& data, const InputTransform& transform, std::int64_t images, double eps) {
-  const Graph& g = executor.graph();
+void init_whitening(CompiledPlan& plan, const Dataset& data, std::int64_t images, double eps) {
+  const Graph& g = plan.graph();
   for (const Layer& layer : g.layers()) {
     if (layer.op != OpKind::conv || layer.attrs.init != Attrs::Init::whiten) continue;
     if (layer.inputs[0] != 0)
@@ -157,7 +124,7 @@ void init_whitening(Executor& executor, const Dataset& data, const InputTransfor
                                    "model input",
                                    layer.name));
     const Param& w = param_of(g, layer, ParamRole::weight);
-    executor.write_param(index_of(g, w), whitening_filters(data, transform, layer.attrs.kernel.h, layer.attrs.kernel.w, images, eps));
+    plan.write_param(index_of(g, w), whitening_filters(data, plan.train_input(), layer.attrs.kernel.h, layer.attrs.kernel.w, images, eps));
   }
 }
 

@@ -3,15 +3,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "backend/executor.hpp"
+#include "plan/compiled_plan.hpp"
+#include "plan/init.hpp"
 
 namespace kiln::detail {
-
-// PyTorch's default initialization, drawn from the counter RNG keyed by `seed`: conv and
-// linear weights and biases uniform in +-1/sqrt(fan_in) (kaiming_uniform with a = sqrt(5)),
-// batchnorm scale 1, shift 0, running mean 0, running variance 1; then `init: dirac`
-// convolutions get the identity on their first `in` filters (torch.nn.init.dirac_).
-void init_params(Executor& executor, std::uint64_t seed);
 
 // Eigenvalues (descending) and unit eigenvectors (rows, in the same order) of a symmetric
 // n x n matrix (row-major), by cyclic Jacobi rotations in double.
@@ -24,7 +19,8 @@ void symmetric_eigen(std::vector<double> a, int n, std::vector<double>& values, 
 std::vector<float> whitening_filters(const Dataset& data, const InputTransform& transform, std::int64_t kh, std::int64_t kw,
                                      std::int64_t images, double eps);
 
-// Sets the weights of every `init: whiten` convolution from the data.
-void init_whitening(Executor& executor, const Dataset& data, const InputTransform& transform, std::int64_t images, double eps);
+// Sets the weights of every `init: whiten` convolution from the data, normalized as the
+// plan's training input.
+void init_whitening(CompiledPlan& plan, const Dataset& data, std::int64_t images, double eps);
 
 }  // namespace kiln::detail

@@ -1,4 +1,4 @@
-// The training loop: epochs of batches from the loader through the executor, the schedule
+// The training loop: epochs of batches from the loader through the compiled plan, the schedule
 // and the optimizer, evaluation after each epoch, metrics and checkpoints. Everything that
 // decides a run's numbers is a function of (seed, step), so a resumed run continues exactly.
 #include <atomic>
@@ -11,35 +11,33 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "data/loader.hpp"
 #include "kiln/checkpoint.hpp"
 #include "kiln/cudnn.hpp"
 #include "kiln/train.hpp"
-#include "math/rng.hpp"
-#include "train/evaluate.hpp"
+#include "plan/compiled_plan.hpp"
+#include "plan/evaluation.hpp"
+#include "plan/weights.hpp"
 #include "train/init.hpp"
 #include "train/optimizer.hpp"
-#include "train/make_executor.hpp"
 #include "train/state.hpp"
 #include "trace/trace.hpp"
 
 namespace kiln {
 
-using detail::Executor;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-int resolve_threads(int threads) {
-  if (threads > 0) return threads;
-  unsigned n = std::thread::hardware_concurrency();
-  return n > 0 ? static_cast<int>(n) : 1;
-}
-
-detail::InputTransform transform_of(const Graph& g, const TrainConfig& c) {
-  return detail::make_input_transform(g, c.mean, c.std, c.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero);
+// The plan a recipe trains: its batch, normalization, augmentation padding and seed.
+detail::PlanSpec plan_spec(const TrainConfig& config, const RunOptions& run) {
+  detail::PlanSpec spec;
+  spec.batch = config.batch;
+  spec.execution = detail::resolve_options(run);
+  spec.input = {config.mean, config.std, config.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero};
+  spec.seed = config.seed;
+  return spec;
 }
 
 bool next_batch(detail::Loader& loader, detail::HostBatch& batch) {
@@ -76,29 +74,11 @@ void keep_metrics_until(const std::filesystem::path& path, std::int64_t step) {
 
 }  // namespace
 
-std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const RunOptions& run, int threads) {
-  if (run.device == Backend::cpu) {
-    if (run.layout != Layout::nchw || run.dtype != DType::f32)
-      throw UsageError("the CPU backend trains in fp32 and NCHW only (--layout and --dtype apply to --device cuda)");
-    return detail::make_cpu_executor(graph, batch, threads);
-  }
-  detail::CudaOptions o;
-  o.layout = run.layout;
-  o.dtype = run.dtype;
-  o.workspace_limit = run.workspace_limit;
-  o.autotune = run.autotune;
-  if (run.pipeline == "resident") o.pipeline = detail::CudaOptions::Pipeline::resident;
-  else if (run.pipeline == "stream") o.pipeline = detail::CudaOptions::Pipeline::stream;
-  else if (run.pipeline != "auto") throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got '{}'", run.pipeline));
-  return detail::make_cuda_executor(graph, batch, o);
-}
-
 struct Trainer::Impl {
   Graph graph;
   TrainConfig config;
   RunOptions run;
-  int threads;
-  std::unique_ptr<Executor> executor;
+  std::unique_ptr<detail::CompiledPlan> plan;
   std::function<void(const StepEvent&)> step_callback;
   std::function<void(const EpochEvent&)> epoch_callback;
   std::atomic<bool> stop{false};
@@ -107,23 +87,20 @@ struct Trainer::Impl {
   std::int64_t saved_epoch = -1;  // the epoch after which the last training state was written
 
   Impl(Graph g, TrainConfig c, RunOptions r) : graph(std::move(g)), config(std::move(c)), run(std::move(r)) {
-    threads = resolve_threads(run.threads);
-    transform_of(graph, config);  // throws for a normalization that does not fit the model
-    executor = make_executor(graph, config.batch, run, threads);
-    detail::init_params(*executor, config.seed);
-    if (config.lookahead.every > 0) executor->lookahead_init();
+    plan = detail::compile_plan(graph, plan_spec(config, run));
+    if (config.lookahead.every > 0) plan->lookahead_init();
     if (!run.init.empty()) load_weights(run.init), fresh = false;
     if (!run.resume.empty()) {
       std::string path = (std::filesystem::path(run.resume) / "train_state.safetensors").string();
-      position = detail::load_train_state(path, *executor, config.seed, config.batch, config.lookahead.every > 0);
+      position = detail::load_train_state(path, *plan, config.seed, config.batch, config.lookahead.every > 0);
       fresh = false;
       saved_epoch = position.epoch;
     }
   }
 
   void load_weights(const std::string& path) {
-    detail::load_weights_file(*executor, read_safetensors(path), path);
-    if (config.lookahead.every > 0) executor->lookahead_init();
+    detail::load_weights_file(*plan, read_safetensors(path), path);
+    if (config.lookahead.every > 0) plan->lookahead_init();
   }
 
   detail::LoaderOptions loader_options(bool training) const {
@@ -143,19 +120,18 @@ struct Trainer::Impl {
   }
 
   Evaluation evaluate(const Dataset& data) {
-    check_dataset(graph, data);
-    return detail::evaluate_dataset(*executor, config, data);
+    return detail::evaluate(*plan, data, {config.tta, static_cast<float>(config.label_smoothing)});
   }
 
   void save_checkpoint(bool final_weights) {
     if (run.out.empty()) return;
     std::filesystem::create_directories(run.out);
-    detail::save_train_state((std::filesystem::path(run.out) / "train_state.safetensors").string(), *executor, position,
+    detail::save_train_state((std::filesystem::path(run.out) / "train_state.safetensors").string(), *plan, position,
                              config.seed, config.batch, config.lookahead.every > 0);
     saved_epoch = position.epoch;
     if (final_weights)
       write_safetensors((std::filesystem::path(run.out) / "model.safetensors").string(),
-                        detail::weights_file(*executor, position.step));
+                        detail::weights_file(*plan, position.step));
   }
 
   [[noreturn]] void diverged(double loss, bool grads, std::int64_t step, std::int64_t epoch, double lr) {
@@ -166,8 +142,8 @@ struct Trainer::Impl {
     for (int pass = 0; pass < 2 && where.front() == 't'; ++pass)
       for (std::size_t p = 0; p < params.size(); ++p) {
         std::vector<float> v(static_cast<std::size_t>(params[p].elements));
-        if (pass == 0) executor->read_param(p, v);
-        else if (params[p].trainable) executor->read_grad(p, v);
+        if (pass == 0) plan->read_param(p, v);
+        else if (params[p].trainable) plan->read_grad(p, v);
         else continue;
         if (std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); })) continue;
         const Layer& layer = graph.layers()[static_cast<std::size_t>(params[p].layer)];
@@ -190,12 +166,12 @@ struct Trainer::Impl {
     check_dataset(graph, data.train);
     check_dataset(graph, data.test);
     if (fresh) {
-      detail::init_whitening(*executor, data.train, transform_of(graph, config), config.whiten_images, config.whiten_eps);
-      if (config.lookahead.every > 0) executor->lookahead_init();
+      detail::init_whitening(*plan, data.train, config.whiten_images, config.whiten_eps);
+      if (config.lookahead.every > 0) plan->lookahead_init();
       fresh = false;
     }
-    executor->make_resident(data.train);
-    if (data.test.size() > 0) executor->make_resident(data.test);
+    plan->make_resident(data.train);
+    if (data.test.size() > 0) plan->make_resident(data.test);
     const auto start = Clock::now();
     detail::Loader loader(data.train, loader_options(true));
     const std::int64_t per_epoch = loader.batches_per_epoch();
@@ -205,7 +181,6 @@ struct Trainer::Impl {
                                   config.batch));
     const auto total = static_cast<std::int64_t>(std::ceil(config.epochs * static_cast<double>(per_epoch) - 1e-9));
     const std::int64_t stop_at = run.max_steps ? std::min(total, position.step + *run.max_steps) : total;
-    const auto transform = transform_of(graph, config);
     const detail::LossOptions loss_options{static_cast<float>(config.label_smoothing), config.sum_loss};
 
     std::ofstream metrics;
@@ -220,8 +195,8 @@ struct Trainer::Impl {
 
     TrainResult result;
     double lr = 0;
-    executor->take_stats(true);
-    // Per-step information waits here until the step's loss arrives from the executor (a
+    plan->take_stats(true);
+    // Per-step information waits here until the step's loss arrives from the plan (a
     // device backend delivers it about a step later, so that logging never stalls it).
     struct Pending {
       std::int64_t step, epoch, batch_in_epoch;
@@ -230,7 +205,7 @@ struct Trainer::Impl {
     std::deque<Pending> pending;
     detail::StepStats epoch_stats;
     auto drain = [&](bool wait) {
-      for (const detail::StepStats& s : executor->take_stats(wait)) {
+      for (const detail::StepStats& s : plan->take_stats(wait)) {
         Pending p = pending.front();
         pending.pop_front();
         double loss = config.sum_loss ? s.loss_sum : s.loss_sum / static_cast<double>(std::max<std::int64_t>(s.count, 1));
@@ -254,18 +229,13 @@ struct Trainer::Impl {
       while (next_batch(loader, batch)) {
         lr = config.lr * config.schedule.factor(position.step, total, per_epoch);
         auto hyper = detail::sgd_hyper(graph, config, config.schedule.factor(position.step, total, per_epoch), position.epoch);
-        const std::uint64_t key = math::stream_key(config.seed, static_cast<std::uint64_t>(position.step));
-        executor->stage(batch, transform);
-        executor->forward(true, key);
-        executor->loss(loss_options, true, position.step + 1);
-        executor->backward(key);
-        executor->update(hyper);
+        plan->train_step(batch, hyper, position.step, loss_options);
         const Lookahead& la = config.lookahead;
         if (la.every > 0 && position.step % la.every == 0)
-          executor->lookahead(static_cast<float>(
+          plan->lookahead(static_cast<float>(
               la.strength * std::pow(static_cast<double>(position.step) / static_cast<double>(total), la.power)));
         // airbench ends on the averaged weights: ema unchanged, net <- ema.
-        if (la.every > 0 && position.step + 1 == total) executor->lookahead(1.0f);
+        if (la.every > 0 && position.step + 1 == total) plan->lookahead(1.0f);
         seen += batch.n;
         ++position.step;
         ++position.batch_in_epoch;
@@ -334,24 +304,10 @@ Evaluation Trainer::evaluate(const Dataset& data) { return impl_->evaluate(data)
 const Graph& Trainer::graph() const { return impl_->graph; }
 const TrainConfig& Trainer::config() const { return impl_->config; }
 
-std::vector<float> Trainer::predict(const std::uint8_t* images, std::int64_t n) {
-  auto& ex = *impl_->executor;
-  const auto K = static_cast<std::size_t>(impl_->graph.classes());
-  const std::int64_t plane = impl_->graph.input_shape().elements();
-  std::vector<float> out(static_cast<std::size_t>(n) * K);
-  std::vector<std::uint8_t> labels(static_cast<std::size_t>(ex.capacity()), 0);
-  auto transform = transform_of(impl_->graph, impl_->config);
-  for (std::int64_t first = 0; first < n; first += ex.capacity()) {
-    std::int64_t count = std::min(ex.capacity(), n - first);
-    ex.stage({count, images + first * plane, labels.data(), nullptr}, transform);
-    ex.forward(false, 0);
-    ex.read_logits(std::span<float>(out.data() + static_cast<std::size_t>(first) * K, static_cast<std::size_t>(count) * K));
-  }
-  return out;
-}
+std::vector<float> Trainer::predict(const std::uint8_t* images, std::int64_t n) { return impl_->plan->predict(images, n); }
 
 void Trainer::save_weights(const std::string& path) const {
-  write_safetensors(path, detail::weights_file(*impl_->executor, impl_->position.step));
+  write_safetensors(path, detail::weights_file(*impl_->plan, impl_->position.step));
 }
 
 void Trainer::load_weights(const std::string& path) { impl_->load_weights(path); }

@@ -8,8 +8,8 @@
 #include "backend/executor.hpp"
 #include "data/loader.hpp"
 #include "kiln/kiln.hpp"
+#include "plan/evaluation.hpp"
 #include "test_util.hpp"
-#include "train/evaluate.hpp"
 #include "train/init.hpp"
 #include "train/optimizer.hpp"
 
@@ -201,7 +201,12 @@ TEST(Recipe, TestTimeAugmentationViewsAndWeights) {
   detail::init_params(*ex32, 5);
   TrainConfig c;
   c.tta = true;
-  Evaluation e = detail::evaluate_dataset(*ex32, c, data.test);
+  detail::PlanSpec spec;
+  spec.batch = 16;
+  spec.execution.threads = 1;
+  spec.input = {c.mean, c.std};
+  spec.seed = 5;
+  Evaluation e = detail::evaluate(*detail::compile_plan(g32, spec), data.test, {.tta = c.tta});
   detail::InputTransform t;
   t.pad = math::PadMode::reflect;
   t.mean = c.mean;

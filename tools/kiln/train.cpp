@@ -75,7 +75,9 @@ int run_train(const TrainOptions& o) {
   run.dtype = *dtype;
   if (o.workspace_mb) run.workspace_limit = static_cast<std::int64_t>(*o.workspace_mb * 1024 * 1024);
   run.autotune = o.autotune;
-  run.pipeline = o.pipeline;
+  auto pipeline = parse_pipeline(o.pipeline);
+  if (!pipeline) throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got '{}'", o.pipeline));
+  run.pipeline = *pipeline;
   run.evaluate = o.eval == "epoch" ? EvalPolicy::every_epoch : o.eval == "end" ? EvalPolicy::at_end : EvalPolicy::never;
 
   std::string data_description;

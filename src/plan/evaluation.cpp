@@ -1,4 +1,4 @@
-#include "train/evaluate.hpp"
+#include "plan/evaluation.hpp"
 
 #include <algorithm>
 
@@ -16,28 +16,24 @@ std::vector<TtaView> tta_views(bool tta) {
           {{-1, -1, 1}, 0.125}, {{1, 1, 0}, 0.125}, {{1, 1, 1}, 0.125}};
 }
 
-Evaluation evaluate_dataset(Executor& executor, const TrainConfig& config, const Dataset& data) {
+Evaluation evaluate(CompiledPlan& plan, const Dataset& data, const EvalOptions& options) {
   trace::Range range("evaluate");
-  const Graph& graph = executor.graph();
+  const Graph& graph = plan.graph();
+  check_dataset(graph, data);
   const auto K = static_cast<std::size_t>(graph.classes());
   Evaluation e;
   e.confusion.assign(K, std::vector<std::int64_t>(K, 0));
   LoaderOptions o;
-  o.batch = executor.capacity();
+  o.batch = plan.capacity();
   o.shuffle = false;
   Loader loader(data, o);
   loader.start_epoch(0);
 
-  InputTransform transform;
-  transform.pad = math::PadMode::reflect;  // the translated views reflect; the others do not leave the image
-  transform.mean = config.mean;
-  for (float s : config.std) transform.inv_std.push_back(1.0f / s);
-  const auto views = tta_views(config.tta);
-  std::vector<float> logits(static_cast<std::size_t>(executor.capacity()) * K), sum(logits.size());
-  std::vector<math::AugmentParams> params(static_cast<std::size_t>(executor.capacity()));
+  const auto views = tta_views(options.tta);
+  std::vector<float> logits(static_cast<std::size_t>(plan.capacity()) * K), sum(logits.size());
+  std::vector<math::AugmentParams> params(static_cast<std::size_t>(plan.capacity()));
   double loss_sum = 0;
   std::int64_t correct = 0;
-  executor.take_stats(true);
   HostBatch batch;
   while (loader.next(batch)) {
     std::fill(sum.begin(), sum.end(), 0.0f);
@@ -45,14 +41,12 @@ Evaluation evaluate_dataset(Executor& executor, const TrainConfig& config, const
       std::fill(params.begin(), params.end(), view.params);
       HostBatch b = batch;
       b.augment = params.data();
-      executor.stage(b, transform);
-      executor.forward(false, 0);
-      executor.read_logits(logits);
+      plan.eval_batch(b, logits);
       for (std::size_t i = 0; i < static_cast<std::size_t>(batch.n) * K; ++i) sum[i] += static_cast<float>(view.weight) * logits[i];
     }
     for (std::int64_t i = 0; i < batch.n; ++i) {
       const float* row = sum.data() + static_cast<std::size_t>(i) * K;
-      auto s = math::softmax_cross_entropy(row, static_cast<int>(K), batch.labels[i], static_cast<float>(config.label_smoothing), 1.0f,
+      auto s = math::softmax_cross_entropy(row, static_cast<int>(K), batch.labels[i], options.label_smoothing, 1.0f,
                                            nullptr);
       loss_sum += s.loss;
       correct += s.correct ? 1 : 0;

@@ -1,0 +1,112 @@
+// The one place where a run's options become a backend's: checked, threads resolved, the
+// pipeline mapped onto the CUDA backend's own enum.
+#include "plan/options.hpp"
+
+#include <fmt/format.h>
+#include <thread>
+
+#include "kiln/error.hpp"
+
+namespace kiln {
+
+std::optional<Pipeline> parse_pipeline(std::string_view text) {
+  if (text == "auto") return Pipeline::automatic;
+  if (text == "resident") return Pipeline::resident;
+  if (text == "stream") return Pipeline::stream;
+  return std::nullopt;
+}
+
+std::string_view to_string(Pipeline pipeline) {
+  switch (pipeline) {
+    case Pipeline::automatic: return "auto";
+    case Pipeline::resident: return "resident";
+    case Pipeline::stream: return "stream";
+  }
+  return "unknown";
+}
+
+}  // namespace kiln
+
+namespace kiln::detail {
+
+namespace {
+
+struct Settings {
+  Backend backend = Backend::cpu;
+  int threads = 0;
+  Layout layout = Layout::nchw;
+  DType dtype = DType::f32;
+  std::int64_t workspace_limit = -1;
+  bool autotune = false;
+  Pipeline pipeline = Pipeline::automatic;
+  int device_index = 0;
+};
+
+ExecutionOptions resolve(const Settings& s) {
+  if (s.backend != Backend::cpu && s.backend != Backend::cuda)
+    throw UsageError(fmt::format("unknown backend {}: kiln runs on cpu or cuda", static_cast<int>(s.backend)));
+  if (s.threads < 0) throw UsageError(fmt::format("threads must be 0 (every core) or more, got {}", s.threads));
+  if (s.workspace_limit < -1)
+    throw UsageError(fmt::format("the cuDNN workspace limit must be a number of bytes or -1 (no limit), got {}", s.workspace_limit));
+  if (s.device_index < 0) throw UsageError(fmt::format("the CUDA device index must not be negative, got {}", s.device_index));
+  if (s.pipeline != Pipeline::automatic && s.pipeline != Pipeline::resident && s.pipeline != Pipeline::stream)
+    throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got {}", static_cast<int>(s.pipeline)));
+  if (s.backend == Backend::cpu && (s.layout != Layout::nchw || s.dtype != DType::f32))
+    throw UsageError("the CPU backend trains in fp32 and NCHW only (--layout and --dtype apply to --device cuda)");
+  ExecutionOptions o;
+  o.backend = s.backend;
+  o.threads = resolve_threads(s.threads);
+  o.cuda.layout = s.layout;
+  o.cuda.dtype = s.dtype;
+  o.cuda.workspace_limit = s.workspace_limit;
+  o.cuda.autotune = s.autotune;
+  o.cuda.pipeline = s.pipeline == Pipeline::resident ? CudaOptions::Pipeline::resident
+                    : s.pipeline == Pipeline::stream ? CudaOptions::Pipeline::stream
+                                                     : CudaOptions::Pipeline::automatic;
+  o.cuda.device = s.device_index;
+  return o;
+}
+
+}  // namespace
+
+int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  const unsigned cores = std::thread::hardware_concurrency();
+  return cores > 0 ? static_cast<int>(cores) : 1;
+}
+
+ExecutionOptions resolve_options(const RunOptions& run) {
+  return resolve({.backend = run.device,
+                  .threads = run.threads,
+                  .layout = run.layout,
+                  .dtype = run.dtype,
+                  .workspace_limit = run.workspace_limit,
+                  .autotune = run.autotune,
+                  .pipeline = run.pipeline,
+                  .device_index = run.device_index});
+}
+
+ExecutionOptions resolve_options(const Target& target, const CompileOptions& options) {
+  return resolve({.backend = target.backend,
+                  .threads = options.threads,
+                  .layout = target.layout,
+                  .dtype = target.dtype,
+                  .workspace_limit = options.workspace_limit,
+                  .autotune = options.autotune,
+                  .device_index = options.device_index});
+}
+
+ExecutionOptions resolve_options(const BenchOptions& options) {
+  return resolve({.backend = options.device,
+                  .threads = options.threads,
+                  .layout = options.layout,
+                  .dtype = options.dtype,
+                  .autotune = options.autotune});
+}
+
+std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {
+  if (options.backend == Backend::cpu) return make_cpu_executor(graph, batch, options.threads);
+  return make_cuda_executor(graph, batch, options.cuda);
+}
+
+}  // namespace kiln::detail

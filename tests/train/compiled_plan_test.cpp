@@ -1,0 +1,208 @@
+// The compiled-plan layer: its training step is the executor's sequence and nothing else, its
+// evaluation is the public Plan's, and run options are checked in one place.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <optional>
+#include <thread>
+
+#include "data/loader.hpp"
+#include "kiln/kiln.hpp"
+#include "math/rng.hpp"
+#include "plan/compiled_plan.hpp"
+#include "plan/evaluation.hpp"
+#include "plan/init.hpp"
+#include "plan/options.hpp"
+#include "test_util.hpp"
+#include "train/optimizer.hpp"
+
+namespace kiln::test {
+namespace {
+
+Graph dropout_bn_net() {
+  GraphBuilder b("small", Shape::chw(3, 32, 32), 10);
+  b.add(layers::conv(8, 3).pad(1).stride(2).named("conv1"))
+      .add(layers::batchnorm().named("bn1"))
+      .add(layers::relu())
+      .add(layers::dropout(0.2).named("drop"))
+      .add(layers::maxpool(2))
+      .add(layers::flatten())
+      .add(layers::linear(10).named("fc"));
+  return b.build();
+}
+
+detail::PlanSpec spec_of(const TrainConfig& c) {
+  detail::PlanSpec spec;
+  spec.batch = c.batch;
+  spec.execution.threads = 1;
+  spec.input = {c.mean, c.std, math::PadMode::reflect};
+  spec.seed = c.seed;
+  return spec;
+}
+
+std::vector<float> param(const detail::Executor& ex, const Graph& g, std::size_t i) {
+  std::vector<float> v(static_cast<std::size_t>(g.params()[i].elements));
+  ex.read_param(i, v);
+  return v;
+}
+
+std::vector<float> param(const detail::CompiledPlan& plan, std::size_t i) {
+  std::vector<float> v(static_cast<std::size_t>(plan.graph().params()[i].elements));
+  plan.read_param(i, v);
+  return v;
+}
+
+// train_step is stage, forward, loss, backward, update with the dropout key (seed, step)
+// and the stats tagged step + 1: the same weights and stats as those calls made by hand.
+TEST(CompiledPlan, TrainStepIsTheExecutorSequence) {
+  const Graph g = dropout_bn_net();
+  TrainConfig c;
+  c.batch = 16;
+  c.seed = 3;
+  c.lr = 0.05;
+  c.label_smoothing = 0.1;
+  c.augment = Augment{0, 2, true};
+  auto plan = detail::compile_plan(g, spec_of(c));
+  auto ex = detail::make_cpu_executor(g, c.batch, 1);
+  detail::init_params(*ex, c.seed);
+  const detail::InputTransform t = detail::make_input_transform(g, c.mean, c.std, math::PadMode::reflect);
+
+  Cifar10 data = make_synthetic_cifar10({64, 0, 2});
+  detail::LoaderOptions lo;
+  lo.batch = c.batch;
+  lo.seed = c.seed;
+  lo.augment.enabled = true;
+  lo.augment.pad = math::PadMode::reflect;
+  lo.augment.max_shift = 2;
+  lo.augment.flip = true;
+  detail::Loader loader(data.train, lo);
+  loader.start_epoch(0);
+  const detail::LossOptions loss{0.1f, false};
+  const auto hyper = detail::sgd_hyper(g, c, 1.0, 0);
+  detail::HostBatch batch;
+  std::int64_t step = 0;
+  while (loader.next(batch)) {
+    plan->train_step(batch, hyper, step, loss);
+    const std::uint64_t key = math::stream_key(c.seed, static_cast<std::uint64_t>(step));
+    ex->stage(batch, t);
+    ex->forward(true, key);
+    ex->loss(loss, true, step + 1);
+    ex->backward(key);
+    ex->update(hyper);
+    ++step;
+  }
+  ASSERT_EQ(step, 4);
+  const auto by_plan = plan->take_stats(true), by_hand = ex->take_stats(true);
+  ASSERT_EQ(by_plan.size(), 4u);
+  ASSERT_EQ(by_hand.size(), 4u);
+  for (std::size_t s = 0; s < 4; ++s) {
+    EXPECT_EQ(by_plan[s].tag, static_cast<std::int64_t>(s) + 1);
+    EXPECT_EQ(by_plan[s].tag, by_hand[s].tag);
+    EXPECT_EQ(by_plan[s].loss_sum, by_hand[s].loss_sum) << "step " << s + 1;
+    EXPECT_EQ(by_plan[s].correct, by_hand[s].correct);
+  }
+  for (std::size_t i = 0; i < g.params().size(); ++i) EXPECT_EQ(param(*plan, i), param(*ex, g, i)) << g.params()[i].name;
+}
+
+// compile_plan initializes as the Trainer and kiln::compile do, and its evaluation is the
+// public Plan's.
+TEST(CompiledPlan, EvaluationMatchesThePublicPlan) {
+  const Graph g = dropout_bn_net();
+  TrainConfig c;
+  c.batch = 32;
+  c.seed = 9;
+  auto plan = detail::compile_plan(g, spec_of(c));
+  CompileOptions o;
+  o.threads = 1;
+  o.seed = 9;
+  Plan pub = compile(g, {Backend::cpu, 32}, o);
+  const Cifar10 data = make_synthetic_cifar10({0, 70, 4});
+  const Evaluation a = detail::evaluate(*plan, data.test, {});
+  const Evaluation b = pub.evaluate(data.test);
+  EXPECT_EQ(a.count, 70);
+  EXPECT_EQ(a.accuracy, b.accuracy);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.confusion, b.confusion);
+  for (std::size_t i = 0; i < g.params().size(); ++i) EXPECT_EQ(param(*plan, i), pub.read_param(i)) << g.params()[i].name;
+}
+
+std::string usage_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "(no UsageError)";
+}
+
+TEST(ExecutionOptions, BadValuesAreRefusedWithOneMessageWhicheverWayIn) {
+  const std::string cpu_only = "the CPU backend trains in fp32 and NCHW only (--layout and --dtype apply to --device cuda)";
+  RunOptions run;
+  run.dtype = DType::f16;
+  EXPECT_EQ(usage_message([&] { detail::resolve_options(run); }), cpu_only);
+  EXPECT_EQ(usage_message([&] { detail::resolve_options(Target{Backend::cpu, 4, DType::f32, Layout::nhwc}, {}); }), cpu_only);
+  BenchOptions bench;
+  bench.dtype = DType::bf16;
+  EXPECT_EQ(usage_message([&] { detail::resolve_options(bench); }), cpu_only);
+
+  RunOptions threads;
+  threads.threads = -2;
+  EXPECT_EQ(usage_message([&] { detail::resolve_options(threads); }), "threads must be 0 (every core) or more, got -2");
+  CompileOptions compile_threads;
+  compile_threads.threads = -2;
+  EXPECT_EQ(usage_message([&] { detail::resolve_options(Target{}, compile_threads); }),
+            "threads must be 0 (every core) or more, got -2");
+  RunOptions workspace;
+  workspace.workspace_limit = -5;
+  EXPECT_EQ(usage_message([&] { detail::resolve_options(workspace); }),
+            "the cuDNN workspace limit must be a number of bytes or -1 (no limit), got -5");
+  RunOptions device;
+  device.device_index = -1;
+  EXPECT_EQ(usage_message([&] { detail::resolve_options(device); }), "the CUDA device index must not be negative, got -1");
+  RunOptions pipeline;
+  pipeline.pipeline = static_cast<Pipeline>(7);
+  EXPECT_EQ(usage_message([&] { detail::resolve_options(pipeline); }), "--pipeline must be auto, resident or stream, got 7");
+  // The Trainer checks them before it builds anything.
+  EXPECT_EQ(usage_message([&] { Trainer(dropout_bn_net(), TrainConfig{}, threads); }),
+            "threads must be 0 (every core) or more, got -2");
+  detail::PlanSpec empty;
+  EXPECT_EQ(usage_message([&] { detail::compile_plan(dropout_bn_net(), empty); }),
+            "normalization has 0 mean and 0 std values but model 'small' has 3 input channels");
+  empty.input = {TrainConfig{}.mean, TrainConfig{}.std};
+  EXPECT_EQ(usage_message([&] { detail::compile_plan(dropout_bn_net(), empty); }), "the batch size must be at least 1, got 0");
+}
+
+TEST(ExecutionOptions, TypedValuesReachTheBackend) {
+  RunOptions run;
+  run.device = Backend::cuda;
+  run.layout = Layout::nhwc;
+  run.workspace_limit = 1 << 20;
+  run.autotune = true;
+  run.pipeline = Pipeline::stream;
+  run.device_index = 1;
+  const detail::ExecutionOptions o = detail::resolve_options(run);
+  EXPECT_EQ(o.backend, Backend::cuda);
+  EXPECT_EQ(o.cuda.layout, Layout::nhwc);
+  EXPECT_EQ(o.cuda.workspace_limit, 1 << 20);
+  EXPECT_TRUE(o.cuda.autotune);
+  EXPECT_EQ(o.cuda.pipeline, detail::CudaOptions::Pipeline::stream);
+  EXPECT_EQ(o.cuda.device, 1);
+  run.pipeline = Pipeline::resident;
+  EXPECT_EQ(detail::resolve_options(run).cuda.pipeline, detail::CudaOptions::Pipeline::resident);
+  run.pipeline = Pipeline::automatic;
+  EXPECT_EQ(detail::resolve_options(run).cuda.pipeline, detail::CudaOptions::Pipeline::automatic);
+
+  RunOptions cpu;
+  cpu.threads = 3;
+  EXPECT_EQ(detail::resolve_options(cpu).threads, 3);
+  cpu.threads = 0;  // every core
+  const unsigned cores = std::thread::hardware_concurrency();
+  EXPECT_EQ(detail::resolve_options(cpu).threads, cores > 0 ? static_cast<int>(cores) : 1);
+
+  for (Pipeline p : {Pipeline::automatic, Pipeline::resident, Pipeline::stream}) EXPECT_EQ(parse_pipeline(to_string(p)), p);
+  EXPECT_EQ(to_string(Pipeline::automatic), "auto");
+  EXPECT_EQ(parse_pipeline("fast"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace kiln::test
