@@ -1,5 +1,5 @@
 // The CPU backend: one arena per plan laid out by the memory planner, parameters,
-// gradients and momentum in flat fp32 vectors, and each layer's kernels from its OpDef.
+// gradients and momentum in flat fp32 vectors, and each layer's kernels from the CPU op table.
 // Nothing is allocated during a step.
 #include <algorithm>
 #include <cblas.h>
@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "backend/executor.hpp"
 #include "graph/op_def.hpp"
 #include "math/loss.hpp"
@@ -48,10 +49,10 @@ class CpuExecutor final : public Executor {
     std::int64_t state_total = 0, workspace = 0;
     std::vector<std::int64_t> state_offset(layers.size(), 0);
     for (const Layer& layer : layers) {
-      const OpDef& def = op_def(layer.op);
+      const CpuOp& kernels = cpu_op(layer.op);
       state_offset[static_cast<std::size_t>(layer.index)] = state_total;
-      if (def.state_floats) state_total += def.state_floats(layer, batch);
-      if (def.cpu_workspace) workspace = std::max(workspace, def.cpu_workspace(layer, layers, batch));
+      if (kernels.state_floats) state_total += kernels.state_floats(layer, batch);
+      if (kernels.workspace_floats) workspace = std::max(workspace, kernels.workspace_floats(layer, layers, batch));
     }
     state_.assign(static_cast<std::size_t>(state_total), 0.0f);
     workspace_.assign(static_cast<std::size_t>(workspace), 0.0f);
@@ -117,7 +118,7 @@ class CpuExecutor final : public Executor {
       l.train = train;
       l.dropout_key = math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(l.layer->index));
       auto t0 = profiling_ ? Clock::now() : Clock::time_point{};
-      op_def(l.layer->op).cpu_forward(l);
+      cpu_op(l.layer->op).forward(l);
       if (profiling_) {
         auto& t = times_[static_cast<std::size_t>(l.layer->index)];
         t.forward_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -152,7 +153,7 @@ class CpuExecutor final : public Executor {
       trace::Range range(names_[static_cast<std::size_t>(layer.index)].bwd.c_str());
       l.dropout_key = math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(layer.index));
       auto t0 = profiling_ ? Clock::now() : Clock::time_point{};
-      op_def(layer.op).cpu_backward(l);
+      cpu_op(layer.op).backward(l);
       if (profiling_)
         times_[static_cast<std::size_t>(layer.index)].backward_ms +=
             std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

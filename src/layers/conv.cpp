@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "layers/gemm.hpp"
 #include "math/im2col.hpp"
@@ -398,9 +398,28 @@ void cpu_backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& conv_op() {
-  static const OpDef def{OpKind::conv, "conv", kKeys, 1, 1, true, infer, params, flops, needs,
-                         cpu_forward, cpu_backward, nullptr, workspace};
+  static const OpDef def{
+      .kind = OpKind::conv,
+      .name = "conv",
+      .keys = kKeys,
+      .has_params = true,
+      .infer = infer,
+      .params = params,
+      .flops = flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& conv_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::conv,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = cpu_forward,
+      .backward = cpu_backward,
+      .workspace_floats = workspace,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

@@ -2,7 +2,7 @@
 // backward regenerates it instead of storing it.
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/dropout.hpp"
 
@@ -71,9 +71,25 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& dropout_op() {
-  static const OpDef def{OpKind::dropout, "dropout", kKeys, 1, 1, false, infer, nullptr, elementwise_flops, needs,
-                         forward, backward};
+  static const OpDef def{
+      .kind = OpKind::dropout,
+      .name = "dropout",
+      .keys = kKeys,
+      .infer = infer,
+      .flops = elementwise_flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& dropout_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::dropout,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = forward,
+      .backward = backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

@@ -1,7 +1,7 @@
 // linear: PyTorch's Linear on a vector of features; weight [out, in].
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "layers/gemm.hpp"
 #include "util/checked.hpp"
@@ -91,9 +91,27 @@ void cpu_backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& linear_op() {
-  static const OpDef def{OpKind::linear, "linear", kKeys, 1, 1, true, infer, params, flops, needs,
-                         cpu_forward, cpu_backward};
+  static const OpDef def{
+      .kind = OpKind::linear,
+      .name = "linear",
+      .keys = kKeys,
+      .has_params = true,
+      .infer = infer,
+      .params = params,
+      .flops = flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& linear_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::linear,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = cpu_forward,
+      .backward = cpu_backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

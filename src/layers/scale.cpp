@@ -2,7 +2,7 @@
 #include <cmath>
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 
 namespace kiln::detail {
@@ -50,9 +50,25 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& scale_op() {
-  static const OpDef def{OpKind::scale, "scale", kKeys, 1, 1, false, infer, nullptr, elementwise_flops, needs,
-                         forward, backward};
+  static const OpDef def{
+      .kind = OpKind::scale,
+      .name = "scale",
+      .keys = kKeys,
+      .infer = infer,
+      .flops = elementwise_flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& scale_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::scale,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = forward,
+      .backward = backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail
