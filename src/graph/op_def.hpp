@@ -7,27 +7,10 @@
 #include <string_view>
 #include <vector>
 
+#include "graph/key_def.hpp"
 #include "kiln/graph.hpp"
 
 namespace kiln::detail {
-
-// How a spec key's value is written.
-enum class KeyType : std::uint8_t {
-  integer,    // 3
-  int_pair,   // 3 or [3, 5]
-  padding,    // 1, [1, 2] or same
-  pool_pad,   // 1 or [1, 2]
-  boolean,    // true / false
-  number,     // 0.1, 1e-5, 1/9
-  names,      // a layer name or a list of them (from:)
-  choice,     // one word of a fixed set (init: dirac)
-};
-
-struct KeyDef {
-  std::string_view name;
-  KeyType type;
-  bool required = false;
-};
 
 // What a shape rule sees: the layer being built (inputs resolved, attributes to be
 // resolved in place) and the layers before it.
@@ -60,7 +43,7 @@ struct BackwardNeeds {
 struct OpDef {
   OpKind kind;
   std::string_view name;
-  std::span<const KeyDef> keys = {};  // besides name, op, from (and frozen, lr_scale with params)
+  std::span<const KeyDef> keys = {};  // besides name, op, from (and param_keys() with params)
   int min_inputs = 1;
   int max_inputs = 1;
   bool has_params = false;
@@ -85,8 +68,11 @@ const OpDef& op_def(OpKind kind);
 
 // Throws std::logic_error naming the first bad slot: a table of the wrong size, an entry
 // whose kind is not its index, a missing name, shape rule, FLOPs, backward_needs or params
-// (when has_params), or inputs min > max.
+// (when has_params), inputs min > max, or a key whose field does not fit its type.
 void check_op_table(std::span<const OpDef> table);
+
+// The keys every layer with parameters takes: frozen, lr_scale, train_epochs.
+std::span<const KeyDef> param_keys();
 
 // "conv 3x3", or with geometry "conv 35x35, stride 1, pad 0".
 std::string describe_layer(const Layer& layer, bool geometry);

@@ -21,11 +21,20 @@ constexpr auto kOpGetters = std::to_array<OpGetter>({
 });
 static_assert(kOpGetters.size() == kOpCount, "one getter per OpKind, in OpKind order");
 
+constexpr KeyDef kParamKeys[] = {
+    {.name = "frozen", .type = KeyType::boolean, .field = &Attrs::frozen},
+    {.name = "lr_scale", .type = KeyType::number, .field = &Attrs::lr_scale},
+    {.name = "train_epochs", .type = KeyType::number, .field = &Attrs::train_epochs},
+};
+static_assert(key_fields_fit(kParamKeys));
+
 [[noreturn]] void bad_slot(std::size_t slot, const OpDef& def, std::string_view problem) {
   throw std::logic_error(fmt::format("op table: slot {} ('{}') {}", slot, def.name, problem));
 }
 
 }  // namespace
+
+std::span<const KeyDef> param_keys() { return kParamKeys; }
 
 void check_op_table(std::span<const OpDef> table) {
   if (table.size() != kOpCount)
@@ -42,7 +51,9 @@ void check_op_table(std::span<const OpDef> table) {
     if (def.has_params && !def.params) bad_slot(slot, def, "has parameters but no params function");
     if (!def.flops) bad_slot(slot, def, "has no flops function");
     if (!def.backward_needs) bad_slot(slot, def, "has no backward_needs function");
+    check_key_fields(fmt::format("op table: slot {} ('{}')", slot, def.name), def.keys);
   }
+  check_key_fields("param_keys()", kParamKeys);
 }
 
 std::span<const OpDef> op_table() {

@@ -9,7 +9,8 @@ namespace kiln::detail {
 
 namespace {
 
-constexpr KeyDef kLeakyKeys[] = {{"slope", KeyType::number}};
+constexpr KeyDef kLeakyKeys[] = {{.name = "slope", .type = KeyType::number, .field = &Attrs::slope}};
+static_assert(key_fields_fit(kLeakyKeys));
 
 std::optional<Shape> same_shape(ShapeCtx& ctx) { return ctx.in(); }
 

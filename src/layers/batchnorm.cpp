@@ -11,9 +11,13 @@ namespace kiln::detail {
 namespace {
 
 constexpr KeyDef kKeys[] = {
-    {"eps", KeyType::number}, {"momentum", KeyType::number}, {"weight", KeyType::boolean},
-    {"bias", KeyType::boolean}, {"features", KeyType::integer},
+    {.name = "eps", .type = KeyType::number, .field = &Attrs::eps},
+    {.name = "momentum", .type = KeyType::number, .field = &Attrs::momentum},
+    {.name = "weight", .type = KeyType::boolean, .field = &Attrs::weight},
+    {.name = "bias", .type = KeyType::boolean, .field = &Attrs::bias},
+    {.name = "features", .type = KeyType::integer, .field = &Attrs::in},
 };
+static_assert(key_fields_fit(kKeys));
 
 std::optional<Shape> infer(ShapeCtx& ctx) {
   const Attrs& a = ctx.layer.attrs;

@@ -17,10 +17,17 @@ namespace kiln::detail {
 namespace {
 
 constexpr KeyDef kKeys[] = {
-    {"out", KeyType::integer, true},     {"kernel", KeyType::int_pair, true}, {"stride", KeyType::int_pair},
-    {"pad", KeyType::padding},           {"dilation", KeyType::int_pair},     {"groups", KeyType::integer},
-    {"bias", KeyType::boolean},          {"in", KeyType::integer},       {"init", KeyType::choice},
+    {.name = "out", .type = KeyType::integer, .field = &Attrs::out, .required = true},
+    {.name = "kernel", .type = KeyType::int_pair, .field = &Attrs::kernel, .required = true},
+    {.name = "stride", .type = KeyType::int_pair, .field = &Attrs::stride},
+    {.name = "pad", .type = KeyType::padding, .field = &Attrs::pad},
+    {.name = "dilation", .type = KeyType::int_pair, .field = &Attrs::dilation},
+    {.name = "groups", .type = KeyType::integer, .field = &Attrs::groups},
+    {.name = "bias", .type = KeyType::boolean, .field = &Attrs::bias},
+    {.name = "in", .type = KeyType::integer, .field = &Attrs::in},
+    {.name = "init", .type = KeyType::choice, .field = &Attrs::init},
 };
+static_assert(key_fields_fit(kKeys));
 
 std::string plural(std::int64_t n, const char* word) { return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s"); }
 

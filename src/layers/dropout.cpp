@@ -10,7 +10,8 @@ namespace kiln::detail {
 
 namespace {
 
-constexpr KeyDef kKeys[] = {{"p", KeyType::number}};
+constexpr KeyDef kKeys[] = {{.name = "p", .type = KeyType::number, .field = &Attrs::p}};
+static_assert(key_fields_fit(kKeys));
 
 std::optional<Shape> infer(ShapeCtx& ctx) {
   double p = ctx.layer.attrs.p;

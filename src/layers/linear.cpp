@@ -10,7 +10,12 @@ namespace kiln::detail {
 
 namespace {
 
-constexpr KeyDef kKeys[] = {{"out", KeyType::integer, true}, {"bias", KeyType::boolean}, {"in", KeyType::integer}};
+constexpr KeyDef kKeys[] = {
+    {.name = "out", .type = KeyType::integer, .field = &Attrs::out, .required = true},
+    {.name = "bias", .type = KeyType::boolean, .field = &Attrs::bias},
+    {.name = "in", .type = KeyType::integer, .field = &Attrs::in},
+};
+static_assert(key_fields_fit(kKeys));
 
 std::optional<Shape> infer(ShapeCtx& ctx) {
   const Attrs& a = ctx.layer.attrs;

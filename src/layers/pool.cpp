@@ -15,8 +15,12 @@ namespace kiln::detail {
 namespace {
 
 constexpr KeyDef kKeys[] = {
-    {"kernel", KeyType::int_pair, true}, {"stride", KeyType::int_pair}, {"pad", KeyType::pool_pad}, {"ceil", KeyType::boolean},
+    {.name = "kernel", .type = KeyType::int_pair, .field = &Attrs::kernel, .required = true},
+    {.name = "stride", .type = KeyType::int_pair, .field = &Attrs::stride},
+    {.name = "pad", .type = KeyType::pool_pad, .field = &Attrs::pad},
+    {.name = "ceil", .type = KeyType::boolean, .field = &Attrs::ceil},
 };
+static_assert(key_fields_fit(kKeys));
 
 std::string hw(std::int64_t h, std::int64_t w) { return h == w ? fmt::format("{}", h) : fmt::format("{}x{}", h, w); }
 

@@ -9,7 +9,8 @@ namespace kiln::detail {
 
 namespace {
 
-constexpr KeyDef kKeys[] = {{"factor", KeyType::number, true}};
+constexpr KeyDef kKeys[] = {{.name = "factor", .type = KeyType::number, .field = &Attrs::factor, .required = true}};
+static_assert(key_fields_fit(kKeys));
 
 std::optional<Shape> infer(ShapeCtx& ctx) {
   if (!std::isfinite(ctx.layer.attrs.factor)) {

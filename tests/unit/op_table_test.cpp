@@ -1,5 +1,6 @@
-// The op tables (the graph's and the CPU backend's) cannot be wrong silently: an entry out
-// of its slot or a missing function is named by the start-up check.
+// The op tables (the graph's and the CPU backend's) and the spec keys cannot be wrong
+// silently: an entry out of its slot, a missing function, or a key whose field does not
+// hold its type is named by the start-up check.
 #include <fmt/format.h>
 
 #include <stdexcept>
@@ -15,6 +16,8 @@ namespace kiln::test {
 namespace {
 
 using detail::CpuOp;
+using detail::KeyDef;
+using detail::KeyType;
 using detail::OpDef;
 
 // The message of the std::logic_error that `f` throws ("" and a failure if none).
@@ -93,6 +96,16 @@ TEST(OpTable, TableOfTheWrongSizeIsNamed) {
             fmt::format("op table: {} entries for {} OpKinds", detail::kOpCount - 1, detail::kOpCount));
 }
 
+TEST(OpTable, MisTypedKeyOfAnOpIsNamed) {
+  // `eps` declared an integer but pointing at a double: the parser would have nothing to write.
+  constexpr KeyDef kBadKeys[] = {{.name = "eps", .type = KeyType::integer, .field = &Attrs::eps}};
+  static_assert(!detail::key_fields_fit(kBadKeys));
+  auto table = graph_table();
+  table[6].keys = kBadKeys;
+  EXPECT_EQ(logic_error_of([&] { detail::check_op_table(table); }),
+            "op table: slot 6 ('batchnorm'): key 'eps' is declared integer but its field is double");
+}
+
 TEST(CpuOpTable, MisSlottedEntryIsNamed) {
   auto table = cpu_table();
   std::swap(table[7], table[8]);  // relu and leaky_relu
@@ -130,6 +143,122 @@ TEST(CpuOpTable, SupportsFp32InNchwOnly) {
     EXPECT_EQ(entry.supports(layer, DType::f32, Layout::nhwc), "the CPU backend runs the nchw layout only, got nhwc")
         << layer.name;
   }
+}
+
+TEST(KeyTable, MisTypedKeyIsNamed) {
+  // A number key pointed at an integer field, the mistake a new key copied from another makes.
+  constexpr KeyDef kMisTyped[] = {
+      {.name = "p", .type = KeyType::number, .field = &Attrs::p},
+      {.name = "groups", .type = KeyType::number, .field = &Attrs::groups},
+  };
+  static_assert(!detail::key_fields_fit(kMisTyped));
+  EXPECT_EQ(logic_error_of([&] { detail::check_key_fields("dropout", kMisTyped); }),
+            "dropout: key 'groups' is declared number but its field is std::int64_t");
+
+  constexpr KeyDef kPaddingAsPair[] = {{.name = "pad", .type = KeyType::int_pair, .field = &Attrs::pad}};
+  static_assert(!detail::key_fields_fit(kPaddingAsPair));
+  EXPECT_EQ(logic_error_of([&] { detail::check_key_fields("conv", kPaddingAsPair); }),
+            "conv: key 'pad' is declared int_pair but its field is Padding");
+
+  // `from` fills LayerDef::inputs; no Attrs field takes a names key.
+  constexpr KeyDef kNames[] = {{.name = "from", .type = KeyType::names, .field = &Attrs::out}};
+  EXPECT_EQ(logic_error_of([&] { detail::check_key_fields("add", kNames); }),
+            "add: key 'from' is declared names but its field is std::int64_t");
+}
+
+TEST(KeyTable, KeyWithoutAFieldIsNamed) {
+  constexpr KeyDef kNoField[] = {{.name = "slope", .type = KeyType::number, .field = std::monostate{}}};
+  static_assert(!detail::key_fields_fit(kNoField));
+  EXPECT_EQ(logic_error_of([&] { detail::check_key_fields("leaky_relu", kNoField); }),
+            "leaky_relu: key 'slope' is declared number but its field is no field");
+  constexpr KeyDef kNullField[] = {
+      {.name = "slope", .type = KeyType::number, .field = static_cast<double Attrs::*>(nullptr)}};
+  static_assert(!detail::key_fields_fit(kNullField));
+  EXPECT_EQ(logic_error_of([&] { detail::check_key_fields("leaky_relu", kNullField); }),
+            "leaky_relu: key 'slope' is declared number but its field is a null member pointer");
+}
+
+TEST(KeyTable, KeyDeclaredTwiceIsNamed) {
+  constexpr KeyDef kTwice[] = {
+      {.name = "p", .type = KeyType::number, .field = &Attrs::p},
+      {.name = "p", .type = KeyType::number, .field = &Attrs::factor},
+  };
+  EXPECT_EQ(logic_error_of([&] { detail::check_key_fields("dropout", kTwice); }), "dropout: key 'p' appears twice");
+}
+
+TEST(KeyTable, WriteKeyWritesOnlyItsField) {
+  Attrs attrs;
+  detail::write_key<KeyType::integer>(attrs, {.name = "features", .type = KeyType::integer, .field = &Attrs::in}, 7);
+  EXPECT_EQ(attrs.in, 7);
+  EXPECT_EQ(attrs.out, 0);
+  EXPECT_EQ(attrs.groups, 1);
+  detail::write_key<KeyType::number>(attrs, {.name = "train_epochs", .type = KeyType::number, .field = &Attrs::train_epochs},
+                                     2.5);
+  EXPECT_EQ(attrs.train_epochs, 2.5);
+  EXPECT_EQ(attrs.lr_scale, 1.0);
+  // A key whose field does not take its type is never written (the start-up check reports it).
+  const KeyDef mis_typed{.name = "groups", .type = KeyType::number, .field = &Attrs::groups};
+  EXPECT_EQ(logic_error_of([&] { detail::write_key<KeyType::number>(attrs, mis_typed, 3.0); }),
+            "spec key 'groups' (number) cannot be written to its field (std::int64_t)");
+  EXPECT_EQ(attrs.groups, 1);
+}
+
+// Every key of every op, each given a value other than its default, lands in its own field.
+TEST(KeyTable, EverySpecKeyLandsInItsField) {
+  const Spec spec = parse_spec(R"(input: [4, 8, 8]
+classes: 10
+layers:
+  - {name: c, op: conv, out: 6, kernel: [3, 1], stride: [1, 1], pad: [2, 0], dilation: [2, 1], groups: 2, bias: false,
+     in: 4, frozen: true, lr_scale: 0.5, train_epochs: 2}
+  - {name: c2, op: conv, out: 6, kernel: 1, init: dirac}
+  - {name: bn, op: batchnorm, eps: 0.001, momentum: 0.2, weight: false, bias: false, features: 6, lr_scale: 2}
+  - {name: mp, op: maxpool, kernel: 2, stride: 2, pad: 1, ceil: true}
+  - {name: lr, op: leaky_relu, slope: 0.2}
+  - {name: d, op: dropout, p: 0.25}
+  - {name: s, op: scale, factor: 3}
+  - {name: ap, op: avgpool, kernel: [2, 1], stride: [1, 1]}
+  - {name: f, op: flatten}
+  - {name: fc, op: linear, out: 10, in: 120, bias: false, frozen: true}
+)");
+  const Graph& g = spec.graph;
+  const Attrs& conv = g.find("c")->attrs;
+  EXPECT_EQ(conv.out, 6);
+  EXPECT_EQ(conv.kernel, (Hw{3, 1}));
+  EXPECT_EQ(conv.stride, (Hw{1, 1}));
+  EXPECT_EQ(conv.pad, Padding::hw(2, 0));
+  EXPECT_EQ(conv.dilation, (Hw{2, 1}));
+  EXPECT_EQ(conv.groups, 2);
+  EXPECT_FALSE(conv.bias);
+  EXPECT_EQ(conv.in, 4);
+  EXPECT_EQ(conv.init, Attrs::Init::standard);
+  EXPECT_TRUE(conv.frozen);
+  EXPECT_EQ(conv.lr_scale, 0.5);
+  EXPECT_EQ(conv.train_epochs, 2.0);
+  EXPECT_EQ(g.find("c2")->attrs.init, Attrs::Init::dirac);
+  EXPECT_FALSE(g.find("c2")->attrs.frozen);
+  const Attrs& bn = g.find("bn")->attrs;
+  EXPECT_EQ(bn.eps, 0.001);
+  EXPECT_EQ(bn.momentum, 0.2);
+  EXPECT_FALSE(bn.weight);
+  EXPECT_FALSE(bn.bias);
+  EXPECT_EQ(bn.in, 6);
+  EXPECT_FALSE(bn.frozen);
+  EXPECT_EQ(bn.lr_scale, 2.0);
+  EXPECT_EQ(bn.train_epochs, std::nullopt);
+  const Attrs& pool = g.find("mp")->attrs;
+  EXPECT_EQ(pool.kernel, (Hw{2, 2}));
+  EXPECT_EQ(pool.stride, (Hw{2, 2}));
+  EXPECT_EQ(pool.pad, Padding::all(1));
+  EXPECT_TRUE(pool.ceil);
+  EXPECT_FALSE(pool.frozen);
+  EXPECT_EQ(g.find("lr")->attrs.slope, 0.2);
+  EXPECT_EQ(g.find("d")->attrs.p, 0.25);
+  EXPECT_EQ(g.find("s")->attrs.factor, 3.0);
+  const Attrs& fc = g.find("fc")->attrs;
+  EXPECT_EQ(fc.out, 10);
+  EXPECT_EQ(fc.in, 120);
+  EXPECT_FALSE(fc.bias);
+  EXPECT_TRUE(fc.frozen);
 }
 
 }  // namespace
