@@ -95,8 +95,9 @@ std::string_view key_type_name(KeyType type);
 // "std::int64_t", "std::optional<Hw>", ..., "no field": the type of the field a KeyField names.
 std::string_view key_field_type_name(const KeyField& field);
 
-// Throws std::logic_error naming `owner` (an op, or "layers with parameters"), the key, its
-// KeyType and its field's type, for the first key whose field does not fit its type.
+// Throws std::logic_error naming `owner` (the op's slot in its table, or param_keys()), the
+// key, its KeyType and its field's type, for the first key whose field does not fit its
+// type; or the first key declared twice.
 void check_key_fields(std::string_view owner, std::span<const KeyDef> keys);
 
 // Writes a parsed value of the key's KeyType through its field. Every table is checked at

@@ -68,7 +68,8 @@ const OpDef& op_def(OpKind kind);
 
 // Throws std::logic_error naming the first bad slot: a table of the wrong size, an entry
 // whose kind is not its index, a missing name, shape rule, FLOPs, backward_needs or params
-// (when has_params), inputs min > max, or a key whose field does not fit its type.
+// (when has_params), inputs min > max, or a key whose field does not fit its type (in the
+// entry's keys or in param_keys()).
 void check_op_table(std::span<const OpDef> table);
 
 // The keys every layer with parameters takes: frozen, lr_scale, train_epochs.
