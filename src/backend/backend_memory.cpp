@@ -4,7 +4,7 @@
 
 #include "backend/executor.hpp"
 #include "graph/memory_blocks.hpp"
-#include "graph/op_def.hpp"
+#include "backend/cpu_ops.hpp"
 
 namespace kiln {
 
@@ -15,9 +15,9 @@ BackendMemory cpu_memory(const Graph& graph, std::int64_t batch) {
   auto layers = graph.layers();
   std::int64_t workspace_floats = 0;
   for (const Layer& layer : layers) {
-    const OpDef& def = op_def(layer.op);
-    needs.state_bytes.push_back(def.state_floats ? def.state_floats(layer, batch) * 4 : 0);
-    if (def.cpu_workspace) workspace_floats = std::max(workspace_floats, def.cpu_workspace(layer, layers, batch));
+    const CpuOp& op = cpu_op(layer.op);
+    needs.state_bytes.push_back(op.state_floats ? op.state_floats(layer, batch) * 4 : 0);
+    if (op.workspace_floats) workspace_floats = std::max(workspace_floats, op.workspace_floats(layer, layers, batch));
   }
   needs.workspace_bytes = workspace_floats * 4;
   needs.staging_bytes = batch * 4;  // the labels, as int32; images are staged into the input activation

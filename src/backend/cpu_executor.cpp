@@ -1,5 +1,6 @@
-// The CPU backend: one arena per plan laid out by the memory planner, parameters,
-// gradients and momentum in flat fp32 vectors, and each layer's kernels from its OpDef.
+// The CPU backend: one allocation laid out by the memory plan (parameters, gradients,
+// momentum, averages, activations, state, workspace, staging), and each layer's kernels
+// from the CPU op table.
 // Nothing is allocated during a step.
 #include <algorithm>
 #include <cblas.h>
@@ -12,8 +13,8 @@
 #include <fmt/format.h>
 
 #include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "backend/executor.hpp"
-#include "graph/op_def.hpp"
 #include "math/loss.hpp"
 #include "math/rng.hpp"
 #include "trace/trace.hpp"
@@ -109,7 +110,7 @@ class CpuExecutor final : public Executor {
       l.train = train;
       l.dropout_key = math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(l.layer->index));
       auto t0 = profiling_ ? Clock::now() : Clock::time_point{};
-      op_def(l.layer->op).cpu_forward(l);
+      cpu_op(l.layer->op).forward(l);
       if (profiling_) {
         auto& t = times_[static_cast<std::size_t>(l.layer->index)];
         t.forward_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -144,7 +145,7 @@ class CpuExecutor final : public Executor {
       trace::Range range(names_[static_cast<std::size_t>(layer.index)].bwd.c_str());
       l.dropout_key = math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(layer.index));
       auto t0 = profiling_ ? Clock::now() : Clock::time_point{};
-      op_def(layer.op).cpu_backward(l);
+      cpu_op(layer.op).backward(l);
       if (profiling_)
         times_[static_cast<std::size_t>(layer.index)].backward_ms +=
             std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

@@ -23,8 +23,8 @@ struct CpuLayer {
   std::vector<bool> accumulate;         // per input: add into dx instead of overwriting it
   std::vector<float*> params;           // the layer's parameters and buffers (Layer::params order)
   std::vector<float*> grads;            // their gradients; nullptr for non-trainable ones
-  float* state = nullptr;               // kept from forward to backward (OpDef::state_floats)
-  float* workspace = nullptr;           // scratch for one call (OpDef::cpu_workspace floats)
+  float* state = nullptr;               // kept from forward to backward (CpuOp::state_floats)
+  float* workspace = nullptr;           // scratch for one call (CpuOp::workspace_floats)
   std::uint64_t dropout_key = 0;        // dropout: the stream for this layer and step
   int threads = 1;
 

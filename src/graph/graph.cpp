@@ -7,18 +7,24 @@ namespace kiln {
 
 std::string_view op_name(OpKind op) { return detail::op_def(op).name; }
 
+namespace {
+
+// The model input is layer 0 of every graph, from the spec's `input`, never a layer a spec
+// or a builder declares; only the ops that take inputs have a spelling in a layer's `op`.
+bool declarable(const detail::OpDef& def) { return def.max_inputs > 0; }
+
+}  // namespace
+
 std::optional<OpKind> op_from_name(std::string_view name) {
-  for (auto n = static_cast<int>(OpKind::conv); n <= static_cast<int>(OpKind::concat); ++n) {
-    auto op = static_cast<OpKind>(n);
-    if (detail::op_def(op).name == name) return op;
-  }
+  for (const detail::OpDef& def : detail::op_table())
+    if (declarable(def) && def.name == name) return def.kind;
   return std::nullopt;
 }
 
 std::vector<std::string_view> op_names() {
   std::vector<std::string_view> names;
-  for (auto n = static_cast<int>(OpKind::conv); n <= static_cast<int>(OpKind::concat); ++n)
-    names.push_back(detail::op_def(static_cast<OpKind>(n)).name);
+  for (const detail::OpDef& def : detail::op_table())
+    if (declarable(def)) names.push_back(def.name);
   return names;
 }
 

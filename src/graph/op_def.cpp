@@ -1,6 +1,5 @@
 #include "graph/op_def.hpp"
 
-#include <array>
 #include <fmt/format.h>
 
 #include "util/checked.hpp"
@@ -8,15 +7,6 @@
 namespace kiln::detail {
 
 namespace {
-
-using OpGetter = const OpDef& (*)();
-
-// In OpKind order; checked by op_def() below.
-constexpr std::array<OpGetter, 19> kOps = {
-    input_op,   conv_op,    maxpool_op, avgpool_op,  global_avgpool_op, global_maxpool_op, batchnorm_op,
-    relu_op,    leaky_relu_op, gelu_op, silu_op,     sigmoid_op,        tanh_op,           dropout_op,
-    flatten_op, scale_op,   linear_op,  add_op,      concat_op,
-};
 
 std::string hw_text(Hw v) { return v.h == v.w ? fmt::format("{}", v.h) : fmt::format("{}x{}", v.h, v.w); }
 
@@ -27,11 +17,6 @@ std::string pad_text(const Padding& p) {
 }
 
 }  // namespace
-
-const OpDef& op_def(OpKind kind) {
-  const OpDef& def = kOps.at(static_cast<std::size_t>(kind))();
-  return def;
-}
 
 std::string describe_layer(const Layer& layer, bool geometry) {
   const Attrs& a = layer.attrs;

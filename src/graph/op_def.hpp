@@ -7,27 +7,10 @@
 #include <string_view>
 #include <vector>
 
+#include "graph/key_def.hpp"
 #include "kiln/graph.hpp"
 
 namespace kiln::detail {
-
-// How a spec key's value is written.
-enum class KeyType : std::uint8_t {
-  integer,    // 3
-  int_pair,   // 3 or [3, 5]
-  padding,    // 1, [1, 2] or same
-  pool_pad,   // 1 or [1, 2]
-  boolean,    // true / false
-  number,     // 0.1, 1e-5, 1/9
-  names,      // a layer name or a list of them (from:)
-  choice,     // one word of a fixed set (init: dirac)
-};
-
-struct KeyDef {
-  std::string_view name;
-  KeyType type;
-  bool required = false;
-};
 
 // What a shape rule sees: the layer being built (inputs resolved, attributes to be
 // resolved in place) and the layers before it.
@@ -53,36 +36,44 @@ struct BackwardNeeds {
   bool output = false;
 };
 
-struct CpuLayer;
-
-// One op: its keys, its shape rule, its parameters and FLOPs, its CPU kernels. The spec parser, the builder,
-// `kiln check` and the backends all read this table; adding an op starts here.
+// One op as the graph sees it: its keys, its shape rule, its parameters and FLOPs, and what
+// its backward reads. The spec parser, the builder, `kiln check` and the memory planner read
+// this table; each backend keeps its own table of kernels (the CPU's: backend/cpu_ops.hpp).
+// Adding an op starts here. Entries are written with designated initializers.
 struct OpDef {
   OpKind kind;
   std::string_view name;
-  std::span<const KeyDef> keys;  // besides name, op, from (and frozen, lr_scale with params)
+  std::span<const KeyDef> keys = {};  // besides name, op, from (and param_keys() with params)
   int min_inputs = 1;
   int max_inputs = 1;
   bool has_params = false;
-  // Output shape, or nullopt after reporting through ctx.
+  // Output shape, or nullopt after reporting through ctx. Every op with inputs has one; the
+  // model input's shape is the spec's `input`.
   std::optional<Shape> (*infer)(ShapeCtx& ctx) = nullptr;
-  // Parameter shapes, PyTorch names and layouts (nullptr: none).
+  // Parameter shapes, PyTorch names and layouts (required when has_params).
   void (*params)(const Layer& layer, std::span<const Layer> before, std::vector<Param>& out) = nullptr;
   // Forward FLOPs of one sample; nullopt on overflow.
   std::optional<std::int64_t> (*flops)(const Layer& layer, std::span<const Layer> before) = nullptr;
   BackwardNeeds (*backward_needs)(const Layer& layer) = nullptr;
-  // CPU backend (src/backend/cpu_layer.hpp). Forward writes y; backward writes dx (where
-  // not nullptr, adding when accumulate says so) and the parameter gradients (where not
-  // nullptr, overwriting them).
-  void (*cpu_forward)(const CpuLayer& l) = nullptr;
-  void (*cpu_backward)(const CpuLayer& l) = nullptr;
-  // Floats kept from forward to backward for a batch of `batch` (batchnorm's statistics).
-  std::int64_t (*state_floats)(const Layer& layer, std::int64_t batch) = nullptr;
-  // Scratch floats one CPU call needs for a batch of `batch` (im2col buffers).
-  std::int64_t (*cpu_workspace)(const Layer& layer, std::span<const Layer> before, std::int64_t batch) = nullptr;
 };
 
+// OpKind::concat is the last enumerator of OpKind (include/kiln/graph.hpp): a new op goes
+// before it or moves this. The op tables of the graph and of each backend static_assert
+// their size against it, and check at first use that entry i is OpKind i.
+inline constexpr std::size_t kOpCount = static_cast<std::size_t>(OpKind::concat) + 1;
+
+// The graph's op table, in OpKind order, checked by check_op_table on first use.
+std::span<const OpDef> op_table();
 const OpDef& op_def(OpKind kind);
+
+// Throws std::logic_error naming the first bad slot: a table of the wrong size, an entry
+// whose kind is not its index, a missing name, shape rule, FLOPs, backward_needs or params
+// (when has_params), inputs min > max, or a key whose field does not fit its type (in the
+// entry's keys or in param_keys()).
+void check_op_table(std::span<const OpDef> table);
+
+// The keys every layer with parameters takes: frozen, lr_scale, train_epochs.
+std::span<const KeyDef> param_keys();
 
 // "conv 3x3", or with geometry "conv 35x35, stride 1, pad 0".
 std::string describe_layer(const Layer& layer, bool geometry);

@@ -122,6 +122,14 @@ class SpecParser {
     return std::nullopt;
   }
 
+  // 1, [1, 2], or (where `same_allowed`) same.
+  std::optional<Padding> padding(const YAML::Node& node, bool same_allowed) const {
+    if (same_allowed && node.IsScalar() && node.Scalar() == "same") return Padding::same_size();
+    auto pair = int_pair(node);
+    if (!pair) return std::nullopt;
+    return Padding::hw(pair->h, pair->w);
+  }
+
   bool layer_key(LayerDef& def, const KeyDef& key, const YAML::Node& value, const SourceLoc& where, const std::string& layer,
                  std::string_view op);
   void layer(const YAML::Node& node, std::size_t position, GraphBuilder& builder);
@@ -129,8 +137,6 @@ class SpecParser {
   std::string file_;
   std::vector<Diagnostic> diags_;
 };
-
-constexpr KeyDef kParamKeys[] = {{"frozen", KeyType::boolean}, {"lr_scale", KeyType::number}, {"train_epochs", KeyType::number}};
 
 const char* expected(KeyType type) {
   switch (type) {
@@ -146,75 +152,40 @@ const char* expected(KeyType type) {
   return "?";
 }
 
+// Writes a value read by the key's type through the key's field; false when it did not read.
+template <KeyType type>
+bool store(Attrs& attrs, const KeyDef& key, const std::optional<typename detail::KeyValue<type>::type>& value) {
+  if (!value) return false;
+  detail::write_key<type>(attrs, key, *value);
+  return true;
+}
+
+std::optional<Attrs::Init> init_choice(const YAML::Node& node) {
+  const std::string word = node.IsScalar() ? node.Scalar() : "";
+  if (word == "default") return Attrs::Init::standard;
+  if (word == "dirac") return Attrs::Init::dirac;
+  if (word == "whiten") return Attrs::Init::whiten;
+  return std::nullopt;
+}
+
+// Each case reads one syntax; where the value goes is the key's own field (KeyDef::field).
 bool SpecParser::layer_key(LayerDef& def, const KeyDef& key, const YAML::Node& value, const SourceLoc& where,
                            const std::string& layer, std::string_view op) {
-  Attrs& a = def.attrs;
-  auto fail = [&] {
-    error(where, fmt::format("'{}' must be {}, got {}", key.name, expected(key.type), show(value)), {}, layer, std::string(op));
-    return false;
-  };
+  Attrs& attrs = def.attrs;
+  bool stored = false;
   switch (key.type) {
-    case KeyType::integer: {
-      auto v = integer(value);
-      if (!v) return fail();
-      if (key.name == "out") a.out = *v;
-      else if (key.name == "groups") a.groups = *v;
-      else a.in = *v;  // conv/linear `in`, batchnorm `features`
-      return true;
-    }
-    case KeyType::int_pair: {
-      auto v = int_pair(value);
-      if (!v) return fail();
-      if (key.name == "kernel") a.kernel = *v;
-      else if (key.name == "stride") a.stride = *v;
-      else a.dilation = *v;
-      return true;
-    }
-    case KeyType::padding:
-      if (value.IsScalar() && value.Scalar() == "same") {
-        a.pad = Padding::same_size();
-        return true;
-      }
-      [[fallthrough]];
-    case KeyType::pool_pad: {
-      auto v = int_pair(value);
-      if (!v) return fail();
-      a.pad = Padding::hw(v->h, v->w);
-      return true;
-    }
-    case KeyType::boolean: {
-      auto parsed = detail::yaml_bool(value);
-      if (!parsed) return fail();
-      bool b = *parsed;
-      if (key.name == "bias") a.bias = b;
-      else if (key.name == "ceil") a.ceil = b;
-      else if (key.name == "weight") a.weight = b;
-      else a.frozen = b;
-      return true;
-    }
-    case KeyType::number: {
-      auto v = detail::yaml_number(value);
-      if (!v) return fail();
-      if (key.name == "eps") a.eps = *v;
-      else if (key.name == "momentum") a.momentum = *v;
-      else if (key.name == "slope") a.slope = *v;
-      else if (key.name == "p") a.p = *v;
-      else if (key.name == "factor") a.factor = *v;
-      else if (key.name == "train_epochs") a.train_epochs = *v;
-      else a.lr_scale = *v;
-      return true;
-    }
-    case KeyType::choice: {
-      const std::string word = value.IsScalar() ? value.Scalar() : "";
-      if (word == "default") a.init = Attrs::Init::standard;
-      else if (word == "dirac") a.init = Attrs::Init::dirac;
-      else if (word == "whiten") a.init = Attrs::Init::whiten;
-      else return fail();
-      return true;
-    }
-    case KeyType::names: return fail();
+    case KeyType::integer: stored = store<KeyType::integer>(attrs, key, integer(value)); break;
+    case KeyType::int_pair: stored = store<KeyType::int_pair>(attrs, key, int_pair(value)); break;
+    case KeyType::padding: stored = store<KeyType::padding>(attrs, key, padding(value, true)); break;
+    case KeyType::pool_pad: stored = store<KeyType::pool_pad>(attrs, key, padding(value, false)); break;
+    case KeyType::boolean: stored = store<KeyType::boolean>(attrs, key, detail::yaml_bool(value)); break;
+    case KeyType::number: stored = store<KeyType::number>(attrs, key, detail::yaml_number(value)); break;
+    case KeyType::choice: stored = store<KeyType::choice>(attrs, key, init_choice(value)); break;
+    case KeyType::names: break;  // `from` is read by layer() into LayerDef::inputs
   }
-  return fail();
+  if (!stored)
+    error(where, fmt::format("'{}' must be {}, got {}", key.name, expected(key.type), show(value)), {}, layer, std::string(op));
+  return stored;
 }
 
 void SpecParser::layer(const YAML::Node& node, std::size_t position, GraphBuilder& builder) {
@@ -257,7 +228,10 @@ void SpecParser::layer(const YAML::Node& node, std::size_t position, GraphBuilde
   std::string context(opdef.name);
 
   std::vector<KeyDef> keys(opdef.keys.begin(), opdef.keys.end());
-  if (opdef.has_params) keys.insert(keys.end(), std::begin(kParamKeys), std::end(kParamKeys));
+  if (opdef.has_params) {
+    const auto param_keys = detail::param_keys();
+    keys.insert(keys.end(), param_keys.begin(), param_keys.end());
+  }
   std::vector<std::string_view> known{"name", "op", "from"};
   for (const auto& k : keys) known.push_back(k.name);
 

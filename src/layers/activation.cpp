@@ -1,7 +1,7 @@
 // relu, leaky_relu, gelu (exact, erf), silu, sigmoid, tanh: element-wise, shape-preserving.
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/activation.hpp"
 
@@ -9,7 +9,8 @@ namespace kiln::detail {
 
 namespace {
 
-constexpr KeyDef kLeakyKeys[] = {{"slope", KeyType::number}};
+constexpr KeyDef kLeakyKeys[] = {{.name = "slope", .type = KeyType::number, .field = &Attrs::slope}};
+static_assert(key_fields_fit(kLeakyKeys));
 
 std::optional<Shape> same_shape(ShapeCtx& ctx) { return ctx.in(); }
 
@@ -65,39 +66,130 @@ void tanh_backward(const CpuLayer& l) { map_grad(l, l.y, [](float k, float dy) {
 }  // namespace
 
 const OpDef& relu_op() {
-  static const OpDef def{OpKind::relu, "relu", {}, 1, 1, false, same_shape, nullptr, elementwise_flops, from_output,
-                         relu_forward, relu_backward};
+  static const OpDef def{
+      .kind = OpKind::relu,
+      .name = "relu",
+      .infer = same_shape,
+      .flops = elementwise_flops,
+      .backward_needs = from_output,
+  };
   return def;
+}
+
+const CpuOp& relu_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::relu,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = relu_forward,
+      .backward = relu_backward,
+  };
+  return entry;
 }
 
 const OpDef& leaky_relu_op() {
-  static const OpDef def{OpKind::leaky_relu, "leaky_relu", kLeakyKeys, 1, 1, false, same_shape, nullptr, elementwise_flops,
-                         from_input, leaky_relu_forward, leaky_relu_backward};
+  static const OpDef def{
+      .kind = OpKind::leaky_relu,
+      .name = "leaky_relu",
+      .keys = kLeakyKeys,
+      .infer = same_shape,
+      .flops = elementwise_flops,
+      .backward_needs = from_input,
+  };
   return def;
+}
+
+const CpuOp& leaky_relu_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::leaky_relu,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = leaky_relu_forward,
+      .backward = leaky_relu_backward,
+  };
+  return entry;
 }
 
 const OpDef& gelu_op() {
-  static const OpDef def{OpKind::gelu, "gelu", {}, 1, 1, false, same_shape, nullptr, elementwise_flops, from_input,
-                         gelu_forward, gelu_backward};
+  static const OpDef def{
+      .kind = OpKind::gelu,
+      .name = "gelu",
+      .infer = same_shape,
+      .flops = elementwise_flops,
+      .backward_needs = from_input,
+  };
   return def;
+}
+
+const CpuOp& gelu_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::gelu,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = gelu_forward,
+      .backward = gelu_backward,
+  };
+  return entry;
 }
 
 const OpDef& silu_op() {
-  static const OpDef def{OpKind::silu, "silu", {}, 1, 1, false, same_shape, nullptr, elementwise_flops, from_input,
-                         silu_forward, silu_backward};
+  static const OpDef def{
+      .kind = OpKind::silu,
+      .name = "silu",
+      .infer = same_shape,
+      .flops = elementwise_flops,
+      .backward_needs = from_input,
+  };
   return def;
+}
+
+const CpuOp& silu_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::silu,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = silu_forward,
+      .backward = silu_backward,
+  };
+  return entry;
 }
 
 const OpDef& sigmoid_op() {
-  static const OpDef def{OpKind::sigmoid, "sigmoid", {}, 1, 1, false, same_shape, nullptr, elementwise_flops, from_output,
-                         sigmoid_forward, sigmoid_backward};
+  static const OpDef def{
+      .kind = OpKind::sigmoid,
+      .name = "sigmoid",
+      .infer = same_shape,
+      .flops = elementwise_flops,
+      .backward_needs = from_output,
+  };
   return def;
 }
 
+const CpuOp& sigmoid_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::sigmoid,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = sigmoid_forward,
+      .backward = sigmoid_backward,
+  };
+  return entry;
+}
+
 const OpDef& tanh_op() {
-  static const OpDef def{OpKind::tanh, "tanh", {}, 1, 1, false, same_shape, nullptr, elementwise_flops, from_output,
-                         tanh_forward, tanh_backward};
+  static const OpDef def{
+      .kind = OpKind::tanh,
+      .name = "tanh",
+      .infer = same_shape,
+      .flops = elementwise_flops,
+      .backward_needs = from_output,
+  };
   return def;
+}
+
+const CpuOp& tanh_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::tanh,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = tanh_forward,
+      .backward = tanh_backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

@@ -1,7 +1,7 @@
 // add: element-wise sum of two or more tensors of identical shape (residual connections).
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "util/checked.hpp"
 
@@ -71,9 +71,26 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& add_op() {
-  static const OpDef def{OpKind::add, "add", {}, 2, 64, false, infer, nullptr, flops, needs,
-                         forward, backward};
+  static const OpDef def{
+      .kind = OpKind::add,
+      .name = "add",
+      .min_inputs = 2,
+      .max_inputs = 64,
+      .infer = infer,
+      .flops = flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& add_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::add,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = forward,
+      .backward = backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

@@ -1,7 +1,7 @@
 // batchnorm: PyTorch's BatchNorm2d on C x H x W (BatchNorm1d on a vector of features).
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/batchnorm.hpp"
 #include "util/checked.hpp"
@@ -11,9 +11,13 @@ namespace kiln::detail {
 namespace {
 
 constexpr KeyDef kKeys[] = {
-    {"eps", KeyType::number}, {"momentum", KeyType::number}, {"weight", KeyType::boolean},
-    {"bias", KeyType::boolean}, {"features", KeyType::integer},
+    {.name = "eps", .type = KeyType::number, .field = &Attrs::eps},
+    {.name = "momentum", .type = KeyType::number, .field = &Attrs::momentum},
+    {.name = "weight", .type = KeyType::boolean, .field = &Attrs::weight},
+    {.name = "bias", .type = KeyType::boolean, .field = &Attrs::bias},
+    {.name = "features", .type = KeyType::integer, .field = &Attrs::in},
 };
+static_assert(key_fields_fit(kKeys));
 
 std::optional<Shape> infer(ShapeCtx& ctx) {
   const Attrs& a = ctx.layer.attrs;
@@ -143,9 +147,28 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& batchnorm_op() {
-  static const OpDef def{OpKind::batchnorm, "batchnorm", kKeys, 1, 1, true, infer, params, flops, needs,
-                         forward, backward, state_floats};
+  static const OpDef def{
+      .kind = OpKind::batchnorm,
+      .name = "batchnorm",
+      .keys = kKeys,
+      .has_params = true,
+      .infer = infer,
+      .params = params,
+      .flops = flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& batchnorm_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::batchnorm,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = forward,
+      .backward = backward,
+      .state_floats = state_floats,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

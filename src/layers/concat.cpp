@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "util/checked.hpp"
 
@@ -77,9 +77,26 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& concat_op() {
-  static const OpDef def{OpKind::concat, "concat", {}, 2, 64, false, infer, nullptr, no_flops, needs,
-                         forward, backward};
+  static const OpDef def{
+      .kind = OpKind::concat,
+      .name = "concat",
+      .min_inputs = 2,
+      .max_inputs = 64,
+      .infer = infer,
+      .flops = no_flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& concat_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::concat,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = forward,
+      .backward = backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "layers/gemm.hpp"
 #include "math/im2col.hpp"
@@ -17,10 +17,17 @@ namespace kiln::detail {
 namespace {
 
 constexpr KeyDef kKeys[] = {
-    {"out", KeyType::integer, true},     {"kernel", KeyType::int_pair, true}, {"stride", KeyType::int_pair},
-    {"pad", KeyType::padding},           {"dilation", KeyType::int_pair},     {"groups", KeyType::integer},
-    {"bias", KeyType::boolean},          {"in", KeyType::integer},       {"init", KeyType::choice},
+    {.name = "out", .type = KeyType::integer, .field = &Attrs::out, .required = true},
+    {.name = "kernel", .type = KeyType::int_pair, .field = &Attrs::kernel, .required = true},
+    {.name = "stride", .type = KeyType::int_pair, .field = &Attrs::stride},
+    {.name = "pad", .type = KeyType::padding, .field = &Attrs::pad},
+    {.name = "dilation", .type = KeyType::int_pair, .field = &Attrs::dilation},
+    {.name = "groups", .type = KeyType::integer, .field = &Attrs::groups},
+    {.name = "bias", .type = KeyType::boolean, .field = &Attrs::bias},
+    {.name = "in", .type = KeyType::integer, .field = &Attrs::in},
+    {.name = "init", .type = KeyType::choice, .field = &Attrs::init},
 };
+static_assert(key_fields_fit(kKeys));
 
 std::string plural(std::int64_t n, const char* word) { return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s"); }
 
@@ -398,9 +405,28 @@ void cpu_backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& conv_op() {
-  static const OpDef def{OpKind::conv, "conv", kKeys, 1, 1, true, infer, params, flops, needs,
-                         cpu_forward, cpu_backward, nullptr, workspace};
+  static const OpDef def{
+      .kind = OpKind::conv,
+      .name = "conv",
+      .keys = kKeys,
+      .has_params = true,
+      .infer = infer,
+      .params = params,
+      .flops = flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& conv_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::conv,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = cpu_forward,
+      .backward = cpu_backward,
+      .workspace_floats = workspace,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

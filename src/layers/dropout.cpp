@@ -2,7 +2,7 @@
 // backward regenerates it instead of storing it.
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/dropout.hpp"
 
@@ -10,7 +10,8 @@ namespace kiln::detail {
 
 namespace {
 
-constexpr KeyDef kKeys[] = {{"p", KeyType::number}};
+constexpr KeyDef kKeys[] = {{.name = "p", .type = KeyType::number, .field = &Attrs::p}};
+static_assert(key_fields_fit(kKeys));
 
 std::optional<Shape> infer(ShapeCtx& ctx) {
   double p = ctx.layer.attrs.p;
@@ -71,9 +72,25 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& dropout_op() {
-  static const OpDef def{OpKind::dropout, "dropout", kKeys, 1, 1, false, infer, nullptr, elementwise_flops, needs,
-                         forward, backward};
+  static const OpDef def{
+      .kind = OpKind::dropout,
+      .name = "dropout",
+      .keys = kKeys,
+      .infer = infer,
+      .flops = elementwise_flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& dropout_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::dropout,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = forward,
+      .backward = backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

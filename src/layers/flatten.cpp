@@ -1,5 +1,5 @@
 // flatten: C x H x W -> C*H*W features, channel-major like PyTorch; a view of its input.
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 
 namespace kiln::detail {
@@ -41,9 +41,24 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& flatten_op() {
-  static const OpDef def{OpKind::flatten, "flatten", {}, 1, 1, false, infer, nullptr, no_flops, needs,
-                         forward, backward};
+  static const OpDef def{
+      .kind = OpKind::flatten,
+      .name = "flatten",
+      .infer = infer,
+      .flops = no_flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& flatten_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::flatten,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = forward,
+      .backward = backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

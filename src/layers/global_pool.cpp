@@ -1,7 +1,7 @@
 // global_avgpool, global_maxpool: PyTorch's adaptive pooling to 1x1; the output is C x 1 x 1.
 #include <algorithm>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/pool.hpp"
 
@@ -92,15 +92,45 @@ void max_backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& global_avgpool_op() {
-  static const OpDef def{OpKind::global_avgpool, "global_avgpool", {}, 1, 1, false, infer, nullptr, flops, avg_needs,
-                         avg_forward, avg_backward};
+  static const OpDef def{
+      .kind = OpKind::global_avgpool,
+      .name = "global_avgpool",
+      .infer = infer,
+      .flops = flops,
+      .backward_needs = avg_needs,
+  };
   return def;
 }
 
+const CpuOp& global_avgpool_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::global_avgpool,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = avg_forward,
+      .backward = avg_backward,
+  };
+  return entry;
+}
+
 const OpDef& global_maxpool_op() {
-  static const OpDef def{OpKind::global_maxpool, "global_maxpool", {}, 1, 1, false, infer, nullptr, flops, max_needs,
-                         max_forward, max_backward};
+  static const OpDef def{
+      .kind = OpKind::global_maxpool,
+      .name = "global_maxpool",
+      .infer = infer,
+      .flops = flops,
+      .backward_needs = max_needs,
+  };
   return def;
+}
+
+const CpuOp& global_maxpool_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::global_maxpool,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = max_forward,
+      .backward = max_backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

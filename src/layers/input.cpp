@@ -1,4 +1,5 @@
 // input: the model input, layer 0 of every graph; its shape is the spec's `input`.
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 
 namespace kiln::detail {
@@ -12,8 +13,23 @@ BackwardNeeds needs(const Layer&) { return {}; }
 }  // namespace
 
 const OpDef& input_op() {
-  static const OpDef def{OpKind::input, "input", {}, 0, 0, false, nullptr, nullptr, no_flops, needs};
+  static const OpDef def{
+      .kind = OpKind::input,
+      .name = "input",
+      .min_inputs = 0,
+      .max_inputs = 0,
+      .flops = no_flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& input_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::input,
+      .supports = cpu_runs_fp32_nchw,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

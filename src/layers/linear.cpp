@@ -1,7 +1,7 @@
 // linear: PyTorch's Linear on a vector of features; weight [out, in].
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "layers/gemm.hpp"
 #include "util/checked.hpp"
@@ -10,7 +10,12 @@ namespace kiln::detail {
 
 namespace {
 
-constexpr KeyDef kKeys[] = {{"out", KeyType::integer, true}, {"bias", KeyType::boolean}, {"in", KeyType::integer}};
+constexpr KeyDef kKeys[] = {
+    {.name = "out", .type = KeyType::integer, .field = &Attrs::out, .required = true},
+    {.name = "bias", .type = KeyType::boolean, .field = &Attrs::bias},
+    {.name = "in", .type = KeyType::integer, .field = &Attrs::in},
+};
+static_assert(key_fields_fit(kKeys));
 
 std::optional<Shape> infer(ShapeCtx& ctx) {
   const Attrs& a = ctx.layer.attrs;
@@ -91,9 +96,27 @@ void cpu_backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& linear_op() {
-  static const OpDef def{OpKind::linear, "linear", kKeys, 1, 1, true, infer, params, flops, needs,
-                         cpu_forward, cpu_backward};
+  static const OpDef def{
+      .kind = OpKind::linear,
+      .name = "linear",
+      .keys = kKeys,
+      .has_params = true,
+      .infer = infer,
+      .params = params,
+      .flops = flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& linear_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::linear,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = cpu_forward,
+      .backward = cpu_backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

@@ -5,7 +5,7 @@
 #include <bit>
 #include <cstdint>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/pool.hpp"
 #include "util/checked.hpp"
@@ -15,8 +15,12 @@ namespace kiln::detail {
 namespace {
 
 constexpr KeyDef kKeys[] = {
-    {"kernel", KeyType::int_pair, true}, {"stride", KeyType::int_pair}, {"pad", KeyType::pool_pad}, {"ceil", KeyType::boolean},
+    {.name = "kernel", .type = KeyType::int_pair, .field = &Attrs::kernel, .required = true},
+    {.name = "stride", .type = KeyType::int_pair, .field = &Attrs::stride},
+    {.name = "pad", .type = KeyType::pool_pad, .field = &Attrs::pad},
+    {.name = "ceil", .type = KeyType::boolean, .field = &Attrs::ceil},
 };
+static_assert(key_fields_fit(kKeys));
 
 std::string hw(std::int64_t h, std::int64_t w) { return h == w ? fmt::format("{}", h) : fmt::format("{}x{}", h, w); }
 
@@ -215,15 +219,47 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& maxpool_op() {
-  static const OpDef def{OpKind::maxpool, "maxpool", kKeys, 1, 1, false, infer, nullptr, flops, max_needs,
-                         max_forward, backward<true>};
+  static const OpDef def{
+      .kind = OpKind::maxpool,
+      .name = "maxpool",
+      .keys = kKeys,
+      .infer = infer,
+      .flops = flops,
+      .backward_needs = max_needs,
+  };
   return def;
 }
 
+const CpuOp& maxpool_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::maxpool,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = max_forward,
+      .backward = backward<true>,
+  };
+  return entry;
+}
+
 const OpDef& avgpool_op() {
-  static const OpDef def{OpKind::avgpool, "avgpool", kKeys, 1, 1, false, infer, nullptr, flops, avg_needs,
-                         avg_forward, backward<false>};
+  static const OpDef def{
+      .kind = OpKind::avgpool,
+      .name = "avgpool",
+      .keys = kKeys,
+      .infer = infer,
+      .flops = flops,
+      .backward_needs = avg_needs,
+  };
   return def;
+}
+
+const CpuOp& avgpool_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::avgpool,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = avg_forward,
+      .backward = backward<false>,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

@@ -2,14 +2,15 @@
 #include <cmath>
 #include <fmt/format.h>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 
 namespace kiln::detail {
 
 namespace {
 
-constexpr KeyDef kKeys[] = {{"factor", KeyType::number, true}};
+constexpr KeyDef kKeys[] = {{.name = "factor", .type = KeyType::number, .field = &Attrs::factor, .required = true}};
+static_assert(key_fields_fit(kKeys));
 
 std::optional<Shape> infer(ShapeCtx& ctx) {
   if (!std::isfinite(ctx.layer.attrs.factor)) {
@@ -50,9 +51,25 @@ void backward(const CpuLayer& l) {
 }  // namespace
 
 const OpDef& scale_op() {
-  static const OpDef def{OpKind::scale, "scale", kKeys, 1, 1, false, infer, nullptr, elementwise_flops, needs,
-                         forward, backward};
+  static const OpDef def{
+      .kind = OpKind::scale,
+      .name = "scale",
+      .keys = kKeys,
+      .infer = infer,
+      .flops = elementwise_flops,
+      .backward_needs = needs,
+  };
   return def;
+}
+
+const CpuOp& scale_cpu_op() {
+  static const CpuOp entry{
+      .kind = OpKind::scale,
+      .supports = cpu_runs_fp32_nchw,
+      .forward = forward,
+      .backward = backward,
+  };
+  return entry;
 }
 
 }  // namespace kiln::detail

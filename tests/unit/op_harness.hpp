@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu_layer.hpp"
+#include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "kiln/kiln.hpp"
 
@@ -25,7 +25,7 @@ class OpHarness {
       : graph_(std::move(graph)), rng_(seed) {
     layer_ = graph_.find(name);
     if (!layer_) throw std::runtime_error("OpHarness: no layer named " + name);
-    const auto& def = detail::op_def(layer_->op);
+    const auto& kernels = detail::cpu_op(layer_->op);
     cpu.layer = layer_;
     cpu.layers = graph_.layers();
     cpu.n = n;
@@ -45,8 +45,9 @@ class OpHarness {
       params.push_back(v);
       grads.emplace_back(static_cast<std::size_t>(param.elements), 0.0f);
     }
-    if (def.state_floats) state.assign(static_cast<std::size_t>(def.state_floats(*layer_, n)), 0.0f);
-    if (def.cpu_workspace) workspace.assign(static_cast<std::size_t>(def.cpu_workspace(*layer_, graph_.layers(), n)), 0.0f);
+    if (kernels.state_floats) state.assign(static_cast<std::size_t>(kernels.state_floats(*layer_, n)), 0.0f);
+    if (kernels.workspace_floats)
+      workspace.assign(static_cast<std::size_t>(kernels.workspace_floats(*layer_, graph_.layers(), n)), 0.0f);
     bind();
   }
 
@@ -77,9 +78,9 @@ class OpHarness {
 
   void forward(bool train = true) {
     cpu.train = train;
-    detail::op_def(layer_->op).cpu_forward(cpu);
+    detail::cpu_op(layer_->op).forward(cpu);
   }
-  void backward() { detail::op_def(layer_->op).cpu_backward(cpu); }
+  void backward() { detail::cpu_op(layer_->op).backward(cpu); }
 
   // L = sum(y * dy) after a forward (in double).
   double objective(bool train = true) {

@@ -329,7 +329,7 @@ TEST(ConvCpu, DeterministicRunToRun) {
 TEST(ConvCpu, PartialBatch) {
   const Graph g = conv_graph(find_case("batch_37"));
   const Layer& layer = *g.find("c");
-  const auto ws = detail::op_def(OpKind::conv).cpu_workspace;
+  const auto ws = detail::cpu_op(OpKind::conv).workspace_floats;
   ASSERT_NE(ws, nullptr);
   for (std::int64_t n = 1; n <= 40; ++n) EXPECT_LE(ws(layer, g.layers(), n), ws(layer, g.layers(), 40)) << n;
   GemmScope scope({3, 1, detail::gemm_kernel()});

@@ -1,0 +1,71 @@
+// The CPU op table: one entry per OpKind, from each op's file (src/layers/), checked once,
+// at first use, so that an entry in the wrong slot or missing a kernel stops kiln at start-up
+// with the slot named instead of running another op's kernel.
+#include "backend/cpu_ops.hpp"
+
+#include <array>
+#include <fmt/format.h>
+#include <stdexcept>
+
+namespace kiln::detail {
+
+namespace {
+
+using CpuOpGetter = const CpuOp& (*)();
+
+// In OpKind order.
+constexpr auto kCpuOpGetters = std::to_array<CpuOpGetter>({
+    input_cpu_op, conv_cpu_op, maxpool_cpu_op, avgpool_cpu_op, global_avgpool_cpu_op, global_maxpool_cpu_op,
+    batchnorm_cpu_op, relu_cpu_op, leaky_relu_cpu_op, gelu_cpu_op, silu_cpu_op, sigmoid_cpu_op, tanh_cpu_op,
+    dropout_cpu_op, flatten_cpu_op, scale_cpu_op, linear_cpu_op, add_cpu_op, concat_cpu_op,
+});
+static_assert(kCpuOpGetters.size() == kOpCount, "one CPU entry per OpKind, in OpKind order");
+
+}  // namespace
+
+void check_cpu_op_table(std::span<const CpuOp> table) {
+  if (table.size() != kOpCount)
+    throw std::logic_error(fmt::format("CPU op table: {} entries for {} OpKinds", table.size(), kOpCount));
+  for (std::size_t slot = 0; slot < table.size(); ++slot) {
+    const CpuOp& entry = table[slot];
+    const auto kind = static_cast<std::size_t>(entry.kind);
+    // The graph table is checked by now, so its name for the slot is the op expected there.
+    const std::string_view expected = op_table()[slot].name;
+    auto bad = [&](std::string_view problem) {
+      throw std::logic_error(fmt::format("CPU op table: slot {} ('{}') {}", slot, expected, problem));
+    };
+    if (kind != slot)
+      bad(fmt::format("holds the entry of OpKind {}{}; each entry must sit at the index of its OpKind", kind,
+                      kind < kOpCount ? fmt::format(" ('{}')", op_table()[kind].name) : ""));
+    if (!entry.supports) bad("has no supports function");
+    // The model input takes no inputs and runs no kernel: the executor stages it.
+    if (op_table()[slot].max_inputs == 0) continue;
+    if (!entry.forward) bad("has no forward kernel");
+    if (!entry.backward) bad("has no backward kernel");
+  }
+}
+
+std::span<const CpuOp> cpu_op_table() {
+  static const std::array<CpuOp, kOpCount> table = [] {
+    std::array<CpuOp, kOpCount> entries{};
+    for (std::size_t slot = 0; slot < kOpCount; ++slot) entries[slot] = kCpuOpGetters[slot]();
+    check_cpu_op_table(entries);
+    return entries;
+  }();
+  return table;
+}
+
+const CpuOp& cpu_op(OpKind kind) {
+  const auto slot = static_cast<std::size_t>(kind);
+  const std::span<const CpuOp> table = cpu_op_table();
+  if (slot >= table.size()) throw std::out_of_range(fmt::format("cpu_op: no op with OpKind {}", slot));
+  return table[slot];
+}
+
+std::optional<std::string> cpu_runs_fp32_nchw(const Layer&, DType dtype, Layout layout) {
+  if (dtype != DType::f32) return fmt::format("the CPU backend runs fp32 only, got {}", to_string(dtype));
+  if (layout != Layout::nchw) return fmt::format("the CPU backend runs the nchw layout only, got {}", to_string(layout));
+  return std::nullopt;
+}
+
+}  // namespace kiln::detail

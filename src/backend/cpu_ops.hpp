@@ -1,0 +1,65 @@
+#pragma once
+
+// The CPU backend's op table: for each op, whether the CPU runs it for a dtype and layout,
+// and its kernels. Indexed by OpKind like the graph's table (graph/op_def.hpp); each op's
+// entry lives in its file in src/layers/, beside its shape rule.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "backend/cpu_layer.hpp"
+#include "graph/op_def.hpp"
+#include "kiln/types.hpp"
+
+namespace kiln::detail {
+
+struct CpuOp {
+  OpKind kind;
+  // nullopt when the CPU runs `layer` in `dtype` and `layout`; otherwise the reason it does not.
+  std::optional<std::string> (*supports)(const Layer& layer, DType dtype, Layout layout) = nullptr;
+  // Forward writes y; backward writes dx (where not nullptr, adding when accumulate says so)
+  // and the parameter gradients (where not nullptr, overwriting them). The model input has
+  // neither: the executor stages it.
+  void (*forward)(const CpuLayer& run) = nullptr;
+  void (*backward)(const CpuLayer& run) = nullptr;
+  // Floats kept from forward to backward for a batch of `batch` (batchnorm's statistics).
+  std::int64_t (*state_floats)(const Layer& layer, std::int64_t batch) = nullptr;
+  // Scratch floats one call needs for a batch of `batch` (im2col buffers).
+  std::int64_t (*workspace_floats)(const Layer& layer, std::span<const Layer> before, std::int64_t batch) = nullptr;
+};
+
+// The CPU op table, in OpKind order, checked by check_cpu_op_table on first use.
+std::span<const CpuOp> cpu_op_table();
+const CpuOp& cpu_op(OpKind kind);
+
+// Throws std::logic_error naming the first bad slot: a table of the wrong size, an entry
+// whose kind is not its index, or one without supports, or without forward and backward
+// (every op but the model input, which takes no inputs).
+void check_cpu_op_table(std::span<const CpuOp> table);
+
+// What every CPU op supports today: fp32 in NCHW ("the CPU backend runs fp32 only, got bf16").
+std::optional<std::string> cpu_runs_fp32_nchw(const Layer& layer, DType dtype, Layout layout);
+
+// Per-op entries, one per file in src/layers/.
+const CpuOp& input_cpu_op();
+const CpuOp& conv_cpu_op();
+const CpuOp& maxpool_cpu_op();
+const CpuOp& avgpool_cpu_op();
+const CpuOp& global_avgpool_cpu_op();
+const CpuOp& global_maxpool_cpu_op();
+const CpuOp& batchnorm_cpu_op();
+const CpuOp& relu_cpu_op();
+const CpuOp& leaky_relu_cpu_op();
+const CpuOp& gelu_cpu_op();
+const CpuOp& silu_cpu_op();
+const CpuOp& sigmoid_cpu_op();
+const CpuOp& tanh_cpu_op();
+const CpuOp& dropout_cpu_op();
+const CpuOp& flatten_cpu_op();
+const CpuOp& scale_cpu_op();
+const CpuOp& linear_cpu_op();
+const CpuOp& add_cpu_op();
+const CpuOp& concat_cpu_op();
+
+}  // namespace kiln::detail
