@@ -90,6 +90,7 @@ void compare_step(Layout layout, bool resident, std::int64_t n) {
   auto cpu = detail::make_cpu_executor(g, capacity, 2);
   detail::CudaOptions o;
   o.layout = layout;
+  o.batch_sizes = {n};  // a short batch: planned at construction (the Trainer run below plans on first use)
   auto gpu = detail::make_cuda_executor(g, capacity, o);
   detail::init_params(*cpu, 9);
   auto params = g.params();

@@ -685,8 +685,8 @@ TEST(CudnnCrossCheck, FloorModePoolingShapeRulesAgree) {
 }
 
 // cuDNN has no ceil mode; kiln's ceil-mode sizes are checked against PyTorch's formula
-// (pytorch_pooled) and compile_cudnn must route them to kiln's own kernel whenever they
-// differ from the floor-mode size.
+// (pytorch_pooled), and compile_cudnn must report kiln's own kernel, naming ceil mode
+// whenever the size differs from the floor-mode size.
 TEST(CudnnCrossCheck, CeilModePoolingMatchesPyTorch) {
   const auto t0 = std::chrono::steady_clock::now();
   Disagreements d;
@@ -723,7 +723,8 @@ TEST(CudnnCrossCheck, CeilModePoolingMatchesPyTorch) {
             differs += !same_as_floor;
             kiln::CudnnReport report = kiln::compile_cudnn(*g, kiln::Target{kiln::Backend::cuda, c.n, c.dtype, c.layout});
             const std::string& path = report.layers.at(1).path;
-            const std::string want = same_as_floor ? "graph API: resample" : "kiln kernel: ceil-mode";
+            // Both run kiln's kernel (as the executor does); check names ceil mode where it matters.
+            const std::string want = same_as_floor ? "kiln kernel: pooling" : "kiln kernel: ceil-mode";
             d.expect(path.rfind(want, 0) == 0,
                      [&] { return fmt::format("{}\n  compile_cudnn path '{}', want '{}...'", c.str(), path, want); });
           }
