@@ -19,8 +19,10 @@ Status compile(const Graph& graph, const Layer& layer, const Target& target, OpC
 }
 
 void prepare(const Layer& layer, const PrepareContext& ctx) {
-  const bool data_grad = ctx.input_grads.at(0);
-  const bool filter_grad = ctx.param_grads.at(0);
+  // Backward passes read dy: a layer whose output does not reach the loss (no dy) runs
+  // forward only, and a plan bound to a null dy is never built.
+  const bool data_grad = ctx.output_grad && ctx.input_grads.at(0);
+  const bool filter_grad = ctx.output_grad && ctx.param_grads.at(0);
   ctx.convs->build(*ctx.graph, layer, ctx.n, data_grad, filter_grad, ctx.workspace_limit, ctx.candidates);
 }
 

@@ -62,6 +62,7 @@ PrepareContext prepare_context(const Graph& graph, const MemoryPlan& memory, con
   ctx.n = n;
   ctx.workspace_limit = workspace_limit;
   ctx.candidates = candidates;
+  ctx.output_grad = memory.gradient[static_cast<std::size_t>(layer.index)] >= 0;
   for (int in : layer.inputs) ctx.input_grads.push_back(memory.gradient[static_cast<std::size_t>(in)] >= 0);
   for (int p : layer.params) ctx.param_grads.push_back(detail::gets_gradient(graph, memory, static_cast<std::size_t>(p)));
   return ctx;

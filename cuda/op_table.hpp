@@ -69,6 +69,7 @@ struct PrepareContext {
   std::int64_t n = 0;
   std::int64_t workspace_limit = -1;  // bytes per plan; -1: none
   int candidates = 1;                 // engines kept for autotuning
+  bool output_grad = false;           // whether the layer's output gradient exists (dy)
   std::vector<bool> input_grads;      // per input: whether its gradient is wanted
   std::vector<bool> param_grads;      // per parameter: whether it gets a gradient
 };

@@ -7,7 +7,7 @@
 
 namespace kiln::cuda {
 
-StatsRing::StatsRing() : slots_(kSlots), host_(kSlots * static_cast<std::size_t>(kBlockBytes)) { collected_.reserve(kSlots); }
+StatsRing::StatsRing() : slots_(kSlots), host_(kSlots * static_cast<std::size_t>(kBlockBytes)) {}
 
 void StatsRing::open(std::int64_t tag, std::int64_t count) {
   if (slots_[head_ % kSlots].pending) collect(true);  // more than 64 unread steps
@@ -28,9 +28,8 @@ void StatsRing::ship(cudaStream_t stream) {
 
 std::vector<detail::StepStats> StatsRing::take(bool wait) {
   collect(wait);
-  std::vector<detail::StepStats> out = std::exchange(collected_, {});
-  collected_.reserve(kSlots);
-  return out;
+  if (collected_.empty()) return {};  // nothing finished yet: no allocation
+  return std::exchange(collected_, {});
 }
 
 void StatsRing::collect(bool wait) {

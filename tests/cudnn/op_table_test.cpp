@@ -93,5 +93,26 @@ TEST(CudaOpTable, NoEngineIsAGraphErrorNamingTheLayer) {
   EXPECT_EQ(d.context, detail::describe_layer(conv, true));
 }
 
+// A convolution whose output never reaches the loss runs forward only: its plans must not
+// include backward passes, which would be bound to a gradient that does not exist.
+TEST(CudaOpTable, AnUnusedConvolutionPlansForwardOnly) {
+  GraphBuilder b("probe", Shape::chw(3, 8, 8), 10);
+  b.add(layers::conv(4, 3).pad(1).named("c1"))
+      .add(layers::conv(2, 3).pad(1).named("probe"))
+      .add(layers::conv(4, 3).pad(1).from({"c1"}).named("c2"))
+      .add(layers::flatten().named("flat"))
+      .add(layers::linear(10).named("fc"));
+  Graph g = b.build();
+  const MemoryPlan memory = plan_memory(g, 4, DType::f32, PlanMode::train, Layout::nchw);
+  cuda::ConvPlanCache convs(nullptr, DType::f32, Layout::nchw);
+  const cuda::PrepareContext probe = cuda::prepare_context(g, memory, g.layers()[2], convs, 4, -1, 1);
+  EXPECT_FALSE(probe.output_grad);
+  EXPECT_EQ(probe.input_grads, std::vector<bool>{true}) << "c1's gradient exists: c2 reaches the loss";
+  EXPECT_EQ(probe.param_grads, (std::vector<bool>{false, false}));
+  const cuda::PrepareContext used = cuda::prepare_context(g, memory, g.layers()[3], convs, 4, -1, 1);
+  EXPECT_TRUE(used.output_grad);
+  EXPECT_EQ(used.param_grads, (std::vector<bool>{true, true}));
+}
+
 }  // namespace
 }  // namespace kiln::test
