@@ -102,7 +102,8 @@ void CudaExecutor::bind_layers_to_graph() {
   for (const Layer& layer : graph_.layers()) {
     LayerRun& run = runs_[static_cast<std::size_t>(layer.index)];
     run.layer = &layer;
-    run.view = layer.op == OpKind::flatten && flatten_is_view(graph_, layer, options_.layout);
+    const CudaOp& op = cuda_op(layer.op);
+    run.view = op.is_view && op.is_view(graph_, layer, options_.layout);
     run.fwd_name = layer.name + "/fwd";
     run.bwd_name = layer.name + "/bwd";
   }

@@ -35,6 +35,7 @@ const CudaOp kFlattenOp{.kind = OpKind::flatten,
                         .compile = compile,
                         .state_floats = no_state,
                         .forward = forward,
-                        .backward = backward};
+                        .backward = backward,
+                        .is_view = flatten_is_view};
 
 }  // namespace kiln::cuda

@@ -101,6 +101,8 @@ struct CudaOp {
   // Device plans for batch n (nullptr: none): built at construction for every batch size.
   void (*prepare)(const Layer& layer, const PrepareContext& ctx) = nullptr;
   void (*bind)(const Layer& layer, const LayerRun& run, const BindContext& ctx) = nullptr;
+  // The output shares its input's memory (no kernel runs); nullptr: never.
+  bool (*is_view)(const Graph& graph, const Layer& layer, Layout layout) = nullptr;
   // The weight is stored [K, R, S, C] in an NHWC plan (cuDNN's NHWC convolution engines).
   bool krsc_weight_in_nhwc = false;
   // Backward writes input 0's gradient whole (a cuDNN convolution cannot add into it): where

@@ -197,6 +197,19 @@ TEST(CudaExecutor, ShortTrainingRunTracksTheCpu) {
   for (std::size_t i = 0; i < losses[0].size(); ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 2e-3 + 2e-3 * losses[0][i]) << "step " << i + 1;
 }
 
+// Checked before the device is touched, so it runs without a GPU too.
+TEST(CudaExecutor, BatchSizesOutsideTheCapacityAreAUsageError) {
+  Graph g = mixed_net();
+  detail::CudaOptions o;
+  o.batch_sizes = {3, 9};
+  try {
+    detail::make_cuda_executor(g, 8, o);
+    FAIL() << "expected a UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_STREQ(e.what(), "CUDA plan batch sizes: 9 is outside 1..8 (the plan's capacity)");
+  }
+}
+
 TEST(CudaExecutor, OutOfMemoryIsAClearError) {
   KILN_REQUIRE_GPU();
   Graph g = load_spec(std::string(KILN_SOURCE_DIR) + "/data/models/airbench.yaml").graph;
