@@ -84,11 +84,6 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
   KILN_CUDA_CHECK(cudaStreamSynchronize(device_.stream()));
 }
 
-CudaExecutor::~CudaExecutor() {
-  // Work still queued reads the arena; the members (arena, plans, then handles) go after it.
-  cudaStreamSynchronize(device_.stream());
-}
-
 // Fails early, before cuDNN sees tensors too large to describe, when the parameters and
 // activations alone exceed the device.
 void CudaExecutor::check_memory_before_planning() const {

@@ -10,8 +10,10 @@
 // Members are destroyed in reverse order of declaration, and that order is the safety of
 // the class: the device context (streams, cuDNN and cuBLAS handles) is declared first, so it
 // is destroyed last, after the conv plan cache (execution plans finalized with the cuDNN
-// handle, variant packs pointing into the arena) and after the arena. A constructor that
-// throws part-way destroys exactly the members built so far, in that same order.
+// handle, variant packs pointing into the arena) and after the arena. The StreamFence
+// declared last is destroyed first: queued work finishes before any memory is freed. A
+// constructor that throws part-way destroys exactly the members built so far, in that
+// same order, fence first.
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -30,7 +32,7 @@ namespace kiln::cuda {
 class CudaExecutor final : public detail::Executor {
  public:
   CudaExecutor(const Graph& graph, std::int64_t batch, const detail::CudaOptions& options);
-  ~CudaExecutor() override;
+  ~CudaExecutor() override = default;  // fence_ waits for the stream first
 
   const Graph& graph() const override { return graph_; }
   std::int64_t capacity() const override { return batch_; }
@@ -114,6 +116,8 @@ class CudaExecutor final : public detail::Executor {
   bool ship_after_backward_ = false;
   bool profiling_ = false;
   std::vector<detail::LayerTime> times_;
+
+  StreamFence fence_{device_.stream()};  // last: waits for queued work before anything is freed
 };
 
 }  // namespace kiln::cuda

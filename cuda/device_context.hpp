@@ -35,4 +35,20 @@ class DeviceContext {
   CublasHandle cublas_;
 };
 
+// Waits for a stream when destroyed (errors ignored). Declared last in an owner, it is the
+// first member destroyed, both when the owner goes and when its constructor throws after
+// queuing work, so nothing still queued reads memory the other members free.
+class StreamFence {
+ public:
+  explicit StreamFence(cudaStream_t stream) noexcept : stream_(stream) {}
+  ~StreamFence() {
+    if (stream_) cudaStreamSynchronize(stream_);
+  }
+  StreamFence(const StreamFence&) = delete;
+  StreamFence& operator=(const StreamFence&) = delete;
+
+ private:
+  cudaStream_t stream_;
+};
+
 }  // namespace kiln::cuda
