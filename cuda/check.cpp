@@ -1,6 +1,7 @@
 #include "cuda/check.hpp"
 
 #include <fmt/format.h>
+#include <utility>
 
 #include "cuda/cudnn_backend.hpp"
 #include "kiln/error.hpp"
@@ -9,21 +10,20 @@ namespace kiln::cuda {
 
 namespace {
 
-thread_local std::string g_layer;
+thread_local const char* g_layer = "";
 
 std::string where(const char* file, int line) {
   std::string w = fmt::format("{}:{}", file, line);
-  if (!g_layer.empty()) w += fmt::format(", while running {}", g_layer);
+  if (*g_layer) w += fmt::format(", while running {}", g_layer);
   return w;
 }
 
 }  // namespace
 
-const std::string& current_layer() { return g_layer; }
-void set_current_layer(std::string what) { g_layer = std::move(what); }
+const char* current_layer() { return g_layer; }
 
-LayerScope::LayerScope(std::string what) : previous_(std::exchange(g_layer, std::move(what))) {}
-LayerScope::~LayerScope() { g_layer = std::move(previous_); }
+LayerScope::LayerScope(const char* what) noexcept : previous_(std::exchange(g_layer, what ? what : "")) {}
+LayerScope::~LayerScope() { g_layer = previous_; }
 
 void throw_cuda(cudaError_t e, const char* expr, const char* file, int line) {
   std::string message = fmt::format("CUDA error {} ({}): {} in {} ({})", static_cast<int>(e), cudaGetErrorName(e),

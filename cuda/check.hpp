@@ -11,9 +11,10 @@
 
 namespace kiln::cuda {
 
-// The layer (and pass) whose work is being issued, for error messages; empty outside.
-const std::string& current_layer();
-void set_current_layer(std::string what);
+// The layer (and pass) whose work is being issued, for error messages; "" outside. The
+// text is not copied: it must outlive the scope that names it (a layer's "conv1/fwd" string
+// made at construction, or a literal), so that naming a layer in a step allocates nothing.
+const char* current_layer();
 
 [[noreturn]] void throw_cuda(cudaError_t e, const char* expr, const char* file, int line);
 [[noreturn]] void throw_cudnn(cudnnStatus_t s, const char* expr, const char* file, int line);
@@ -22,13 +23,13 @@ void set_current_layer(std::string what);
 // Sets the current layer for the lifetime of a scope.
 class LayerScope {
  public:
-  explicit LayerScope(std::string what);
+  explicit LayerScope(const char* what) noexcept;
   ~LayerScope();
   LayerScope(const LayerScope&) = delete;
   LayerScope& operator=(const LayerScope&) = delete;
 
  private:
-  std::string previous_;
+  const char* previous_;
 };
 
 }  // namespace kiln::cuda

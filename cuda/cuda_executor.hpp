@@ -1,53 +1,38 @@
 #pragma once
 
 // The CUDA backend's executor: one device arena per plan (parameters, gradients, momentum,
-// activations laid out by the memory planner, batchnorm statistics, one cuDNN workspace,
-// staging buffers), one stream, cuDNN graph-API plans for convolutions, cuBLAS for linear
-// layers, kiln kernels for everything else. A training step allocates nothing and never
-// waits for the host; loss statistics come back through pinned memory a step later.
-#include <array>
+// EMA, activations laid out by the memory planner, per-layer state, one cuDNN workspace,
+// staging), one compute stream, each layer run through its CUDA op table entry (op_*.cpp).
+// A training step allocates nothing and never waits for the host: cuDNN plans exist for
+// every batch size declared in CudaOptions::batch_sizes before the first step, and loss
+// statistics come back through pinned memory a step later (StatsRing).
+//
+// Members are destroyed in reverse order of declaration, and that order is the safety of
+// the class: the device context (streams, cuDNN and cuBLAS handles) is declared first, so it
+// is destroyed last, after the conv plan cache (execution plans finalized with the cuDNN
+// handle, variant packs pointing into the arena) and after the arena. The StreamFence
+// declared last is destroyed first: queued work finishes before any memory is freed. A
+// constructor that throws part-way destroys exactly the members built so far, in that
+// same order, fence first.
 #include <cstdint>
-#include <map>
-#include <memory>
-#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/executor.hpp"
-#include "cuda/check.hpp"
-#include "cuda/cudnn_backend.hpp"
-#include "cuda/exec_plan.hpp"
+#include "cuda/conv_plan_cache.hpp"
+#include "cuda/device_context.hpp"
 #include "cuda/memory.hpp"
-#include "math/layout.hpp"
+#include "cuda/op_table.hpp"
+#include "cuda/staging.hpp"
+#include "cuda/stats_ring.hpp"
 
 namespace kiln::cuda {
-
-// The three cuDNN plans of one convolution at one batch size.
-struct ConvPlans {
-  ConvOps ops;
-  std::optional<ExecPlan> fwd, bwd_data, bwd_filter;
-};
-
-struct LayerRun {
-  const Layer* layer = nullptr;
-  math::Dims4 out;
-  std::vector<math::Dims4> in;
-  std::vector<float*> x, dx;
-  std::vector<bool> accumulate;
-  float* y = nullptr;
-  float* dy = nullptr;
-  std::vector<float*> params, grads;
-  float* save_mean = nullptr;
-  float* save_invstd = nullptr;
-  bool view = false;                         // a flatten sharing its input's memory
-  std::map<std::int64_t, ConvPlans> conv;    // by batch size
-  std::string fwd_name, bwd_name;            // NVTX ranges
-};
 
 class CudaExecutor final : public detail::Executor {
  public:
   CudaExecutor(const Graph& graph, std::int64_t batch, const detail::CudaOptions& options);
-  ~CudaExecutor() override;
+  ~CudaExecutor() override = default;  // fence_ waits for the stream first
 
   const Graph& graph() const override { return graph_; }
   std::int64_t capacity() const override { return batch_; }
@@ -78,45 +63,38 @@ class CudaExecutor final : public detail::Executor {
   std::string describe() const override;
 
  private:
-  struct Resident {
-    DeviceBuffer images, labels;
-  };
-  struct StagingSlot {
-    PinnedBuffer host;        // images, labels, indices, augment, packed
-    std::byte* images = nullptr;
-    std::byte* labels = nullptr;
-    std::byte* indices = nullptr;
-    std::byte* augment = nullptr;
-    Event copied, consumed;
-  };
-  struct StatsSlot {
-    std::int64_t tag = 0, count = 0;
-    bool pending = false;
-    Event ready;
-  };
+  // The constructor's steps, in order.
+  void check_memory_before_planning() const;
+  void bind_layers_to_graph();
+  void build_plans(std::int64_t n, std::int64_t workspace_limit, int candidates);
+  void allocate_arena();
+  void bind_layers_to_memory();
+  void bind_plans(std::int64_t n);
 
-  ConvPlans& conv_plans(LayerRun& run, std::int64_t n);
-  ExecPlan plan_for(const BackendDescriptor& op, const std::string& key, std::int64_t limit, int candidates,
-                    const std::string& what);
-  void bind_conv(LayerRun& run, ConvPlans& p);
-  void forward_layer(LayerRun& run, bool train, std::uint64_t step);
-  void backward_layer(LayerRun& run, std::uint64_t step);
-  void collect(bool wait);
+  // A batch size not declared at construction: its plans are built on first use, within the
+  // workspace the arena already has (the fallback for a caller that did not declare it).
+  void ensure_plans(std::int64_t n);
+  StepContext step_context(bool train, std::uint64_t step);
+  void time_layer(std::size_t index, bool forward);
   // Throws the out-of-memory DeviceError (bytes asked, the plan, the batch that would fit).
   void check_fits(std::int64_t total, std::int64_t param_state, std::int64_t workspace) const;
   void copy_param(std::size_t index, std::span<float> out, const float* base) const;
   void upload_param(std::size_t index, std::span<const float> in, float* base);
-  math::Dims4 dims(const Shape& s, std::int64_t n) const;
 
   Graph graph_;
   std::int64_t batch_;
   detail::CudaOptions options_;
   MemoryPlan plan_;
-  std::string device_name_;
-  Stream stream_, copy_stream_;
-  cudnnHandle_t cudnn_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
+  std::vector<std::int64_t> batch_sizes_;  // plans exist for these
+  std::vector<LayerRun> runs_;             // host-only bindings, pointing into arena_
+
+  // ---- device resources: destroyed bottom-up, the handles last (see the file comment) ----
+  DeviceContext device_;
   DeviceBuffer arena_;
+  ConvPlanCache convs_;
+  Staging staging_;
+  StatsRing stats_;
+  std::vector<std::pair<Event, Event>> layer_events_;  // profiling
 
   // Regions of the arena.
   float* params_ = nullptr;
@@ -124,38 +102,22 @@ class CudaExecutor final : public detail::Executor {
   float* momentum_ = nullptr;
   float* ema_ = nullptr;
   std::int64_t param_floats_ = 0;
+  std::vector<std::int64_t> param_offset_;  // floats from params_ (and grads_, momentum_, ema_)
   std::byte* activations_ = nullptr;
-  float* scratch_ = nullptr;         // a convolution's dx when it must be added, not written
+  float* state_ = nullptr;                   // every layer's state_floats, in layer order
+  float* scratch_ = nullptr;
+  std::int64_t scratch_bytes_ = 0;
   std::byte* workspace_ = nullptr;
   std::int64_t workspace_bytes_ = 0;
   std::int32_t* labels_ = nullptr;
-  // The step's statistics block: the loss sum (double), the correct count (unsigned long
-  // long), the non-finite-gradient flag (unsigned int); copied to pinned memory as one.
-  double* loss_sum_ = nullptr;
-  bool copy_after_backward_ = false;
-  void ship_stats();
-  std::int64_t* identity_ = nullptr;
-  float* mean_ = nullptr;
-  float* inv_std_ = nullptr;
-  std::array<std::byte*, 2> stage_images_{}, stage_labels_{}, stage_indices_{}, stage_augment_{};
 
-  std::vector<std::int64_t> param_offset_;
-  std::vector<LayerRun> runs_;
-  std::map<const Dataset*, Resident> resident_;
-  std::array<StagingSlot, 2> staging_;
-  int next_slot_ = 0;
-  std::vector<StatsSlot> stats_;
-  PinnedBuffer stats_host_;          // 16 bytes per stats slot
-  std::size_t stats_head_ = 0, stats_tail_ = 0;
-  std::vector<detail::StepStats> collected_;
-  std::map<std::string, ExecPlan> plan_cache_;  // by shape, dtype, layout, pass and batch
+  std::int64_t n_ = 0;             // samples in the staged batch
   bool last_train_ = false;
-  PinnedBuffer transform_host_;
-  std::vector<float> transform_cache_;
-  std::int64_t n_ = 0;
+  bool ship_after_backward_ = false;
   bool profiling_ = false;
   std::vector<detail::LayerTime> times_;
-  std::vector<std::pair<Event, Event>> layer_events_;
+
+  StreamFence fence_{device_.stream()};  // last: waits for queued work before anything is freed
 };
 
 }  // namespace kiln::cuda

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fmt/format.h>
+#include <utility>
 
 #include "cuda/memory.hpp"
 #include "kiln/error.hpp"
@@ -27,6 +28,9 @@ std::int64_t engine_index(const BackendDescriptor& config) {
 
 }  // namespace
 
+NoEngineError::NoEngineError(const std::string& what, std::string reason)
+    : DeviceError(fmt::format("cuDNN has no engine for {}: {}", what, reason)), reason_(std::move(reason)) {}
+
 ExecPlan::ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std::int64_t workspace_limit, int candidates,
                    const std::string& what)
     : core_(std::make_shared<Core>()) {
@@ -36,7 +40,7 @@ ExecPlan::ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std
   cudnnBackendDescriptor_t op = operation.get();
   KILN_CUDNN_CHECK(graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
   KILN_CUDNN_CHECK(graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
-  KILN_CUDNN_CHECK(graph.finalize());
+  if (cudnnStatus_t s = graph.finalize(); s != CUDNN_STATUS_SUCCESS) throw NoEngineError(what, cudnn_message(s));
 
   std::string last_error = "no engine configuration was offered";
   const std::pair<cudnnBackendHeurMode_t, const char*> modes[] = {{CUDNN_HEUR_MODE_A, "A"}, {CUDNN_HEUR_MODE_FALLBACK, "fallback"}};
@@ -90,7 +94,7 @@ ExecPlan::ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std
     }
   }
   if (found.empty())
-    throw DeviceError(fmt::format("cuDNN has no engine for {}: {}", what, last_error));
+    throw NoEngineError(what, last_error);
 }
 
 ExecPlan ExecPlan::share() const {

@@ -12,12 +12,25 @@
 
 #include "cuda/check.hpp"
 #include "cuda/cudnn_backend.hpp"
+#include "kiln/error.hpp"
 
 namespace kiln::cuda {
 
+// cuDNN offered no engine for an operation (or none within the workspace limit): a property
+// of the layer on this device, which the executor reports as a GraphError naming the layer.
+class NoEngineError : public DeviceError {
+ public:
+  NoEngineError(const std::string& what, std::string reason);
+  const std::string& reason() const noexcept { return reason_; }
+
+ private:
+  std::string reason_;  // cuDNN's own words for the last refusal
+};
+
 class ExecPlan {
  public:
-  // Throws DeviceError naming `what` and quoting cuDNN when no engine runs the operation.
+  // Throws NoEngineError naming `what` and quoting cuDNN when no engine runs the operation,
+  // DeviceError when a cuDNN call fails otherwise.
   ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std::int64_t workspace_limit, int candidates,
            const std::string& what);
   // Another binding of the same cuDNN plan (layers of identical shapes share one): the

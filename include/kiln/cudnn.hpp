@@ -18,8 +18,9 @@ namespace kiln {
 struct CudnnLayerReport {
   std::string layer;    ///< the layer's name
   std::string op;       ///< its op, as spelled in a spec
-  /// "graph API: conv fwd, bwd-data, bwd-filter", "graph API: resample fwd (maxpool)",
-  /// "kiln kernel: ceil-mode pooling", "tensor descriptors", ...
+  /// What runs: "graph API: conv fwd, bwd-data, bwd-filter", "cuBLAS GEMM; tensor
+  /// descriptors", "kiln kernel: pooling (maxpool)", "kiln kernel: ceil-mode pooling
+  /// (cuDNN has no ceil mode)", "view of its input", ...
   std::string path;
   int descriptors = 0;  ///< backend descriptors finalized for this layer
 };
@@ -37,11 +38,12 @@ KILN_API bool built_with_cuda();
 /// "CUDA 13.0, cuDNN 9.19.0" for a CUDA build, "CPU only" otherwise.
 KILN_API std::string build_description();
 
-/// Compiles every layer of `graph` to cuDNN graph-API (backend) descriptors for `target`
-/// and finalizes them; needs no GPU. Convolutions get their forward, backward-data and
-/// backward-filter operations; floor-mode pooling a resample operation; every activation a
-/// tensor descriptor. Throws GraphError naming the layer and quoting cuDNN's own message if
-/// cuDNN rejects what kiln accepted, DeviceError when built without CUDA.
+/// Compiles every layer of `graph` for the CUDA backend at `target`, through the same op
+/// table entries a CUDA run uses, and finalizes its cuDNN graph-API (backend) descriptors;
+/// needs no GPU. Convolutions get their forward, backward-data and backward-filter
+/// operations; every other output a tensor descriptor. Throws GraphError naming the layer
+/// and quoting cuDNN's own message if cuDNN rejects what kiln accepted, DeviceError when
+/// built without CUDA.
 KILN_API CudnnReport compile_cudnn(const Graph& graph, const Target& target);
 
 }  // namespace kiln

@@ -145,6 +145,9 @@ struct CudaOptions {
   bool autotune = false;              // time the top engine candidates before training
   enum class Pipeline : std::uint8_t { automatic, resident, stream } pipeline = Pipeline::automatic;
   int device = 0;
+  // Every batch size the plan will run besides its capacity (a short last batch), so that
+  // their cuDNN plans are built at construction; a size not declared is planned on first use.
+  std::vector<std::int64_t> batch_sizes;
 };
 
 // The CUDA backend: cuDNN graph-API convolutions, cuBLAS for linear layers, kiln kernels

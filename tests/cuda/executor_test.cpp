@@ -90,6 +90,7 @@ void compare_step(Layout layout, bool resident, std::int64_t n) {
   auto cpu = detail::make_cpu_executor(g, capacity, 2);
   detail::CudaOptions o;
   o.layout = layout;
+  o.batch_sizes = {n};  // a short batch: planned at construction (the Trainer run below plans on first use)
   auto gpu = detail::make_cuda_executor(g, capacity, o);
   detail::init_params(*cpu, 9);
   auto params = g.params();
@@ -194,6 +195,19 @@ TEST(CudaExecutor, ShortTrainingRunTracksTheCpu) {
   }
   ASSERT_EQ(losses[0].size(), losses[1].size());
   for (std::size_t i = 0; i < losses[0].size(); ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 2e-3 + 2e-3 * losses[0][i]) << "step " << i + 1;
+}
+
+// Checked before the device is touched, so it runs without a GPU too.
+TEST(CudaExecutor, BatchSizesOutsideTheCapacityAreAUsageError) {
+  Graph g = mixed_net();
+  detail::CudaOptions o;
+  o.batch_sizes = {3, 9};
+  try {
+    detail::make_cuda_executor(g, 8, o);
+    FAIL() << "expected a UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_STREQ(e.what(), "CUDA plan batch sizes: 9 is outside 1..8 (the plan's capacity)");
+  }
 }
 
 TEST(CudaExecutor, OutOfMemoryIsAClearError) {

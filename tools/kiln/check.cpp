@@ -64,7 +64,7 @@ int run_check(const CheckOptions& o) {
 
     if (o.json) {
       nlohmann::json j;
-      j["valid"] = true;
+      j["valid"] = no_engine.empty();  // --target cuda on a GPU: a layer cuDNN has no engine for
       j["model"] = graph.name();
       j["file"] = o.model;
       j["batch"] = batch;
@@ -94,7 +94,7 @@ int run_check(const CheckOptions& o) {
       j["warnings"] = nlohmann::json::array();
       for (const auto& w : graph.warnings()) j["warnings"].push_back(to_json(w));
       fmt::print("{}\n", j.dump(2));
-      return 0;
+      return no_engine.empty() ? 0 : 1;
     }
 
     std::vector<std::vector<std::string>> rows;

@@ -1,0 +1,42 @@
+#include "cuda/device_context.hpp"
+
+#include <fmt/format.h>
+
+#include "kiln/device.hpp"
+#include "kiln/error.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+// Runs before any member touches the device: a machine without a GPU or driver gets kiln's
+// message, not the CUDA runtime's error from creating a stream.
+int select_device(const detail::CudaOptions& options) {
+  if (options.dtype != DType::f32)
+    throw DeviceError(fmt::format("the CUDA backend trains in fp32 only so far; {} is not implemented yet (use --dtype fp32)",
+                                  to_string(options.dtype)));
+  if (cuda_device_count() == 0)
+    throw DeviceError(fmt::format("--device cuda: {}; train on the CPU with --device cpu", cuda_unavailable_reason()));
+  KILN_CUDA_CHECK(cudaSetDevice(options.device));
+  return options.device;
+}
+
+std::string device_name(int index) {
+  cudaDeviceProp prop{};
+  KILN_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  return prop.name;
+}
+
+}  // namespace
+
+DeviceContext::DeviceContext(const detail::CudaOptions& options)
+    : index_(select_device(options)),
+      name_(device_name(index_)),
+      cudnn_(make_cudnn_handle(stream_.get())),
+      cublas_(make_cublas_handle(stream_.get())) {}
+
+DeviceContext::~DeviceContext() {
+  if (stream_.get()) cudaStreamSynchronize(stream_.get());
+}
+
+}  // namespace kiln::cuda

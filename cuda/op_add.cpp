@@ -1,0 +1,38 @@
+// add on CUDA: an element-wise sum of its inputs; backward hands dy to each input
+// (cuda/kernels/elementwise.cu).
+#include "cuda/kernels.hpp"
+#include "cuda/op_table.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+Status compile(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
+  out.path = "kiln kernel: add";
+  Status s = output_tensor(layer, target, failed);
+  out.tensors = s.ok() ? 1 : 0;
+  return s;
+}
+
+void forward(LayerRun& run, const StepContext& ctx) {
+  const std::int64_t count = ctx.dims(run.layer->shape).count();
+  add2(run.x[0], run.x[1], run.y, count, ctx.stream);
+  for (std::size_t i = 2; i < run.x.size(); ++i) add2(run.y, run.x[i], run.y, count, ctx.stream);
+}
+
+void backward(LayerRun& run, const StepContext& ctx) {
+  const std::int64_t count = ctx.dims(run.layer->shape).count();
+  for (std::size_t i = 0; i < run.dx.size(); ++i)
+    if (run.dx[i]) copy_or_add(run.dy, run.dx[i], run.accumulate[i], count, ctx.stream);
+}
+
+}  // namespace
+
+const CudaOp kAddOp{.kind = OpKind::add,
+                    .supports = supported_everywhere,
+                    .compile = compile,
+                    .state_floats = no_state,
+                    .forward = forward,
+                    .backward = backward};
+
+}  // namespace kiln::cuda

@@ -1,0 +1,50 @@
+// dropout on CUDA: masks drawn per element from the (seed, step, layer) stream that the CPU
+// backend draws from too (cuda/kernels/elementwise.cu); in evaluation, a copy (or nothing,
+// where the planner gave the output its input's memory).
+#include "cuda/kernels.hpp"
+#include "cuda/op_table.hpp"
+#include "math/rng.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+std::uint64_t mask_key(std::uint64_t step, const Layer& layer) {
+  return math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(layer.index));
+}
+
+Status compile(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
+  out.path = "kiln kernel: dropout";
+  Status s = output_tensor(layer, target, failed);
+  out.tensors = s.ok() ? 1 : 0;
+  return s;
+}
+
+void forward(LayerRun& run, const StepContext& ctx) {
+  const Layer& layer = *run.layer;
+  const float p = static_cast<float>(layer.attrs.p);
+  const std::int64_t count = ctx.dims(layer.shape).count();
+  if (ctx.train && p > 0) dropout_forward(p, mask_key(ctx.step, layer), run.x[0], run.y, count, ctx.stream);
+  else if (run.y != run.x[0]) copy_or_add(run.x[0], run.y, false, count, ctx.stream);
+}
+
+void backward(LayerRun& run, const StepContext& ctx) {
+  const Layer& layer = *run.layer;
+  float* dx = first_dx(run);
+  if (!dx) return;
+  const float p = static_cast<float>(layer.attrs.p);
+  const std::int64_t count = ctx.dims(layer.shape).count();
+  if (ctx.train && p > 0) dropout_backward(p, mask_key(ctx.step, layer), run.dy, dx, first_accumulates(run), count, ctx.stream);
+  else copy_or_add(run.dy, dx, first_accumulates(run), count, ctx.stream);
+}
+
+}  // namespace
+
+const CudaOp kDropoutOp{.kind = OpKind::dropout,
+                        .supports = supported_everywhere,
+                        .compile = compile,
+                        .state_floats = no_state,
+                        .forward = forward,
+                        .backward = backward};
+
+}  // namespace kiln::cuda

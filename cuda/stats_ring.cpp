@@ -1,0 +1,58 @@
+#include "cuda/stats_ring.hpp"
+
+#include <cstring>
+#include <utility>
+
+#include "cuda/check.hpp"
+
+namespace kiln::cuda {
+
+StatsRing::StatsRing() : slots_(kSlots), host_(kSlots * static_cast<std::size_t>(kBlockBytes)) {}
+
+void StatsRing::open(std::int64_t tag, std::int64_t count) {
+  if (slots_[head_ % kSlots].pending) collect(true);  // more than 64 unread steps
+  Slot& slot = slots_[head_ % kSlots];
+  slot.tag = tag;
+  slot.count = count;
+}
+
+void StatsRing::ship(cudaStream_t stream) {
+  Slot& slot = slots_[head_ % kSlots];
+  std::byte* host = host_.data() + (head_ % kSlots) * static_cast<std::size_t>(kBlockBytes);
+  KILN_CUDA_CHECK(cudaMemcpyAsync(host, block_, kBlockBytes, cudaMemcpyDeviceToHost, stream));
+  KILN_CUDA_CHECK(cudaEventRecord(slot.ready.get(), stream));
+  KILN_CUDA_CHECK(cudaMemsetAsync(block_, 0, kBlockBytes, stream));
+  slot.pending = true;
+  ++head_;
+}
+
+std::vector<detail::StepStats> StatsRing::take(bool wait) {
+  collect(wait);
+  if (collected_.empty()) return {};  // nothing finished yet: no allocation
+  return std::exchange(collected_, {});
+}
+
+void StatsRing::collect(bool wait) {
+  while (tail_ < head_) {
+    Slot& slot = slots_[tail_ % kSlots];
+    if (wait) {
+      KILN_CUDA_CHECK(cudaEventSynchronize(slot.ready.get()));
+    } else {
+      cudaError_t e = cudaEventQuery(slot.ready.get());
+      if (e == cudaErrorNotReady) break;
+      KILN_CUDA_CHECK(e);
+    }
+    const std::byte* host = host_.data() + (tail_ % kSlots) * static_cast<std::size_t>(kBlockBytes);
+    double loss = 0;
+    unsigned long long correct = 0;
+    unsigned int nonfinite = 0;
+    std::memcpy(&loss, host, 8);
+    std::memcpy(&correct, host + 8, 8);
+    std::memcpy(&nonfinite, host + 16, 4);
+    collected_.push_back({slot.tag, loss, static_cast<std::int64_t>(correct), slot.count, nonfinite != 0});
+    slot.pending = false;
+    ++tail_;
+  }
+}
+
+}  // namespace kiln::cuda
