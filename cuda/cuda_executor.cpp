@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 
+#include "graph/memory_blocks.hpp"
 #include "kiln/cudnn.hpp"
 #include "kiln/format.hpp"
 #include "util/checked.hpp"
@@ -13,17 +14,6 @@ namespace kiln::cuda {
 
 namespace {
 
-constexpr std::int64_t kAlign = 256;
-
-// Offsets of the arena's regions, computed before anything is allocated.
-struct ArenaLayout {
-  std::int64_t total = 0;
-  std::int64_t take(std::int64_t bytes) {
-    std::int64_t at = total;
-    total = detail::align_up(total + std::max<std::int64_t>(bytes, 0), kAlign);
-    return at;
-  }
-};
 
 // The capacity first, then every other declared size once.
 std::vector<std::int64_t> planned_batch_sizes(std::int64_t capacity, const std::vector<std::int64_t>& declared) {
@@ -111,43 +101,48 @@ void CudaExecutor::build_plans(std::int64_t n, std::int64_t workspace_limit, int
   }
 }
 
-// The arena's layout. Parameter offsets and regions are computed here until the memory plan
-// carries them (issue 12, item 4).
+// The arena is the memory plan's one allocation: the planner's parameter-shaped blocks
+// (every parameter 256-byte aligned) and activations, and what this backend adds, known once
+// the cuDNN plans are built — each layer's state, the scratch of convolutions whose input
+// gradient accumulates, the workspace, and staging (labels, the stats ring, the pipeline).
 void CudaExecutor::allocate_arena() {
-  auto params = graph_.params();
-  param_offset_.resize(params.size());
-  std::int64_t param_floats = 0;
-  for (std::size_t p = 0; p < params.size(); ++p) param_offset_[p] = param_floats, param_floats += params[p].elements;
-  std::int64_t state_floats = 0;
+  detail::BackendMemory needs;
   for (const Layer& layer : graph_.layers()) {
-    state_floats += cuda_op(layer.op).state_floats(layer);
+    needs.state_bytes.push_back(cuda_op(layer.op).state_floats(layer) * 4);
     const auto& acc = plan_.accumulate[static_cast<std::size_t>(layer.index)];
     if (cuda_op(layer.op).dx_via_scratch && !acc.empty() && acc[0] &&
         plan_.gradient[static_cast<std::size_t>(layer.inputs[0])] >= 0)
       scratch_bytes_ = std::max(scratch_bytes_, batch_ * graph_.layers()[static_cast<std::size_t>(layer.inputs[0])].shape.elements() * 4);
   }
-  ArenaLayout at;
-  const std::int64_t o_params = at.take(param_floats * 4), o_grads = at.take(param_floats * 4),
-                     o_momentum = at.take(param_floats * 4), o_ema = at.take(param_floats * 4),
-                     o_act = at.take(plan_.arena_bytes), o_state = at.take(state_floats * 4), o_scratch = at.take(scratch_bytes_),
-                     o_work = at.take(workspace_bytes_), o_labels = at.take(batch_ * 4), o_stats = at.take(StatsRing::kBlockBytes),
-                     o_staging = at.take(Staging::arena_bytes(batch_, graph_.input_shape()));
-  check_fits(at.total, 4 * param_floats * 4, workspace_bytes_);
-  arena_ = DeviceBuffer(static_cast<std::size_t>(at.total));
+  // The scratch sits at the workspace's start, cuDNN's workspace after it: both are used by
+  // one backward-data call.
+  const std::int64_t scratch_span = detail::align_up(scratch_bytes_, MemoryPlan::alignment);
+  needs.workspace_bytes = scratch_span + workspace_bytes_;
+  const std::int64_t labels_span = detail::align_up(batch_ * 4, MemoryPlan::alignment);
+  const std::int64_t stats_span = detail::align_up(StatsRing::kBlockBytes, MemoryPlan::alignment);
+  needs.staging_bytes = labels_span + stats_span + Staging::arena_bytes(batch_, graph_.input_shape());
+  detail::lay_out_blocks(graph_, plan_, &needs);
+  check_fits(plan_.total_bytes, 4 * plan_.param_block_bytes, workspace_bytes_);
+
+  arena_ = DeviceBuffer(static_cast<std::size_t>(plan_.total_bytes));
   std::byte* base = arena_.data();
-  params_ = reinterpret_cast<float*>(base + o_params);
-  grads_ = reinterpret_cast<float*>(base + o_grads);
-  momentum_ = reinterpret_cast<float*>(base + o_momentum);
-  ema_ = reinterpret_cast<float*>(base + o_ema);
-  param_floats_ = param_floats;
-  activations_ = base + o_act;
-  state_ = reinterpret_cast<float*>(base + o_state);
-  scratch_ = scratch_bytes_ ? reinterpret_cast<float*>(base + o_scratch) : nullptr;
-  workspace_ = base + o_work;
-  labels_ = reinterpret_cast<std::int32_t*>(base + o_labels);
-  KILN_CUDA_CHECK(cudaMemsetAsync(base, 0, static_cast<std::size_t>(at.total), device_.stream()));
-  stats_.bind(base + o_stats);
-  staging_.bind(base + o_staging, device_.stream());
+  auto block = [&](const char* name) { return base + plan_.block(name)->offset; };
+  params_ = reinterpret_cast<float*>(block("parameters"));
+  grads_ = reinterpret_cast<float*>(block("gradients"));
+  momentum_ = reinterpret_cast<float*>(block("momentum"));
+  ema_ = reinterpret_cast<float*>(block("averages"));
+  param_floats_ = plan_.param_block_bytes / 4;
+  param_offset_.clear();
+  for (std::int64_t offset : plan_.param_offsets) param_offset_.push_back(offset / 4);
+  activations_ = block("activations");
+  state_ = reinterpret_cast<float*>(block("state"));
+  scratch_ = scratch_bytes_ ? reinterpret_cast<float*>(block("workspace")) : nullptr;
+  workspace_ = block("workspace") + scratch_span;
+  std::byte* staging = block("staging");
+  labels_ = reinterpret_cast<std::int32_t*>(staging);
+  KILN_CUDA_CHECK(cudaMemsetAsync(base, 0, static_cast<std::size_t>(plan_.total_bytes), device_.stream()));
+  stats_.bind(staging + labels_span);
+  staging_.bind(staging + labels_span + stats_span, device_.stream());
 }
 
 void CudaExecutor::bind_layers_to_memory() {
@@ -170,10 +165,7 @@ void CudaExecutor::bind_layers_to_memory() {
       run.params.push_back(params_ + param_offset_[index]);
       run.grads.push_back(detail::gets_gradient(graph_, plan_, index) ? grads_ + param_offset_[index] : nullptr);
     }
-    if (const std::int64_t floats = cuda_op(layer.op).state_floats(layer)) {
-      run.state = state;
-      state += floats;
-    }
+    if (const std::int64_t at = plan_.state_offsets[static_cast<std::size_t>(layer.index)]; at >= 0) run.state = state + at / 4;
   }
 }
 
