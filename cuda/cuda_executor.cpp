@@ -175,6 +175,11 @@ void CudaExecutor::bind_plans(std::int64_t n) {
     if (const CudaOp& op = cuda_op(layer.op); op.bind) op.bind(layer, runs_[static_cast<std::size_t>(layer.index)], ctx);
 }
 
+void CudaExecutor::prepare_batches(std::span<const std::int64_t> sizes) {
+  for (std::int64_t n : sizes)
+    if (n >= 1 && n <= batch_) ensure_plans(n);
+}
+
 void CudaExecutor::ensure_plans(std::int64_t n) {
   if (std::find(batch_sizes_.begin(), batch_sizes_.end(), n) != batch_sizes_.end()) return;
   build_plans(n, workspace_bytes_, 1);  // within the workspace the arena has

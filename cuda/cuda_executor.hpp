@@ -74,6 +74,7 @@ class CudaExecutor final : public detail::Executor {
   // A batch size not declared at construction: its plans are built on first use, within the
   // workspace the arena already has (the fallback for a caller that did not declare it).
   void ensure_plans(std::int64_t n);
+  void prepare_batches(std::span<const std::int64_t> sizes) override;
   StepContext step_context(bool train, std::uint64_t step);
   void time_layer(std::size_t index, bool forward);
   // Throws the out-of-memory DeviceError (bytes asked, the plan, the batch that would fit).

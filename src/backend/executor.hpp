@@ -97,6 +97,10 @@ class Executor {
   // on the host: a device backend copies them asynchronously, so they arrive about a step
   // later and logging never stalls the stream. With `wait`, all of them.
   virtual std::vector<StepStats> take_stats(bool wait) = 0;
+  // Gets ready for batches of these sizes (at most capacity()) before the first step that
+  // runs one: the CUDA backend builds the cuDNN plans of a short last batch here, so that
+  // none is built in the middle of an epoch. The CPU needs nothing.
+  virtual void prepare_batches(std::span<const std::int64_t> sizes) { (void)sizes; }
   // Keeps `data` in device memory so batches from it are gathered there (resident data);
   // false when the backend does not (the CPU) or it does not fit.
   virtual bool make_resident(const Dataset&) { return false; }

@@ -42,6 +42,7 @@ std::vector<float> CompiledPlan::predict(const std::uint8_t* images, std::int64_
   const auto classes = static_cast<std::size_t>(graph().classes());
   const std::int64_t plane = graph().input_shape().elements();
   std::vector<float> out(static_cast<std::size_t>(n) * classes);
+  prepare_remainder(n, capacity());
   for (std::int64_t first = 0; first < n; first += capacity()) {
     const std::int64_t count = std::min(capacity(), n - first);
     HostBatch batch;

@@ -57,6 +57,12 @@ class CompiledPlan {
   // The records of finished training steps (Executor::take_stats).
   std::vector<StepStats> take_stats(bool wait) { return executor_->take_stats(wait); }
   bool make_resident(const Dataset& data) { return executor_->make_resident(data); }
+  // Gets ready for the short last batch of `records` split into batches of `batch` (at most
+  // capacity()), before the first step: Executor::prepare_batches.
+  void prepare_remainder(std::int64_t records, std::int64_t batch) {
+    const std::int64_t last = batch > 0 ? records % batch : 0;
+    if (last > 0 && last < capacity()) executor_->prepare_batches(std::span<const std::int64_t>(&last, 1));
+  }
 
   // Lookahead / EMA (Executor::lookahead_init, lookahead).
   void lookahead_init() { executor_->lookahead_init(); }

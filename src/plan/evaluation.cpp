@@ -28,6 +28,7 @@ Evaluation evaluate(CompiledPlan& plan, const Dataset& data, const EvalOptions& 
   o.shuffle = false;
   Loader loader(data, o);
   loader.start_epoch(0);
+  plan.prepare_remainder(data.size(), plan.capacity());
 
   const auto views = tta_views(options.tta);
   std::vector<float> logits(static_cast<std::size_t>(plan.capacity()) * K), sum(logits.size());

@@ -172,6 +172,8 @@ struct Trainer::Impl {
     }
     plan->make_resident(data.train);
     if (data.test.size() > 0) plan->make_resident(data.test);
+    if (!config.drop_last) plan->prepare_remainder(data.train.size(), config.batch);
+    if (run.evaluate != EvalPolicy::never) plan->prepare_remainder(data.test.size(), plan->capacity());
     const auto start = Clock::now();
     detail::Loader loader(data.train, loader_options(true));
     const std::int64_t per_epoch = loader.batches_per_epoch();

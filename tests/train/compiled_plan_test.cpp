@@ -204,5 +204,61 @@ TEST(ExecutionOptions, TypedValuesReachTheBackend) {
   EXPECT_EQ(parse_pipeline("fast"), std::nullopt);
 }
 
+
+// A CPU executor that records which short batches it was asked to prepare, and the sizes
+// of the batches it then stages: every short batch must be declared before it is staged
+// (on CUDA, so that its cuDNN plans are not built in the middle of an epoch).
+class RecordingExecutor final : public detail::Executor {
+ public:
+  RecordingExecutor(const Graph& g, std::int64_t batch) : inner_(detail::make_cpu_executor(g, batch, 1)) {}
+  std::vector<std::int64_t> prepared, staged_before_prepared;
+
+  const Graph& graph() const override { return inner_->graph(); }
+  std::int64_t capacity() const override { return inner_->capacity(); }
+  const MemoryPlan& memory() const override { return inner_->memory(); }
+  void prepare_batches(std::span<const std::int64_t> sizes) override { prepared.insert(prepared.end(), sizes.begin(), sizes.end()); }
+  void stage(const detail::HostBatch& b, const detail::InputTransform& t) override {
+    if (b.n < capacity() && std::find(prepared.begin(), prepared.end(), b.n) == prepared.end()) staged_before_prepared.push_back(b.n);
+    inner_->stage(b, t);
+  }
+  void forward(bool train, std::uint64_t step) override { inner_->forward(train, step); }
+  void loss(const detail::LossOptions& o, bool train, std::int64_t tag) override { inner_->loss(o, train, tag); }
+  void backward(std::uint64_t step) override { inner_->backward(step); }
+  void update(std::span<const math::SgdHyper> hyper) override { inner_->update(hyper); }
+  std::vector<detail::StepStats> take_stats(bool wait) override { return inner_->take_stats(wait); }
+  void read_logits(std::span<float> out) const override { inner_->read_logits(out); }
+  void read_param(std::size_t i, std::span<float> out) const override { inner_->read_param(i, out); }
+  void write_param(std::size_t i, std::span<const float> in) override { inner_->write_param(i, in); }
+  void read_momentum(std::size_t i, std::span<float> out) const override { inner_->read_momentum(i, out); }
+  void write_momentum(std::size_t i, std::span<const float> in) override { inner_->write_momentum(i, in); }
+  void read_grad(std::size_t i, std::span<float> out) const override { inner_->read_grad(i, out); }
+  void lookahead_init() override { inner_->lookahead_init(); }
+  void lookahead(float decay) override { inner_->lookahead(decay); }
+  void read_ema(std::size_t i, std::span<float> out) const override { inner_->read_ema(i, out); }
+  void write_ema(std::size_t i, std::span<const float> in) override { inner_->write_ema(i, in); }
+  void set_profiling(bool on) override { inner_->set_profiling(on); }
+  std::vector<detail::LayerTime> layer_times() const override { return inner_->layer_times(); }
+  std::string describe() const override { return inner_->describe(); }
+
+ private:
+  std::unique_ptr<detail::Executor> inner_;
+};
+
+TEST(CompiledPlan, ShortLastBatchesArePreparedBeforeTheyRun) {
+  const Graph g = dropout_bn_net();
+  TrainConfig c;
+  c.batch = 16;
+  auto recording = std::make_unique<RecordingExecutor>(g, 16);
+  RecordingExecutor& rec = *recording;
+  detail::CompiledPlan plan(std::move(recording), spec_of(c), detail::make_input_transform(g, c.mean, c.std, math::PadMode::zero));
+  Cifar10 data = make_synthetic_cifar10({16, 21, 2});  // 21 test images: batches of 16 and 5
+  detail::evaluate(plan, data.test, {});
+  plan.predict(data.test.images.data(), 11);  // one batch of 11
+  EXPECT_EQ(rec.prepared, (std::vector<std::int64_t>{5, 11}));
+  EXPECT_TRUE(rec.staged_before_prepared.empty()) << rec.staged_before_prepared.front();
+  plan.prepare_remainder(32, 16);  // no short batch
+  EXPECT_EQ(rec.prepared.size(), 2u);
+}
+
 }  // namespace
 }  // namespace kiln::test
