@@ -68,4 +68,20 @@ std::optional<std::string> cpu_runs_fp32_nchw(const Layer&, DType dtype, Layout 
   return std::nullopt;
 }
 
+void require_cpu_support(const Graph& graph, DType dtype, Layout layout) {
+  std::vector<Diagnostic> refused;
+  for (const Layer& layer : graph.layers().subspan(1)) {  // the model input is staged, not run
+    auto reason = cpu_op(layer.op).supports(layer, dtype, layout);
+    if (!reason) continue;
+    Diagnostic d;
+    d.loc = layer.loc;
+    d.layer = layer.name;
+    d.context = describe_layer(layer, false);
+    d.message = fmt::format("the CPU backend cannot run this layer: {}", *reason);
+    d.hint = "train it with --device cuda, or change the layer";
+    refused.push_back(std::move(d));
+  }
+  if (!refused.empty()) throw GraphError(std::move(refused));
+}
+
 }  // namespace kiln::detail

@@ -38,6 +38,10 @@ const CpuOp& cpu_op(OpKind kind);
 // (every op but the model input, which takes no inputs).
 void check_cpu_op_table(std::span<const CpuOp> table);
 
+// Asks every layer's `supports` for `dtype` and `layout`; throws GraphError listing each
+// layer the CPU refuses, with the reason (a build error, exit 1).
+void require_cpu_support(const Graph& graph, DType dtype, Layout layout);
+
 // What every CPU op supports today: fp32 in NCHW ("the CPU backend runs fp32 only, got bf16").
 std::optional<std::string> cpu_runs_fp32_nchw(const Layer& layer, DType dtype, Layout layout);
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <thread>
 
+#include "backend/cpu_ops.hpp"
 #include "kiln/error.hpp"
 
 namespace kiln {
@@ -105,7 +106,10 @@ ExecutionOptions resolve_options(const BenchOptions& options) {
 }
 
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {
-  if (options.backend == Backend::cpu) return make_cpu_executor(graph, batch, options.threads);
+  if (options.backend == Backend::cpu) {
+    require_cpu_support(graph, options.cuda.dtype, options.cuda.layout);  // each layer's own word, as a build error
+    return make_cpu_executor(graph, batch, options.threads);
+  }
   return make_cuda_executor(graph, batch, options.cuda);
 }
 

@@ -145,6 +145,23 @@ TEST(CpuOpTable, SupportsFp32InNchwOnly) {
   }
 }
 
+TEST(CpuOpTable, ARefusedLayerIsABuildErrorNamingIt) {
+  const Spec spec = parse_spec("input: [3, 8, 8]\nclasses: 10\nlayers:\n  - {name: c1, op: conv, out: 4, kernel: 3}\n"
+                               "  - {op: flatten}\n  - {name: fc, op: linear, out: 10}\n",
+                               "m.yaml");
+  EXPECT_NO_THROW(detail::require_cpu_support(spec.graph, DType::f32, Layout::nchw));
+  try {
+    detail::require_cpu_support(spec.graph, DType::bf16, Layout::nchw);
+    FAIL() << "bf16 on the CPU was accepted";
+  } catch (const GraphError& e) {
+    ASSERT_EQ(e.diagnostics().size(), 3u);  // conv, flatten, linear
+    const Diagnostic& first = e.diagnostics()[0];
+    EXPECT_EQ(first.layer, "c1");
+    EXPECT_EQ(first.loc.line, 4);
+    EXPECT_EQ(first.message, "the CPU backend cannot run this layer: the CPU backend runs fp32 only, got bf16");
+  }
+}
+
 TEST(KeyTable, MisTypedKeyIsNamed) {
   // A number key pointed at an integer field, the mistake a new key copied from another makes.
   constexpr KeyDef kMisTyped[] = {
