@@ -3,9 +3,12 @@
 // The CUDA backend's executor: one device arena per plan (parameters, gradients, momentum,
 // EMA, activations laid out by the memory planner, per-layer state, one cuDNN workspace,
 // staging), one compute stream, each layer run through its CUDA op table entry (op_*.cpp).
-// A training step allocates nothing and never waits for the host: cuDNN plans exist for
-// every batch size declared in CudaOptions::batch_sizes before the first step, and loss
-// statistics come back through pinned memory a step later (StatsRing).
+// A training step allocates nothing and never waits for the host: cuDNN plans exist for the
+// capacity and every size in CudaOptions::batch_sizes from construction (and the workspace is
+// sized to them), and for a size given to prepare_batches() before the first step that runs
+// it — such plans use the workspace the arena already has, so they may pick slower engines
+// than they would with their own. Only a size nobody prepared is planned inside a step (a
+// fallback). Loss statistics come back through pinned memory a step later (StatsRing).
 //
 // Members are destroyed in reverse order of declaration, and that order is the safety of
 // the class: the device context (streams, cuDNN and cuBLAS handles) is declared first, so it
