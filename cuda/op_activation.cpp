@@ -12,10 +12,7 @@ namespace kiln::cuda {
 namespace {
 
 Status compile(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
-  out.path = fmt::format("kiln kernel: {}", op_name(layer.op));
-  Status s = output_tensor(layer, target, failed);
-  out.tensors = s.ok() ? 1 : 0;
-  return s;
+  return compile_output_only(fmt::format("kiln kernel: {}", op_name(layer.op)), layer, target, out, failed);
 }
 
 void forward(LayerRun& run, const StepContext& ctx) {

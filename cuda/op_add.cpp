@@ -8,10 +8,7 @@ namespace kiln::cuda {
 namespace {
 
 Status compile(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
-  out.path = "kiln kernel: add";
-  Status s = output_tensor(layer, target, failed);
-  out.tensors = s.ok() ? 1 : 0;
-  return s;
+  return compile_output_only("kiln kernel: add", layer, target, out, failed);
 }
 
 void forward(LayerRun& run, const StepContext& ctx) {

@@ -14,10 +14,7 @@ std::uint64_t mask_key(std::uint64_t step, const Layer& layer) {
 }
 
 Status compile(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
-  out.path = "kiln kernel: dropout";
-  Status s = output_tensor(layer, target, failed);
-  out.tensors = s.ok() ? 1 : 0;
-  return s;
+  return compile_output_only("kiln kernel: dropout", layer, target, out, failed);
 }
 
 void forward(LayerRun& run, const StepContext& ctx) {

@@ -13,10 +13,7 @@ Status compile(const Graph& graph, const Layer& layer, const Target& target, OpC
     out.path = "view of its input";
     return {};
   }
-  out.path = "kiln kernel: NHWC to NCHW copy";
-  Status s = output_tensor(layer, target, failed);
-  out.tensors = s.ok() ? 1 : 0;
-  return s;
+  return compile_output_only("kiln kernel: NHWC to NCHW copy", layer, target, out, failed);
 }
 
 void forward(LayerRun& run, const StepContext& ctx) {

@@ -24,18 +24,13 @@ bool beyond_floor(const Graph& graph, const Layer& layer) {
 }
 
 Status compile_window(const Graph& graph, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
-  out.path = beyond_floor(graph, layer) ? "kiln kernel: ceil-mode pooling (cuDNN has no ceil mode)"
-                                        : fmt::format("kiln kernel: pooling ({})", op_name(layer.op));
-  Status s = output_tensor(layer, target, failed);
-  out.tensors = s.ok() ? 1 : 0;
-  return s;
+  std::string path = beyond_floor(graph, layer) ? "kiln kernel: ceil-mode pooling (cuDNN has no ceil mode)"
+                                                 : fmt::format("kiln kernel: pooling ({})", op_name(layer.op));
+  return compile_output_only(std::move(path), layer, target, out, failed);
 }
 
 Status compile_global(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
-  out.path = fmt::format("kiln kernel: {}", op_name(layer.op));
-  Status s = output_tensor(layer, target, failed);
-  out.tensors = s.ok() ? 1 : 0;
-  return s;
+  return compile_output_only(fmt::format("kiln kernel: {}", op_name(layer.op)), layer, target, out, failed);
 }
 
 void window_forward(LayerRun& run, const StepContext& ctx) {

@@ -3,6 +3,7 @@
 #include <array>
 #include <fmt/format.h>
 #include <stdexcept>
+#include <utility>
 
 #include "backend/executor.hpp"
 #include "graph/op_def.hpp"
@@ -80,13 +81,17 @@ Status output_tensor(const Layer& layer, const Target& target, std::string& fail
   return status;
 }
 
-namespace {
-
-Status compile_input(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
-  out.path = "staging kernel (augment, normalize)";
+Status compile_output_only(std::string path, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
+  out.path = std::move(path);
   Status s = output_tensor(layer, target, failed);
   out.tensors = s.ok() ? 1 : 0;
   return s;
+}
+
+namespace {
+
+Status compile_input(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
+  return compile_output_only("staging kernel (augment, normalize)", layer, target, out, failed);
 }
 
 }  // namespace

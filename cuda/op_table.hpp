@@ -131,5 +131,8 @@ std::int64_t no_state(const Layer&);
 void no_backward(LayerRun&, const StepContext&);
 // The output's tensor descriptor, as every op's compile makes it ([N, C, H, W] or [N, C, 1, 1]).
 Status output_tensor(const Layer& layer, const Target& target, std::string& failed);
+// The compile of a layer that runs outside cuDNN's graph: `path` for check's report, and the
+// output's tensor descriptor.
+Status compile_output_only(std::string path, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed);
 
 }  // namespace kiln::cuda

@@ -13,23 +13,12 @@
 #include "plan/evaluation.hpp"
 #include "plan/init.hpp"
 #include "plan/options.hpp"
+#include "test_models.hpp"
 #include "test_util.hpp"
 #include "train/optimizer.hpp"
 
 namespace kiln::test {
 namespace {
-
-Graph dropout_bn_net() {
-  GraphBuilder b("small", Shape::chw(3, 32, 32), 10);
-  b.add(layers::conv(8, 3).pad(1).stride(2).named("conv1"))
-      .add(layers::batchnorm().named("bn1"))
-      .add(layers::relu())
-      .add(layers::dropout(0.2).named("drop"))
-      .add(layers::maxpool(2))
-      .add(layers::flatten())
-      .add(layers::linear(10).named("fc"));
-  return b.build();
-}
 
 detail::PlanSpec spec_of(const TrainConfig& c) {
   detail::PlanSpec spec;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "kiln/kiln.hpp"
+#include "test_models.hpp"
 #include "test_util.hpp"
 
 namespace kiln::test {
@@ -32,20 +33,6 @@ const Cifar10& small_data() {
     return d;
   }();
   return data;
-}
-
-// Everything that a resumed run must reproduce: shuffling, augmentation, dropout,
-// batchnorm statistics, momentum, a schedule.
-Graph dropout_bn_net() {
-  GraphBuilder b("small", Shape::chw(3, 32, 32), 10);
-  b.add(layers::conv(8, 3).pad(1).stride(2).named("conv1"))
-      .add(layers::batchnorm().named("bn1"))
-      .add(layers::relu())
-      .add(layers::dropout(0.2).named("drop"))
-      .add(layers::maxpool(2))
-      .add(layers::flatten())
-      .add(layers::linear(10).named("fc"));
-  return b.build();
 }
 
 TrainConfig recipe() {

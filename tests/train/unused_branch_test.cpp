@@ -7,27 +7,11 @@
 #include <unistd.h>
 
 #include "kiln/kiln.hpp"
+#include "test_models.hpp"
 #include "test_util.hpp"
 
 namespace kiln::test {
 namespace {
-
-Graph probe_model(bool with_probe) {
-  GraphBuilder b("probe", Shape::chw(3, 32, 32), 10);
-  b.add(layers::conv(8, 3).pad(1).named("conv1")).add(layers::batchnorm().named("bn1")).add(layers::relu().named("relu1"));
-  if (with_probe)
-    b.add(layers::conv(6, 3).pad(1).named("probe"))
-        .add(layers::batchnorm().named("probe_bn"))
-        .add(layers::relu().named("probe_relu"));
-  b.add(layers::conv(8, 3).pad(1).from({"relu1"}).named("conv2"))
-      .add(layers::add({"conv2", "relu1"}).named("res"))
-      .add(layers::conv(4, 1).from({"res"}).named("conv3"))
-      .add(layers::concat({"conv3", "res"}).named("cat"))
-      .add(layers::maxpool(4).named("pool"))
-      .add(layers::flatten().named("flatten"))
-      .add(layers::linear(10).named("fc"));
-  return b.build();
-}
 
 struct Scratch {
   std::filesystem::path dir = std::filesystem::temp_directory_path() / ("kiln-unused-" + std::to_string(::getpid()));

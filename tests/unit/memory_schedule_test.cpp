@@ -8,6 +8,7 @@
 #include <map>
 
 #include "graph/op_def.hpp"
+#include "test_models.hpp"
 #include "test_util.hpp"
 
 namespace kiln::test {
@@ -89,25 +90,6 @@ void expect_schedule_fits(const Graph& g, const MemoryPlan& plan, Layout layout)
     }
 }
 
-// A probe branch nothing consumes (conv, batchnorm, relu off relu1), a residual add and a
-// concat: the model of the unused-branch bug.
-Graph probe_model(bool with_probe) {
-  GraphBuilder b("probe", Shape::chw(3, 16, 16), 10);
-  b.add(layers::conv(8, 3).pad(1).named("conv1")).add(layers::batchnorm().named("bn1")).add(layers::relu().named("relu1"));
-  if (with_probe)
-    b.add(layers::conv(6, 3).pad(1).named("probe"))
-        .add(layers::batchnorm().named("probe_bn"))
-        .add(layers::relu().named("probe_relu"));
-  b.add(layers::conv(8, 3).pad(1).from({"relu1"}).named("conv2"))
-      .add(layers::add({"conv2", "relu1"}).named("res"))
-      .add(layers::conv(4, 1).from({"res"}).named("conv3"))
-      .add(layers::concat({"conv3", "res"}).named("cat"))
-      .add(layers::maxpool(4).named("pool"))
-      .add(layers::flatten().named("flatten"))
-      .add(layers::linear(10).named("fc"));
-  return b.build();
-}
-
 TEST(MemorySchedule, ShippedModelsInBothLayouts) {
   for (const char* model : {"cifar_quick.yaml", "resnet20.yaml", "airbench.yaml"}) {
     Graph g = load_spec(repo_path(std::string("data/models/") + model)).graph;
@@ -120,7 +102,7 @@ TEST(MemorySchedule, ShippedModelsInBothLayouts) {
 }
 
 TEST(MemorySchedule, UnusedBranchRunsForwardOnly) {
-  Graph g = probe_model(true);
+  Graph g = probe_model(true, 16);
   for (Layout layout : {Layout::nchw, Layout::nhwc}) {
     MemoryPlan plan = plan_memory(g, 32, DType::f32, PlanMode::train, layout);
     expect_schedule_fits(g, plan, layout);
@@ -134,7 +116,7 @@ TEST(MemorySchedule, UnusedBranchRunsForwardOnly) {
     EXPECT_GE(plan.gradient[static_cast<std::size_t>(relu1->index)], 0);
   }
   // The parameters that train are those of the model without the probe.
-  EXPECT_EQ(plan_memory(g, 32).grad_bytes, plan_memory(probe_model(false), 32).grad_bytes);
+  EXPECT_EQ(plan_memory(g, 32).grad_bytes, plan_memory(probe_model(false, 16), 32).grad_bytes);
 }
 
 TEST(MemorySchedule, ChainsOfUnusedLayersAndBranchesAtEveryPoint) {
