@@ -46,7 +46,7 @@ class CudaExecutor final : public detail::Executor {
   void loss(const detail::LossOptions& options, bool train, std::int64_t tag) override;
   void backward(std::uint64_t step) override;
   void update(std::span<const math::SgdHyper> hyper) override;
-  std::vector<detail::StepStats> take_stats(bool wait) override;
+  void collect_stats(bool wait, std::vector<detail::StepStats>& out) override;
   bool make_resident(const Dataset& data) override;
 
   void read_logits(std::span<float> out) const override;

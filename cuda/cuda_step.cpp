@@ -99,7 +99,7 @@ void CudaExecutor::backward(std::uint64_t step) {
   }
 }
 
-std::vector<detail::StepStats> CudaExecutor::take_stats(bool wait) { return stats_.take(wait); }
+void CudaExecutor::collect_stats(bool wait, std::vector<detail::StepStats>& out) { stats_.take(wait, out); }
 
 void CudaExecutor::update(std::span<const math::SgdHyper> hyper) {
   trace::Range range("optimizer");

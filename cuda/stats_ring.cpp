@@ -26,10 +26,10 @@ void StatsRing::ship(cudaStream_t stream) {
   ++head_;
 }
 
-std::vector<detail::StepStats> StatsRing::take(bool wait) {
+void StatsRing::take(bool wait, std::vector<detail::StepStats>& out) {
   collect(wait);
-  if (collected_.empty()) return {};  // nothing finished yet: no allocation
-  return std::exchange(collected_, {});
+  out.insert(out.end(), collected_.begin(), collected_.end());
+  collected_.clear();  // keeps its capacity
 }
 
 void StatsRing::collect(bool wait) {

@@ -34,7 +34,7 @@ class StatsRing {
   // Issues the copy of the block to the open slot, then clears the block, on `stream`.
   void ship(cudaStream_t stream);
   // The finished records, oldest first (all of them with `wait`).
-  std::vector<detail::StepStats> take(bool wait);
+  void take(bool wait, std::vector<detail::StepStats>& out);  // appends, allocates nothing once grown
 
  private:
   struct Slot {

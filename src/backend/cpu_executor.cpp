@@ -33,7 +33,6 @@ class CpuExecutor final : public Executor {
     // (up to 10x slower on a loaded machine); gemm() splits products over OpenMP threads.
     openblas_set_num_threads(1);
     auto layers = graph.layers();
-    auto params = graph.params();
 
     // One allocation, laid out by the memory plan; zeroed, so unwritten gradients and the
     // padding between parameters stay 0.
@@ -172,7 +171,10 @@ class CpuExecutor final : public Executor {
     }
   }
 
-  std::vector<StepStats> take_stats(bool) override { return std::exchange(stats_, {}); }
+  void collect_stats(bool, std::vector<StepStats>& out) override {
+    out.insert(out.end(), stats_.begin(), stats_.end());
+    stats_.clear();  // keeps its capacity: loss() appends without allocating
+  }
 
   void read_logits(std::span<float> out) const override {
     const Layer& last = graph_.output();

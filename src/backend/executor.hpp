@@ -96,7 +96,15 @@ class Executor {
   // The records of finished loss() calls, oldest first. Without `wait`, only those already
   // on the host: a device backend copies them asynchronously, so they arrive about a step
   // later and logging never stalls the stream. With `wait`, all of them.
-  virtual std::vector<StepStats> take_stats(bool wait) = 0;
+  // Appends them to `out` and forgets them; a caller that keeps `out` between steps makes
+  // this allocate nothing.
+  virtual void collect_stats(bool wait, std::vector<StepStats>& out) = 0;
+  // The same into a new vector (tests and one-off callers).
+  std::vector<StepStats> take_stats(bool wait) {
+    std::vector<StepStats> out;
+    collect_stats(wait, out);
+    return out;
+  }
   // Gets ready for batches of these sizes (at most capacity()) before the first step that
   // runs one: the CUDA backend builds the cuDNN plans of a short last batch here, so that
   // none is built in the middle of an epoch. The CPU needs nothing.

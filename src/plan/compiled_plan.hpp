@@ -54,8 +54,13 @@ class CompiledPlan {
   // Logits of `n` >= 0 unlabelled images (CIFAR layout), in batches of capacity().
   std::vector<float> predict(const std::uint8_t* images, std::int64_t n);
 
-  // The records of finished training steps (Executor::take_stats).
-  std::vector<StepStats> take_stats(bool wait) { return executor_->take_stats(wait); }
+  // The records of finished training steps (Executor::collect_stats), valid until the next
+  // call; the buffer is kept, so this allocates nothing once it has grown.
+  std::span<const StepStats> take_stats(bool wait) {
+    stats_.clear();
+    executor_->collect_stats(wait, stats_);
+    return stats_;
+  }
   bool make_resident(const Dataset& data) { return executor_->make_resident(data); }
   // Gets ready for the short last batch of `records` split into batches of `batch` (at most
   // capacity()), before the first step: Executor::prepare_batches.
@@ -88,7 +93,8 @@ class CompiledPlan {
   InputTransform train_input_;
   // Evaluation's: the same normalization, reflect-padded (test-time views translate).
   InputTransform eval_input_;
-  std::vector<std::uint8_t> no_labels_;  // capacity() zeros, staged with unlabelled images
+  std::vector<std::uint8_t> no_labels_;
+  std::vector<StepStats> stats_;  // take_stats' buffer  // capacity() zeros, staged with unlabelled images
 };
 
 // Compiles `graph` for `spec`: checks the normalization (one mean and one positive, finite

@@ -81,7 +81,8 @@ TEST(CompiledPlan, TrainStepIsTheExecutorSequence) {
     ++step;
   }
   ASSERT_EQ(step, 4);
-  const auto by_plan = plan->take_stats(true), by_hand = ex->take_stats(true);
+  const auto by_plan = plan->take_stats(true);
+  const auto by_hand = ex->take_stats(true);
   ASSERT_EQ(by_plan.size(), 4u);
   ASSERT_EQ(by_hand.size(), 4u);
   for (std::size_t s = 0; s < 4; ++s) {
@@ -214,7 +215,7 @@ class RecordingExecutor final : public detail::Executor {
   void loss(const detail::LossOptions& o, bool train, std::int64_t tag) override { inner_->loss(o, train, tag); }
   void backward(std::uint64_t step) override { inner_->backward(step); }
   void update(std::span<const math::SgdHyper> hyper) override { inner_->update(hyper); }
-  std::vector<detail::StepStats> take_stats(bool wait) override { return inner_->take_stats(wait); }
+  void collect_stats(bool wait, std::vector<detail::StepStats>& out) override { inner_->collect_stats(wait, out); }
   void read_logits(std::span<float> out) const override { inner_->read_logits(out); }
   void read_param(std::size_t i, std::span<float> out) const override { inner_->read_param(i, out); }
   void write_param(std::size_t i, std::span<const float> in) override { inner_->write_param(i, in); }
