@@ -38,11 +38,23 @@ case "$cmd" in
     install_missing
     configure_and_build
     shift
-    # The default model, validated and compiled (the trainer arrives with the next issue).
-    "$build/kiln" check data/models/cifar_quick.yaml "$@"
-    if "$build/kiln" --version | grep -q cuDNN; then
-      "$build/kiln" check data/models/cifar_quick.yaml --target cuda "$@" | tail -n 2
+    # A short run of the default model: one epoch unless the flags say --epochs or --steps,
+    # on CIFAR-10 when $KILN_CIFAR10_DIR or data/cifar-10-batches-bin holds it, else on a
+    # synthetic set made in memory; on the GPU when there is one. Flags after `train` go to
+    # `kiln train`. Unless they name --out, each run gets a fresh folder runs/quickstart/N,
+    # so an earlier run is never overwritten.
+    extra=()
+    has() { local f; for a in "${@:2}"; do for f in $1; do [[ "$a" == "$f" || "$a" == "$f="* ]] && return 0; done; done; return 1; }
+    has "--epochs --steps" "$@" || extra+=(--epochs 1)
+    out=""
+    if ! has "--out" "$@"; then
+      n=1
+      while [ -e "runs/quickstart/$n" ]; do n=$((n + 1)); done
+      out="runs/quickstart/$n"
+      extra+=(--out "$out")
     fi
+    "$build/kiln" train data/models/cifar_quick.yaml "${extra[@]}" "$@"
+    [ -n "$out" ] && echo "quickstart: the weights (model.safetensors) and metrics.jsonl are in $out"
     ;;
   test)
     install_missing
