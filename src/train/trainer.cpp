@@ -265,7 +265,9 @@ struct Trainer::Impl {
       }
       const bool last = position.step >= stop_at || stop.load();
       const bool evaluate_now = run.evaluate == EvalPolicy::every_epoch ? (epoch_done || last) : (run.evaluate == EvalPolicy::at_end && last);
-      if (evaluate_now && data.test.size() > 0) {
+      // A stop request (Ctrl-C, SIGTERM) saves and returns at once: evaluating the test set
+      // first kept a user waiting (about 20 s for cifar_quick on two cores).
+      if (evaluate_now && data.test.size() > 0 && !stop.load()) {
         ev.test_accuracy = evaluate(data.test).accuracy;
         result.test_accuracy = ev.test_accuracy;
       }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <unistd.h>
 
 #include "kiln/kiln.hpp"
@@ -140,6 +141,26 @@ TEST(Training, StopRequestSavesAndReturns) {
   EXPECT_TRUE(fs::exists(dir.str("train_state.safetensors")));
   EXPECT_TRUE(fs::exists(dir.str("model.safetensors")));
   EXPECT_TRUE(fs::exists(dir.str("metrics.jsonl")));
+}
+
+TEST(Training, StopRequestSkipsTheEvaluation) {
+  RunOptions run;
+  run.threads = 1;
+  std::vector<std::optional<double>> evaluated;
+  Trainer stopped(dropout_bn_net(), recipe(), run);
+  stopped.on_step([&](const StepEvent& e) {
+    if (e.step == 3) stopped.request_stop();
+  });
+  stopped.on_epoch([&](const EpochEvent& e) { evaluated.push_back(e.test_accuracy); });
+  TrainResult r = stopped.fit(small_data());
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_FALSE(r.test_accuracy.has_value());
+  ASSERT_EQ(evaluated.size(), 1u);
+  EXPECT_FALSE(evaluated[0].has_value());
+  // The same run ending at step 3 without a stop request evaluates, as its last step.
+  run.max_steps = 3;
+  Trainer ended(dropout_bn_net(), recipe(), run);
+  EXPECT_TRUE(ended.fit(small_data()).test_accuracy.has_value());
 }
 
 TEST(Training, WeightsRoundTripAndPredict) {
