@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -212,6 +213,22 @@ TEST(CliTrain, CudaWithoutADeviceIsAClearError) {
   EXPECT_TRUE(has(r.err, expected)) << r.err;
   EXPECT_TRUE(has(r.err, "--device cpu")) << r.err;
   EXPECT_FALSE(has(r.err, "cudaStreamCreate")) << r.err;
+}
+
+// An --out that is a file, or lies below one, is a usage error (exit 2) before any data is
+// read: here the data directory does not exist, and that error must not come first.
+TEST(CliTrain, OutThatIsAFileIsAUsageErrorUpFront) {
+  Scratch scratch("out_file");
+  const std::string file = scratch / "taken";
+  { std::ofstream(file) << "a file, not a run folder\n"; }
+  for (const std::string& out : {file, file + "/run"}) {
+    CliRun r = run_kiln("train " + src("data/models/cifar_quick.yaml") + " --steps 1 --data " + (scratch / "no-such-data") +
+                        " --out " + out);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_TRUE(has(r.err, "--out '" + out + "': " + file + " is not a directory")) << r.err;
+    EXPECT_FALSE(has(r.err, "no-such-data")) << r.err;
+  }
+  EXPECT_EQ(slurp(file), "a file, not a run folder\n");
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
 // kiln train: trains a model spec on CIFAR-10 (or a synthetic set), with a progress bar,
 // per-epoch summaries, OUT/metrics.jsonl and checkpoints; Ctrl-C saves and exits cleanly.
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <optional>
@@ -49,6 +51,21 @@ extern "C" void on_signal(int) {
 
 std::string percent(double x) { return fmt::format("{:.2f}%", 100.0 * x); }
 
+// A --out the run cannot write into is a usage error before any data is loaded (it was an
+// internal error, exit 3, after loading all of it): the folder itself, or its nearest
+// existing ancestor, must be a directory this process may write to.
+void check_output_directory(const std::string& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path at = fs::absolute(out, ec);
+  while (!at.empty() && !fs::exists(at, ec) && at != at.parent_path()) at = at.parent_path();
+  if (!fs::is_directory(at, ec))
+    throw UsageError(fmt::format("--out '{}': {} is not a directory; name a directory for the run's checkpoints and metrics",
+                                 out, at.string()));
+  if (::access(at.c_str(), W_OK) != 0)
+    throw UsageError(fmt::format("--out '{}': cannot write into {} ({})", out, at.string(), std::strerror(errno)));
+}
+
 int run_train(const TrainOptions& o) {
   std::string model = o.model.empty() ? default_model() : o.model;
   Spec spec = load_spec(model);
@@ -67,6 +84,7 @@ int run_train(const TrainOptions& o) {
   run.threads = o.threads;
   run.max_steps = o.steps;
   run.out = o.out.empty() ? (std::filesystem::path("runs") / spec.graph.name()).string() : o.out;
+  check_output_directory(run.out);
   run.init = o.init;
   run.resume = o.resume;
   run.layout = *parse_layout(o.layout);
