@@ -231,5 +231,25 @@ TEST(CliTrain, OutThatIsAFileIsAUsageErrorUpFront) {
   EXPECT_EQ(slurp(file), "a file, not a run folder\n");
 }
 
+// kiln eval takes --device like train: the CPU evaluates; CUDA without a usable GPU is kiln's
+// own message and exit 3.
+TEST(CliEval, DeviceCpuAndCudaWithoutADevice) {
+  Scratch scratch("eval_device");
+  ASSERT_EQ(run_kiln("synth --out " + (scratch / "data") + " --train 64 --test 16").code, 0);
+  const std::string model = src("data/models/cifar_quick.yaml");
+  CliRun trained = run_kiln("train " + model + " --device cpu --steps 1 --batch 32 --eval none --data " + (scratch / "data") +
+                            " --out " + (scratch / "run"));
+  ASSERT_EQ(trained.code, 0) << trained.err;
+  const std::string eval = "eval " + model + " --weights " + (scratch / "run/model.safetensors") + " --data " + (scratch / "data");
+  CliRun cpu = run_kiln(eval + " --device cpu");
+  EXPECT_EQ(cpu.code, 0) << cpu.err;
+  EXPECT_TRUE(has(cpu.out, "(16 test images)")) << cpu.out;
+  CliRun cuda = run_kiln(eval + " --device cuda");
+  if (cuda.code == 0) GTEST_SKIP() << "a CUDA device is present: evaluated on it";
+  EXPECT_EQ(cuda.code, 3) << cuda.err;
+  EXPECT_TRUE(has(cuda.err, KILN_HAVE_CUDA ? "--device cuda: no CUDA device" : "built without CUDA")) << cuda.err;
+  EXPECT_EQ(run_kiln(eval + " --device tpu").code, 2);
+}
+
 }  // namespace
 }  // namespace kiln::test

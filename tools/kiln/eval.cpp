@@ -13,6 +13,7 @@ struct EvalOptions {
   std::string weights;
   std::string data;
   std::optional<std::int64_t> batch;
+  std::string device = "auto";
   int threads = 0;
   bool json = false;
 };
@@ -23,6 +24,7 @@ int run_eval(const EvalOptions& o) {
   TrainConfig config = spec.train;
   if (o.batch) config.batch = *o.batch;
   RunOptions run;
+  run.device = resolve_device(o.device);
   run.threads = o.threads;
   run.init = o.weights;
   std::string description;
@@ -59,6 +61,7 @@ void add_eval(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--weights", o->weights, "Weights (safetensors)")->required();
   app->add_option("--data", o->data, "CIFAR-10 binary directory (default: $KILN_CIFAR10_DIR or data/cifar-10-batches-bin)");
   app->add_option("--batch", o->batch, "Batch size")->check(CLI::PositiveNumber);
+  app->add_option("--device", o->device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   app->add_flag("--json", o->json, "Print JSON");
   commands.push_back({app, [o] { return run_eval(*o); }});
