@@ -251,5 +251,23 @@ TEST(CliEval, DeviceCpuAndCudaWithoutADevice) {
   EXPECT_EQ(run_kiln(eval + " --device tpu").code, 2);
 }
 
+// A number out of range names the option and the value, without CLI11's 310-digit bound.
+TEST(CliOptions, NumbersOutOfRangeReadWell) {
+  const std::string model = src("data/models/cifar_quick.yaml");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"train " + model + " --batch 0", "--batch: must be a positive number, got 0"},
+      {"train " + model + " --epochs -1", "--epochs: must be a positive number, got -1"},
+      {"train " + model + " --lr -0.1", "--lr: must be a number of at least 0, got -0.1"},
+      {"check " + model + " --batch two", "--batch: must be a positive number, got two"},
+      {"synth --out /nonexistent/kiln --train -5", "--train: must be a number of at least 0, got -5"},
+  };
+  for (const auto& [args, message] : cases) {
+    CliRun r = run_kiln(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_TRUE(has(r.err, message)) << args << "\n" << r.err;
+    EXPECT_FALSE(has(r.err, "1797693134862315")) << args << "\n" << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace kiln::test

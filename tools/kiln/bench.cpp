@@ -72,10 +72,10 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   CLI::App* app = root.add_subcommand("bench", "Time training steps and each layer's forward and backward");
   app->add_option("model", o->model, "Model spec (YAML)")->required();
   app->add_option("--device", o->device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
-  app->add_option("--batch", o->batch, "Batch size (default: the spec's train: batch)")->check(CLI::PositiveNumber);
-  app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
-  app->add_option("--repeats", o->repeats, "Timed repetitions (the median is reported)")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--steps", o->steps, "Training steps per repetition")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--batch", o->batch, "Batch size (default: the spec's train: batch)")->check(positive());
+  app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(positive());
+  app->add_option("--repeats", o->repeats, "Timed repetitions (the median is reported)")->check(positive())->capture_default_str();
+  app->add_option("--steps", o->steps, "Training steps per repetition")->check(positive())->capture_default_str();
   app->add_flag("--json", o->json, "Print JSON (the last line stays the summary)");
   app->add_option("--layout", o->layout, "CUDA: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
   app->add_option("--dtype", o->dtype, "CUDA: fp32 (fp16, bf16 not implemented yet)")->capture_default_str();

@@ -165,7 +165,7 @@ void add_check(CLI::App& root, std::vector<Command>& commands) {
   auto o = std::make_shared<CheckOptions>();
   CLI::App* app = root.add_subcommand("check", "Validate a model spec and print its layers, parameters, FLOPs and memory plan");
   app->add_option("model", o->model, "Model spec (YAML)")->required();
-  app->add_option("--batch", o->batch, "Batch size (default: the spec's train: batch, else 128)")->check(CLI::PositiveNumber);
+  app->add_option("--batch", o->batch, "Batch size (default: the spec's train: batch, else 128)")->check(positive());
   app->add_option("--dtype", o->dtype, "Element type: fp32, fp16 or bf16")->capture_default_str();
   app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->capture_default_str();
   app->add_option("--target", o->target, "Compile for: cpu, or cuda (cuDNN descriptors; needs no GPU)")

@@ -36,6 +36,11 @@ Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& 
 // "cpu", "cuda", or "auto" (cuda when built with CUDA and a device is present).
 Backend resolve_device(const std::string& device);
 
+// Numeric option checks whose message reads "--batch: must be a positive number, got 0"
+// (CLI11's own print the range, with a 310-digit upper bound).
+const CLI::Validator& positive();
+const CLI::Validator& non_negative();
+
 // Diagnostics as JSON objects, for --json output.
 nlohmann::json to_json(const Diagnostic& d);
 

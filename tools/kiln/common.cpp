@@ -1,4 +1,5 @@
 // What several commands share: finding the default model and the data.
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
@@ -68,6 +69,33 @@ Backend resolve_device(const std::string& device) {
   if (device == "cpu") return Backend::cpu;
   if (device == "cuda") return Backend::cuda;
   return built_with_cuda() && cuda_device_count() > 0 ? Backend::cuda : Backend::cpu;
+}
+
+namespace {
+
+CLI::Validator number_at_least(double low, bool inclusive, const char* what) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const double v = std::strtod(text.c_str(), &end);
+        const bool number = !text.empty() && end == text.c_str() + text.size() && errno == 0;
+        if (number && (inclusive ? v >= low : v > low)) return {};
+        return fmt::format("must be {}, got {}", what, text);
+      },
+      what);
+}
+
+}  // namespace
+
+const CLI::Validator& positive() {
+  static const CLI::Validator v = number_at_least(0, false, "a positive number");
+  return v;
+}
+
+const CLI::Validator& non_negative() {
+  static const CLI::Validator v = number_at_least(0, true, "a number of at least 0");
+  return v;
 }
 
 }  // namespace kiln::cli

@@ -30,8 +30,8 @@ void add_synth(CLI::App& root, std::vector<Command>& commands) {
   auto o = std::make_shared<SynthCliOptions>();
   CLI::App* app = root.add_subcommand("synth", "Write a synthetic 10-class set in CIFAR-10's binary format");
   app->add_option("--out", o->out, "Output directory")->required();
-  app->add_option("--train", o->train, "Training images")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app->add_option("--test", o->test, "Test images")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--train", o->train, "Training images")->check(non_negative())->capture_default_str();
+  app->add_option("--test", o->test, "Test images")->check(non_negative())->capture_default_str();
   app->add_option("--seed", o->seed, "Seed")->capture_default_str();
   commands.push_back({app, [o] { return run_synth(*o); }});
 }

@@ -170,24 +170,24 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("model", o->model, "Model spec (YAML)");
   app->add_option("--data", o->data, "CIFAR-10 binary directory (default: $KILN_CIFAR10_DIR, data/cifar-10-batches-bin, else synthetic)");
   app->add_option("--device", o->device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
-  app->add_option("--epochs", o->epochs, "Epochs (may be fractional)")->check(CLI::PositiveNumber);
-  app->add_option("--steps", o->steps, "Stop after this many optimizer steps")->check(CLI::PositiveNumber);
-  app->add_option("--batch", o->batch, "Batch size")->check(CLI::PositiveNumber);
-  app->add_option("--lr", o->lr, "Peak learning rate")->check(CLI::NonNegativeNumber);
+  app->add_option("--epochs", o->epochs, "Epochs (may be fractional)")->check(positive());
+  app->add_option("--steps", o->steps, "Stop after this many optimizer steps")->check(positive());
+  app->add_option("--batch", o->batch, "Batch size")->check(positive());
+  app->add_option("--lr", o->lr, "Peak learning rate")->check(non_negative());
   app->add_option("--seed", o->seed, "Seed of initialization, shuffling, augmentation and dropout");
   app->add_option("--out", o->out, "Output directory (default: runs/<model name>)");
   app->add_option("--init", o->init, "Initial weights (safetensors, PyTorch names)");
   app->add_option("--resume", o->resume, "Resume from a run's output directory");
   app->add_flag("--no-augment", o->no_augment, "No data augmentation");
   app->add_flag("--no-shuffle", o->no_shuffle, "Records in file order");
-  app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(positive());
   app->add_option("--eval", o->eval, "When to evaluate the test set: epoch (after every epoch), end or none")
       ->check(CLI::IsMember({"epoch", "end", "none"}))
       ->capture_default_str();
   app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
   app->add_option("--layout", o->layout, "CUDA: activation layout, nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
   app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)")->capture_default_str();
-  app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(CLI::NonNegativeNumber);
+  app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(non_negative());
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines of each convolution before training");
   app->add_option("--pipeline", o->pipeline, "CUDA: auto, resident (dataset in device memory) or stream (pinned buffers)")
       ->check(CLI::IsMember({"auto", "resident", "stream"}))
