@@ -77,9 +77,8 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
 // Fails early, before cuDNN sees tensors too large to describe, when the parameters and
 // activations alone exceed the device.
 void CudaExecutor::check_memory_before_planning() const {
-  std::int64_t param_bytes = 0;
-  for (const Param& p : graph_.params()) param_bytes += p.elements * 4;
-  check_fits(4 * param_bytes + plan_.arena_bytes, 4 * param_bytes, 0);
+  // The four parameter-shaped blocks (parameters, gradients, momentum, averages) and the activations.
+  check_fits(4 * plan_.param_block_bytes + plan_.arena_bytes, 4 * plan_.param_block_bytes, 0);
 }
 
 void CudaExecutor::bind_layers_to_graph() {

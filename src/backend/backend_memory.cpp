@@ -2,20 +2,20 @@
 // target's backend allocates besides (per-layer state, workspace, staging).
 #include <algorithm>
 
-#include "backend/executor.hpp"
 #include "graph/memory_blocks.hpp"
 #include "backend/cpu_ops.hpp"
 
 namespace kiln {
 
-namespace detail {
+namespace {
 
-BackendMemory cpu_memory(const Graph& graph, std::int64_t batch) {
-  BackendMemory needs;
+// What the CPU backend needs for `graph` at `batch`, from its op table.
+detail::BackendMemory cpu_memory(const Graph& graph, std::int64_t batch) {
+  detail::BackendMemory needs;
   auto layers = graph.layers();
   std::int64_t workspace_floats = 0;
   for (const Layer& layer : layers) {
-    const CpuOp& op = cpu_op(layer.op);
+    const detail::CpuOp& op = detail::cpu_op(layer.op);
     needs.state_bytes.push_back(op.state_floats ? op.state_floats(layer, batch) * 4 : 0);
     if (op.workspace_floats) workspace_floats = std::max(workspace_floats, op.workspace_floats(layer, layers, batch));
   }
@@ -24,14 +24,14 @@ BackendMemory cpu_memory(const Graph& graph, std::int64_t batch) {
   return needs;
 }
 
-}  // namespace detail
+}  // namespace
 
 MemoryPlan plan_memory(const Graph& graph, const Target& target) {
   MemoryPlan plan = plan_memory(graph, target.batch, target.dtype, PlanMode::train, target.layout);
   // The CUDA backend sizes its workspace with cuDNN on the device, and its state and staging
   // with it: only the planner's blocks are known here.
   if (target.backend == Backend::cpu) {
-    detail::BackendMemory needs = detail::cpu_memory(graph, target.batch);
+    detail::BackendMemory needs = cpu_memory(graph, target.batch);
     detail::lay_out_blocks(graph, plan, &needs);
   }
   return plan;

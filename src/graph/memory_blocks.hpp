@@ -20,7 +20,4 @@ struct BackendMemory {
 // parameter-shaped blocks and the activations only.
 void lay_out_blocks(const Graph& graph, MemoryPlan& plan, const BackendMemory* backend);
 
-// What the CPU backend needs for `graph` at `batch` (src/backend/backend_memory.cpp).
-BackendMemory cpu_memory(const Graph& graph, std::int64_t batch);
-
 }  // namespace kiln::detail

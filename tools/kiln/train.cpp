@@ -60,10 +60,12 @@ void check_output_directory(const std::string& out) {
   fs::path at = fs::absolute(out, ec);
   while (!at.empty() && !fs::exists(at, ec) && at != at.parent_path()) at = at.parent_path();
   if (!fs::is_directory(at, ec))
-    throw UsageError(fmt::format("--out '{}': {} is not a directory; name a directory for the run's checkpoints and metrics",
+    throw UsageError(fmt::format("--out '{}': {} is not a directory\n    hint: name a directory for the run's checkpoints "
+                                 "and metrics",
                                  out, at.string()));
   if (::access(at.c_str(), W_OK) != 0)
-    throw UsageError(fmt::format("--out '{}': cannot write into {} ({})", out, at.string(), std::strerror(errno)));
+    throw UsageError(fmt::format("--out '{}': cannot write into {} ({})\n    hint: pick a --out under a directory you can write to",
+                                 out, at.string(), std::strerror(errno)));
 }
 
 int run_train(const TrainOptions& o) {
