@@ -53,7 +53,7 @@ class Plan;
 /// planner's offsets and initializes the weights from `options.seed`.
 ///
 /// Throws UsageError for a target the backend does not support (the CPU backend runs fp32
-/// in NCHW only; a batch below 1), options out of range (negative threads or device index)
+/// only; a batch below 1), options out of range (negative threads or device index)
 /// or normalization that does not have one value per input
 /// channel, DeviceError when the target is CUDA and kiln was built without it or there is
 /// no device, or the plan does not fit in device memory; GraphError when cuDNN rejects a

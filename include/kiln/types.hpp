@@ -37,7 +37,7 @@ struct Target {
   Backend backend = Backend::cpu;  ///< the backend that runs the plan
   std::int64_t batch = 128;        ///< the largest batch of one forward pass
   DType dtype = DType::f32;        ///< activation and parameter type (the CPU backend: fp32 only)
-  Layout layout = Layout::nchw;    ///< activation layout (the CPU backend: NCHW only)
+  Layout layout = Layout::nchw;    ///< activation layout of the images
 };
 
 KILN_API std::string_view to_string(DType dtype);

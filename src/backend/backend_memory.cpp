@@ -9,15 +9,15 @@ namespace kiln {
 
 namespace {
 
-// What the CPU backend needs for `graph` at `batch`, from its op table.
-detail::BackendMemory cpu_memory(const Graph& graph, std::int64_t batch) {
+// What the CPU backend needs for `graph` at `batch` in `layout`, from its op table.
+detail::BackendMemory cpu_memory(const Graph& graph, std::int64_t batch, Layout layout) {
   detail::BackendMemory needs;
   auto layers = graph.layers();
   std::int64_t workspace_floats = 0;
   for (const Layer& layer : layers) {
     const detail::CpuOp& op = detail::cpu_op(layer.op);
     needs.state_bytes.push_back(op.state_floats ? op.state_floats(layer, batch) * 4 : 0);
-    if (op.workspace_floats) workspace_floats = std::max(workspace_floats, op.workspace_floats(layer, layers, batch));
+    if (op.workspace_floats) workspace_floats = std::max(workspace_floats, op.workspace_floats(layer, layers, batch, layout));
   }
   needs.workspace_bytes = workspace_floats * 4;
   needs.staging_bytes = batch * 4;  // the labels, as int32; images are staged into the input activation
@@ -31,7 +31,7 @@ MemoryPlan plan_memory(const Graph& graph, const Target& target) {
   // The CUDA backend sizes its workspace with cuDNN on the device, and its state and staging
   // with it: only the planner's blocks are known here.
   if (target.backend == Backend::cpu) {
-    detail::BackendMemory needs = cpu_memory(graph, target.batch);
+    detail::BackendMemory needs = cpu_memory(graph, target.batch, target.layout);
     detail::lay_out_blocks(graph, plan, &needs);
   }
   return plan;

@@ -27,8 +27,12 @@ using Clock = std::chrono::steady_clock;
 
 class CpuExecutor final : public Executor {
  public:
-  CpuExecutor(const Graph& graph, std::int64_t batch, int threads)
-      : graph_(graph), batch_(batch), threads_(std::max(1, threads)), plan_(plan_memory(graph, Target{Backend::cpu, batch})) {
+  CpuExecutor(const Graph& graph, std::int64_t batch, int threads, Layout layout)
+      : graph_(graph),
+        batch_(batch),
+        threads_(std::max(1, threads)),
+        layout_(layout),
+        plan_(plan_memory(graph, Target{.backend = Backend::cpu, .batch = batch, .layout = layout})) {
     // OpenBLAS single-threaded: its pthread pool and OpenMP's would compete for the same cores
     // (up to 10x slower on a loaded machine); gemm() splits products over OpenMP threads.
     openblas_set_num_threads(1);
@@ -56,6 +60,7 @@ class CpuExecutor final : public Executor {
       l.layer = &layer;
       l.layers = layers;
       l.threads = threads_;
+      l.layout = layout_;
       l.y = activation(layer.index);
       l.dy = gradient(layer.index);
       for (std::size_t slot = 0; slot < layer.inputs.size(); ++slot) {
@@ -87,6 +92,7 @@ class CpuExecutor final : public Executor {
     const int C = static_cast<int>(in.c), H = static_cast<int>(in.h), W = static_cast<int>(in.w);
     const std::int64_t plane = static_cast<std::int64_t>(C) * H * W;
     float* x = activation(0);
+    const bool nhwc = layout_ == Layout::nhwc && in.is_image();
 #pragma omp parallel for num_threads(threads_) schedule(static)
     for (std::int64_t i = 0; i < n_; ++i) {
       const std::uint8_t* image = batch.images + i * plane;
@@ -95,7 +101,7 @@ class CpuExecutor final : public Executor {
       for (int c = 0; c < C; ++c)
         for (int yy = 0; yy < H; ++yy)
           for (int xx = 0; xx < W; ++xx)
-            out[(c * H + yy) * W + xx] = math::augmented_pixel(image, H, W, c, yy, xx, a, t.pad, t.mean[static_cast<std::size_t>(c)],
+            out[nhwc ? (yy * W + xx) * C + c : (c * H + yy) * W + xx] = math::augmented_pixel(image, H, W, c, yy, xx, a, t.pad, t.mean[static_cast<std::size_t>(c)],
                                                                t.inv_std[static_cast<std::size_t>(c)]);
     }
     std::copy(batch.labels, batch.labels + n_, labels_);
@@ -206,7 +212,9 @@ class CpuExecutor final : public Executor {
     times_.assign(cpu_.size(), LayerTime{});
   }
   std::vector<LayerTime> layer_times() const override { return times_; }
-  std::string describe() const override { return fmt::format("cpu, {} thread{}", threads_, threads_ == 1 ? "" : "s"); }
+  std::string describe() const override {
+    return fmt::format("cpu, {} thread{}{}", threads_, threads_ == 1 ? "" : "s", layout_ == Layout::nhwc ? ", nhwc" : "");
+  }
 
  private:
   float* activation(int layer) const {
@@ -249,6 +257,7 @@ class CpuExecutor final : public Executor {
   Graph graph_;
   std::int64_t batch_;
   int threads_;
+  Layout layout_;
   MemoryPlan plan_;
   Memory memory_;
   float *arena_ = nullptr, *params_ = nullptr, *ema_ = nullptr, *grads_ = nullptr, *momentum_ = nullptr;
@@ -268,8 +277,8 @@ class CpuExecutor final : public Executor {
 
 }  // namespace
 
-std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads) {
-  return std::make_unique<CpuExecutor>(graph, batch, threads);
+std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads, Layout layout) {
+  return std::make_unique<CpuExecutor>(graph, batch, threads, layout);
 }
 
 }  // namespace kiln::detail

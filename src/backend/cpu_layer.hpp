@@ -1,13 +1,15 @@
 #pragma once
 
-// What one layer's CPU forward and backward see: pointers into the plan's memory, laid
-// out NCHW in fp32, for the n samples of the current batch. Built once per plan; a step
-// only changes n, train, and the dropout key.
+// What one layer's CPU forward and backward see: pointers into the plan's memory, in fp32,
+// for the n samples of the current batch, images laid out NCHW or NHWC as `layout` says
+// (vectors of features are [n, c] in both). Built once per plan; a step only changes n,
+// train, and the dropout key.
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "kiln/graph.hpp"
+#include "math/layout.hpp"
 
 namespace kiln::detail {
 
@@ -27,9 +29,15 @@ struct CpuLayer {
   float* workspace = nullptr;           // scratch for one call (CpuOp::workspace_floats)
   std::uint64_t dropout_key = 0;        // dropout: the stream for this layer and step
   int threads = 1;
+  Layout layout = Layout::nchw;         // of the images; see dims()
 
   const Shape& in_shape(std::size_t i = 0) const { return layers[static_cast<std::size_t>(layer->inputs[i])].shape; }
   const Shape& out_shape() const { return layer->shape; }
+  // A shape as this batch lays it out in memory: NHWC only for images of an NHWC plan.
+  math::Dims4 dims(const Shape& s) const { return {n, s.c, s.h, s.w, layout == Layout::nhwc && s.is_image()}; }
+  math::Dims4 in_dims(std::size_t i = 0) const { return dims(in_shape(i)); }
+  math::Dims4 out_dims() const { return dims(out_shape()); }
+  bool nhwc() const { return layout == Layout::nhwc; }
 };
 
 }  // namespace kiln::detail

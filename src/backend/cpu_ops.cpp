@@ -62,9 +62,14 @@ const CpuOp& cpu_op(OpKind kind) {
   return table[slot];
 }
 
+std::optional<std::string> cpu_runs_fp32(const Layer&, DType dtype, Layout) {
+  if (dtype != DType::f32) return fmt::format("the CPU backend runs fp32 only, got {}", to_string(dtype));
+  return std::nullopt;
+}
+
 std::optional<std::string> cpu_runs_fp32_nchw(const Layer&, DType dtype, Layout layout) {
   if (dtype != DType::f32) return fmt::format("the CPU backend runs fp32 only, got {}", to_string(dtype));
-  if (layout != Layout::nchw) return fmt::format("the CPU backend runs the nchw layout only, got {}", to_string(layout));
+  if (layout != Layout::nchw) return fmt::format("this op runs in the nchw layout only on the CPU, got {}", to_string(layout));
   return std::nullopt;
 }
 

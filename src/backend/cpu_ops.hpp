@@ -25,8 +25,9 @@ struct CpuOp {
   void (*backward)(const CpuLayer& run) = nullptr;
   // Floats kept from forward to backward for a batch of `batch` (batchnorm's statistics).
   std::int64_t (*state_floats)(const Layer& layer, std::int64_t batch) = nullptr;
-  // Scratch floats one call needs for a batch of `batch` (im2col buffers).
-  std::int64_t (*workspace_floats)(const Layer& layer, std::span<const Layer> before, std::int64_t batch) = nullptr;
+  // Scratch floats one call needs for a batch of `batch` in `layout` (im2col buffers).
+  std::int64_t (*workspace_floats)(const Layer& layer, std::span<const Layer> before, std::int64_t batch,
+                                   Layout layout) = nullptr;
 };
 
 // The CPU op table, in OpKind order, checked by check_cpu_op_table on first use.
@@ -42,7 +43,9 @@ void check_cpu_op_table(std::span<const CpuOp> table);
 // layer the CPU refuses, with the reason (a build error, exit 1).
 void require_cpu_support(const Graph& graph, DType dtype, Layout layout);
 
-// What every CPU op supports today: fp32 in NCHW ("the CPU backend runs fp32 only, got bf16").
+// What most CPU ops support: fp32 in either layout ("the CPU backend runs fp32 only, got bf16").
+std::optional<std::string> cpu_runs_fp32(const Layer& layer, DType dtype, Layout layout);
+// fp32 in NCHW only: for an op without NHWC kernels yet.
 std::optional<std::string> cpu_runs_fp32_nchw(const Layer& layer, DType dtype, Layout layout);
 
 // Per-op entries, one per file in src/layers/.

@@ -147,7 +147,8 @@ inline bool gets_gradient(const Graph& graph, const MemoryPlan& plan, std::size_
 }
 
 // The CPU backend: fp32, NCHW, OpenBLAS and OpenMP with `threads` threads.
-std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads);
+std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads,
+                                            Layout layout = Layout::nchw);
 
 // How the CUDA backend is set up (RunOptions and `kiln bench` fill it).
 struct CudaOptions {

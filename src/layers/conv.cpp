@@ -157,7 +157,7 @@ Slot slot_of(const math::ConvGeom& g, std::int64_t out, std::int64_t groups) {
   return {g.pointwise() ? 0 : g.rows() * g.pixels(), g.pixels() * out, g.rows() / groups * out};
 }
 
-std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::int64_t batch) {
+std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::int64_t batch, Layout) {
   const math::ConvGeom g = geom_of(layer, before[static_cast<std::size_t>(layer.inputs[0])].shape);
   return std::clamp<std::int64_t>(batch, 1, kMaxTeam) * slot_of(g, layer.shape.c, layer.attrs.groups).floats();
 }

@@ -52,8 +52,9 @@ ExecutionOptions resolve(const Settings& s) {
   if (s.device_index < 0) throw UsageError(fmt::format("the CUDA device index must not be negative, got {}", s.device_index));
   if (s.pipeline != Pipeline::automatic && s.pipeline != Pipeline::resident && s.pipeline != Pipeline::stream)
     throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got {}", static_cast<int>(s.pipeline)));
-  if (s.backend == Backend::cpu && (s.layout != Layout::nchw || s.dtype != DType::f32))
-    throw UsageError("the CPU backend trains in fp32 and NCHW only (--layout and --dtype apply to --device cuda)");
+  if (s.backend == Backend::cpu && s.dtype != DType::f32)
+    throw UsageError(fmt::format("the CPU backend trains in fp32 only, got --dtype {} (it applies to --device cuda)",
+                                 to_string(s.dtype)));
   ExecutionOptions o;
   o.backend = s.backend;
   o.threads = resolve_threads(s.threads);
@@ -108,7 +109,7 @@ ExecutionOptions resolve_options(const BenchOptions& options) {
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {
   if (options.backend == Backend::cpu) {
     require_cpu_support(graph, options.cuda.dtype, options.cuda.layout);  // each layer's own word, as a build error
-    return make_cpu_executor(graph, batch, options.threads);
+    return make_cpu_executor(graph, batch, options.threads, options.cuda.layout);
   }
   return make_cuda_executor(graph, batch, options.cuda);
 }

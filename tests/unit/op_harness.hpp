@@ -47,7 +47,7 @@ class OpHarness {
     }
     if (kernels.state_floats) state.assign(static_cast<std::size_t>(kernels.state_floats(*layer_, n)), 0.0f);
     if (kernels.workspace_floats)
-      workspace.assign(static_cast<std::size_t>(kernels.workspace_floats(*layer_, graph_.layers(), n)), 0.0f);
+      workspace.assign(static_cast<std::size_t>(kernels.workspace_floats(*layer_, graph_.layers(), n, cpu.layout)), 0.0f);
     bind();
   }
 

@@ -331,7 +331,7 @@ TEST(ConvCpu, PartialBatch) {
   const Layer& layer = *g.find("c");
   const auto ws = detail::cpu_op(OpKind::conv).workspace_floats;
   ASSERT_NE(ws, nullptr);
-  for (std::int64_t n = 1; n <= 40; ++n) EXPECT_LE(ws(layer, g.layers(), n), ws(layer, g.layers(), 40)) << n;
+  for (std::int64_t n = 1; n <= 40; ++n) EXPECT_LE(ws(layer, g.layers(), n, Layout::nchw), ws(layer, g.layers(), 40, Layout::nchw)) << n;
   GemmScope scope({3, 1, detail::gemm_kernel()});
   OpHarness h(g, "c", 37);
   h.cpu.n = 5;

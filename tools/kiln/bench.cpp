@@ -77,7 +77,7 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--repeats", o->repeats, "Timed repetitions (the median is reported)")->check(positive())->capture_default_str();
   app->add_option("--steps", o->steps, "Training steps per repetition")->check(positive())->capture_default_str();
   app->add_flag("--json", o->json, "Print JSON (the last line stays the summary)");
-  app->add_option("--layout", o->layout, "CUDA: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
+  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
   app->add_option("--dtype", o->dtype, "CUDA: fp32 (fp16, bf16 not implemented yet)")->capture_default_str();
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines first");
   commands.push_back({app, [o] { return run_bench(*o); }});

@@ -187,7 +187,7 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
       ->check(CLI::IsMember({"epoch", "end", "none"}))
       ->capture_default_str();
   app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
-  app->add_option("--layout", o->layout, "CUDA: activation layout, nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
+  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
   app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)")->capture_default_str();
   app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(non_negative());
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines of each convolution before training");
