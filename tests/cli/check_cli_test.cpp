@@ -215,6 +215,21 @@ TEST(CliTrain, CudaWithoutADeviceIsAClearError) {
   EXPECT_FALSE(has(r.err, "cudaStreamCreate")) << r.err;
 }
 
+// --layout nhwc on the CPU trains and benchmarks (it was a usage error when the CPU ran NCHW
+// only); the header and bench's summary say so.
+TEST(CliTrain, CpuRunsNhwc) {
+  Scratch scratch("cpu_nhwc");
+  ASSERT_EQ(run_kiln("synth --out " + (scratch / "data") + " --train 64 --test 16").code, 0);
+  const std::string model = src("data/models/cifar_quick.yaml");
+  CliRun train = run_kiln("train " + model + " --device cpu --layout nhwc --steps 2 --batch 32 --data " + (scratch / "data") +
+                          " --out " + (scratch / "run"));
+  EXPECT_EQ(train.code, 0) << train.err;
+  EXPECT_TRUE(has(train.out, "device cpu (nhwc)")) << train.out;
+  CliRun bench = run_kiln("bench " + model + " --device cpu --layout nhwc --batch 8 --steps 1 --repeats 1");
+  EXPECT_EQ(bench.code, 0) << bench.err;
+  EXPECT_TRUE(has(bench.out, "threads, nhwc)")) << bench.out;
+}
+
 // An --out that is a file, or lies below one, is a usage error (exit 2) before any data is
 // read: here the data directory does not exist, and that error must not come first.
 TEST(CliTrain, OutThatIsAFileIsAUsageErrorUpFront) {

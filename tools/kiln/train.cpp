@@ -106,9 +106,9 @@ int run_train(const TrainOptions& o) {
 
   const bool tty = !o.json && isatty(STDERR_FILENO);
   if (!o.json)
-    fmt::print("training {} ({}) on {}: {} train / {} test images, batch {}, {} epochs, lr {}, seed {}, device {}\n",
+    fmt::print("training {} ({}) on {}: {} train / {} test images, batch {}, {} epochs, lr {}, seed {}, device {}{}\n",
                spec.graph.name(), model, data_description, data.train.size(), data.test.size(), config.batch, config.epochs,
-               config.lr, config.seed, to_string(run.device));
+               config.lr, config.seed, to_string(run.device), run.layout == Layout::nhwc ? " (nhwc)" : "");
   std::fflush(stdout);
   trainer.on_step([&](const StepEvent& e) {
     if (o.json) return;
