@@ -120,13 +120,15 @@ void expect_signal_saves(int sig) {
   const std::string log = t.log();
   ASSERT_TRUE(std::regex_search(log, m, std::regex("kiln train: interrupted at step ([0-9]+); saved " + out +
                                                    "/train_state.safetensors and model.safetensors. Resume with: kiln train " +
-                                                   model + " --resume " + out)))
+                                                   model + " --data " + data + " --resume " + out)))
       << log;
   const long step = std::stol(m[1]);
   EXPECT_GT(step, 0);
   // Written by rename: no temporary file is left beside them.
-  EXPECT_EQ(entries(out), (std::vector<std::string>{"metrics.jsonl", "model.safetensors", "train_state.safetensors"}));
-  CliRun resumed = run_kiln("train " + model + " --data " + data + " --out " + out + " --resume " + out + " --steps 3 --threads 1");
+  EXPECT_EQ(entries(out),
+            (std::vector<std::string>{"metrics.jsonl", "model.safetensors", "run.yaml", "train_state.safetensors"}));
+  // The printed command, as printed (it writes into the run's own folder).
+  CliRun resumed = run_kiln("train " + model + " --data " + data + " --resume " + out + " --steps 3 --threads 1");
   EXPECT_EQ(resumed.code, 0) << resumed.err;
   EXPECT_TRUE(has(resumed.out, "done: " + std::to_string(step + 3) + " steps")) << resumed.out;
 }

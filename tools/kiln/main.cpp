@@ -22,10 +22,18 @@ void print_warnings(const Graph& graph) {
   for (const auto& w : graph.warnings()) fmt::print(stderr, "{}", w.format());
 }
 
+namespace {
+std::vector<std::string> g_command_line;
+}
+
+void set_command_line(int argc, char** argv) { g_command_line.assign(argv, argv + argc); }
+const std::vector<std::string>& command_line() { return g_command_line; }
+
 }  // namespace kiln::cli
 
 int main(int argc, char** argv) {
   using namespace kiln;
+  cli::set_command_line(argc, argv);
   CLI::App app{"kiln: a CUDA-native CNN training engine. Models are validated when the graph is built.", "kiln"};
   app.set_version_flag("--version", fmt::format("kiln {} ({})", KILN_VERSION_STRING, build_description()));
   app.require_subcommand(1);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <fmt/format.h>
 #include <optional>
 #include <unistd.h>
@@ -28,6 +29,7 @@ struct TrainOptions {
   std::string out;
   std::string init;
   std::string resume;
+  bool overwrite = false;
   bool no_augment = false;
   bool no_shuffle = false;
   int threads = 0;
@@ -68,6 +70,98 @@ void check_output_directory(const std::string& out) {
                                  out, at.string(), std::strerror(errno)));
 }
 
+namespace fs = std::filesystem;
+
+// The files a run writes into its folder; a folder holding any of them holds a run.
+constexpr const char* kRunFiles[] = {"run.yaml", "train_state.safetensors", "model.safetensors", "metrics.jsonl"};
+
+std::vector<std::string> run_files_in(const fs::path& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const char* name : kRunFiles)
+    if (fs::exists(dir / name, ec)) found.emplace_back(name);
+  return found;
+}
+
+// The default --out: runs/<model>/N for the first N not taken, so a run never lands on another.
+std::string next_free_run(const std::string& model) {
+  const fs::path base = fs::path("runs") / model;
+  std::error_code ec;
+  for (int n = 1;; ++n)
+    if (!fs::exists(base / std::to_string(n), ec)) return (base / std::to_string(n)).string();
+}
+
+// A run folder is data: a new run does not go into a folder that holds one, unless the user
+// says --overwrite, or resumes that very run. Checked before any data is loaded.
+// The command that resumes the run in `out`: until kiln reads the model and data back from
+// run.yaml, they are named again.
+std::string resume_command(const std::string& model, const TrainOptions& o, const std::string& out) {
+  return fmt::format("kiln train {}{} --resume {}", model, o.data.empty() ? "" : " --data " + o.data, out);
+}
+
+void refuse_to_overwrite(const std::string& out, const std::string& model, const TrainOptions& o) {
+  if (o.overwrite) return;
+  std::error_code ec;
+  if (!o.resume.empty() && fs::exists(out, ec) && fs::equivalent(o.resume, out, ec)) return;
+  const std::vector<std::string> found = run_files_in(out);
+  if (found.empty()) return;
+  std::string files;
+  for (const std::string& f : found) files += (files.empty() ? "" : ", ") + f;
+  throw Error(fmt::format("{} holds a run ({}); a new run there would overwrite it\n"
+                          "    hint: continue it with: {}; train into another --out; or pass --overwrite to "
+                          "replace it",
+                          out, files, resume_command(model, o, out)),
+              ExitCode::invalid_input);
+}
+
+// YAML's double-quoted scalars take JSON's escapes.
+std::string quoted(const std::string& s) { return nlohmann::json(s).dump(); }
+
+// OUT/run.yaml: what this run is, for whoever finds the folder later: the command line, the
+// model, the recipe with every flag applied, the data, where it ran, and which kiln. Written
+// atomically (a temporary file renamed over it).
+void write_run_yaml(const RunOptions& run, const std::string& model, const Graph& graph, const TrainConfig& c,
+                    const std::string& data, const std::string& data_description) {
+  fs::create_directories(run.out);
+  std::string command;
+  for (const std::string& a : command_line()) command += (command.empty() ? "" : ", ") + quoted(a);
+  std::string text = fmt::format(
+      "# Written by kiln train when the run started.\n"
+      "kiln: {{version: {}, build: {}}}\n"
+      "command: [{}]\n"
+      "cwd: {}\n"
+      "model: {{file: {}, name: {}}}\n"
+      "data: {{dir: {}, description: {}}}\n"
+      "device: {{backend: {}, layout: {}, dtype: {}, threads: {}}}\n"
+      "train:\n"
+      "  epochs: {}\n"
+      "  steps: {}\n"
+      "  batch: {}\n"
+      "  lr: {}\n"
+      "  momentum: {}\n"
+      "  weight_decay: {}\n"
+      "  label_smoothing: {}\n"
+      "  nesterov: {}\n"
+      "  augment: {{crop: {}, translate: {}, flip: {}, alternate_flip: {}}}\n"
+      "  shuffle: {}\n"
+      "  seed: {}\n"
+      "  init: {}\n"
+      "  resumed_from: {}\n",
+      quoted(KILN_VERSION_STRING), quoted(build_description()), command, quoted(fs::current_path().string()),
+      quoted(model), quoted(graph.name()), data.empty() ? "null" : quoted(fs::absolute(data).string()),
+      quoted(data_description), to_string(run.device), to_string(run.layout), to_string(run.dtype), run.threads,
+      c.epochs, run.max_steps ? std::to_string(*run.max_steps) : "null", c.batch, c.lr, c.momentum, c.weight_decay,
+      c.label_smoothing, c.nesterov, c.augment.crop, c.augment.translate, c.augment.flip, c.augment.alternate_flip, c.shuffle, c.seed, run.init.empty() ? "null" : quoted(run.init),
+      run.resume.empty() ? "null" : quoted(run.resume));
+  const fs::path path = fs::path(run.out) / "run.yaml", tmp = fs::path(run.out) / ".run.yaml.tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << text;
+    if (!f.flush()) throw Error(fmt::format("cannot write {}", tmp.string()), ExitCode::runtime);
+  }
+  fs::rename(tmp, path);
+}
+
 int run_train(const TrainOptions& o) {
   std::string model = o.model.empty() ? default_model() : o.model;
   Spec spec = load_spec(model);
@@ -85,8 +179,10 @@ int run_train(const TrainOptions& o) {
   run.device = resolve_device(o.device);
   run.threads = o.threads;
   run.max_steps = o.steps;
-  run.out = o.out.empty() ? (std::filesystem::path("runs") / spec.graph.name()).string() : o.out;
+  // --resume DIR goes on writing in DIR unless --out says otherwise.
+  run.out = !o.out.empty() ? o.out : !o.resume.empty() ? o.resume : next_free_run(spec.graph.name());
   check_output_directory(run.out);
+  refuse_to_overwrite(run.out, model, o);
   run.init = o.init;
   run.resume = o.resume;
   run.layout = *parse_layout(o.layout);
@@ -103,6 +199,12 @@ int run_train(const TrainOptions& o) {
   std::string data_description;
   Cifar10 data = resolve_data(o.data, true, data_description);
   Trainer trainer(spec.graph, config, run);
+  // A resumed run keeps the run.yaml it started with; a new one (or --overwrite) writes its
+  // own, and --overwrite first clears the old run's files, so none of them outlives it.
+  if (o.overwrite && o.resume.empty())
+    for (const std::string& f : run_files_in(run.out)) fs::remove(fs::path(run.out) / f);
+  if (!fs::exists(fs::path(run.out) / "run.yaml"))
+    write_run_yaml(run, model, spec.graph, config, o.data, data_description);
 
   const bool tty = !o.json && isatty(STDERR_FILENO);
   if (!o.json)
@@ -154,8 +256,8 @@ int run_train(const TrainOptions& o) {
 
   if (result.interrupted) {
     fmt::print(stderr, "kiln train: interrupted at step {}; saved {}/train_state.safetensors and model.safetensors. Resume with: "
-                       "kiln train {} --resume {}\n",
-               result.steps, run.out, model, run.out);
+                       "{}\n",
+               result.steps, run.out, resume_command(model, o, run.out));
     return 0;
   }
   if (!o.json)
@@ -177,7 +279,8 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
   app->add_option("--lr", o->lr, "Peak learning rate")->check(non_negative());
   app->add_option("--seed", o->seed, "Seed of initialization, shuffling, augmentation and dropout");
-  app->add_option("--out", o->out, "Output directory (default: runs/<model name>)");
+  app->add_option("--out", o->out, "Output directory (default: the next free runs/<model name>/N; with --resume, that run's)");
+  app->add_flag("--overwrite", o->overwrite, "Train into an --out that holds a run, replacing it");
   app->add_option("--init", o->init, "Initial weights (safetensors, PyTorch names)");
   app->add_option("--resume", o->resume, "Resume from a run's output directory");
   app->add_flag("--no-augment", o->no_augment, "No data augmentation");
