@@ -277,7 +277,7 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--epochs", o->epochs, "Epochs (may be fractional)")->check(positive());
   app->add_option("--steps", o->steps, "Stop after this many optimizer steps")->check(positive());
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
-  app->add_option("--lr", o->lr, "Peak learning rate")->check(non_negative());
+  app->add_option("--lr", o->lr, "Peak learning rate")->check(positive());
   app->add_option("--seed", o->seed, "Seed of initialization, shuffling, augmentation and dropout");
   app->add_option("--out", o->out, "Output directory (default: the next free runs/<model name>/N; with --resume, that run's)");
   app->add_flag("--overwrite", o->overwrite, "Train into an --out that holds a run, replacing it");
