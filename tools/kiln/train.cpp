@@ -1,6 +1,9 @@
 // kiln train: trains a model spec on CIFAR-10 (or a synthetic set), with a progress bar,
 // per-epoch summaries, OUT/metrics.jsonl and checkpoints; Ctrl-C saves and exits cleanly.
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <memory>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -12,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.hpp"
+#include "terminal.hpp"
 
 namespace kiln::cli {
 
@@ -52,6 +56,15 @@ extern "C" void on_signal(int) {
 }
 
 std::string percent(double x) { return fmt::format("{:.2f}%", 100.0 * x); }
+
+// "41.3s", "12m05s", "2h03m".
+std::string duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e9) return "-";
+  if (seconds < 60) return fmt::format("{:.1f}s", seconds);
+  const auto s = static_cast<std::int64_t>(seconds);
+  if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60);
+}
 
 // A --out the run cannot write into is a usage error before any data is loaded (it was an
 // internal error, exit 3, after loading all of it): the folder itself, or its nearest
@@ -206,26 +219,65 @@ int run_train(const TrainOptions& o) {
   if (!fs::exists(fs::path(run.out) / "run.yaml"))
     write_run_yaml(run, model, spec.graph, config, o.data, data_description);
 
-  const bool tty = !o.json && isatty(STDERR_FILENO);
-  if (!o.json)
-    fmt::print("training {} ({}) on {}: {} train / {} test images, batch {}, {} epochs, lr {}, seed {}, device {}{}\n",
-               spec.graph.name(), model, data_description, data.train.size(), data.test.size(), config.batch, config.epochs,
-               config.lr, config.seed, to_string(run.device), run.layout == Layout::nhwc ? " (nhwc)" : "");
+  // On a terminal every line fits its width (paths lose leading folders first), the progress
+  // line is redrawn in place at most four times a second; elsewhere, plain whole lines.
+  const std::size_t out_width = o.json ? 0 : terminal_width(STDOUT_FILENO);
+  const std::size_t err_width = o.json ? 0 : terminal_width(STDERR_FILENO);
+  const bool tty = err_width > 0;
+  if (!o.json) {
+    const std::string device = fmt::format("device {}{}", to_string(run.device), run.layout == Layout::nhwc ? " (nhwc)" : "");
+    const std::string head = fmt::format("training {} (", spec.graph.name()), tail = "), " + device;
+    const std::size_t room = out_width > display_width(head + tail) ? out_width - display_width(head + tail) : 8;
+    fmt::print("{}\n", fit(head + (out_width ? shorten_path(model, room) : model) + tail, out_width));
+    fmt::print("{}\n", fit(fmt::format("data: {}, {} train / {} test images", data_description, data.train.size(),
+                                        data.test.size()),
+                            out_width));
+    // What will run: --steps stops early, the schedule still spans the epochs.
+    const std::string length = run.max_steps ? fmt::format("{} steps (schedule of {} epochs)", *run.max_steps, config.epochs)
+                                             : fmt::format("{} epochs", config.epochs);
+    fmt::print("{}\n", fit(fmt::format("run: {}, batch {}, lr {}, seed {}", length, config.batch, config.lr, config.seed),
+                            out_width));
+  }
   std::fflush(stdout);
-  trainer.on_step([&](const StepEvent& e) {
+
+  // The progress line: epoch k/N, step i/M, the epoch's running mean loss, img/s, ETA.
+  using Clock = std::chrono::steady_clock;
+  struct Progress {
+    Clock::time_point start = Clock::now(), last_draw{};
+    std::int64_t first_step = -1, epoch = -1, count = 0, epochs = 0;
+    double loss_sum = 0;
+  };
+  auto progress = std::make_shared<Progress>();
+  trainer.on_step([&, progress](const StepEvent& e) {
     if (o.json) return;
+    Progress& p = *progress;
+    if (p.first_step < 0) p.first_step = e.step - 1, p.start = Clock::now();
+    if (e.epoch != p.epoch) p.epoch = e.epoch, p.loss_sum = 0, p.count = 0;
+    p.loss_sum += e.loss;
+    ++p.count;
+    const std::int64_t per_epoch = std::max<std::int64_t>(e.batches_per_epoch, 1);
+    const std::int64_t target = run.max_steps ? std::min(*run.max_steps, e.total_steps) : e.total_steps;
+    const std::int64_t epochs = p.epochs = (target + per_epoch - 1) / per_epoch;
+    const double seconds = std::chrono::duration<double>(Clock::now() - p.start).count();
+    const std::int64_t done = e.step - p.first_step;
+    const std::string eta = done > 0 ? duration(seconds / static_cast<double>(done) *
+                                                static_cast<double>(std::max<std::int64_t>(target - e.step, 0)))
+                                     : "-";
+    const std::string line = fmt::format("epoch {}/{} step {}/{}  loss {:.4f}  {:.0f} img/s  ETA {}", e.epoch + 1, epochs,
+                                         e.batch_in_epoch, per_epoch, p.loss_sum / static_cast<double>(p.count),
+                                         e.images_per_sec, eta);
     if (tty) {
-      int width = 30;
-      auto filled = static_cast<int>(width * e.batch_in_epoch / std::max<std::int64_t>(e.batches_per_epoch, 1));
-      fmt::print(stderr, "\repoch {} [{}{}] {}/{}  loss {:.4f}  lr {:.6f}  {:.0f} img/s ", e.epoch + 1, std::string(filled, '='),
-                 std::string(width - filled, ' '), e.batch_in_epoch, e.batches_per_epoch, e.loss, e.lr, e.images_per_sec);
+      const auto now = Clock::now();
+      if (now - p.last_draw < std::chrono::milliseconds(250) && e.batch_in_epoch != per_epoch) return;
+      p.last_draw = now;
+      // One column short of the width: a line that fills it wraps on some terminals.
+      fmt::print(stderr, "\r{}\033[K", fit(line, err_width - 1));
       std::fflush(stderr);
-    } else if (e.batch_in_epoch % std::max<std::int64_t>(1, e.batches_per_epoch / 5) == 0) {
-      fmt::print(stderr, "epoch {} step {}/{}  loss {:.4f}  lr {:.6f}  {:.0f} img/s\n", e.epoch + 1, e.batch_in_epoch,
-                 e.batches_per_epoch, e.loss, e.lr, e.images_per_sec);
+    } else if (e.batch_in_epoch % std::max<std::int64_t>(1, per_epoch / 5) == 0) {
+      fmt::print(stderr, "{}\n", line);
     }
   });
-  trainer.on_epoch([&](const EpochEvent& e) {
+  trainer.on_epoch([&, progress](const EpochEvent& e) {
     if (tty) fmt::print(stderr, "\r\033[K");
     if (o.json) {
       nlohmann::json j{{"epoch", e.epoch + 1}, {"step", e.step}, {"train_loss", e.train_loss}, {"train_accuracy", e.train_accuracy},
@@ -233,9 +285,12 @@ int run_train(const TrainOptions& o) {
       j["test_accuracy"] = e.test_accuracy ? nlohmann::json(*e.test_accuracy) : nlohmann::json(nullptr);
       fmt::print("{}\n", j.dump());
     } else {
-      fmt::print("epoch {:>3}  train loss {:.4f}  train acc {}  test acc {}  lr {:.6f}  {:.0f} img/s  elapsed {:.1f}s\n",
-                 e.epoch + 1, e.train_loss, percent(e.train_accuracy), e.test_accuracy ? percent(*e.test_accuracy) : "-", e.lr,
-                 e.images_per_sec, e.elapsed_sec);
+      // The lr is in metrics.jsonl and --json: this line stays within 80 columns.
+      fmt::print("{}\n", fit(fmt::format("epoch {}/{}  train loss {:.4f} acc {}  test acc {}  {:.0f} img/s  {}", e.epoch + 1,
+                                          std::max(progress->epochs, e.epoch + 1), e.train_loss, percent(e.train_accuracy),
+                                          e.test_accuracy ? percent(*e.test_accuracy) : "-", e.images_per_sec,
+                                          duration(e.elapsed_sec)),
+                              out_width));
     }
     std::fflush(stdout);
   });
@@ -260,9 +315,13 @@ int run_train(const TrainOptions& o) {
                result.steps, run.out, resume_command(model, o, run.out));
     return 0;
   }
-  if (!o.json)
-    fmt::print("done: {} steps in {:.1f}s{}; weights in {}/model.safetensors\n", result.steps, result.seconds,
-               result.test_accuracy ? fmt::format(", test accuracy {}", percent(*result.test_accuracy)) : "", run.out);
+  if (!o.json) {
+    fmt::print("{}\n", fit(fmt::format("done: {} steps in {}{}", result.steps, duration(result.seconds),
+                                        result.test_accuracy ? fmt::format(", test accuracy {}", percent(*result.test_accuracy)) : ""),
+                            out_width));
+    const std::string weights = run.out + "/model.safetensors";
+    fmt::print("weights in {}\n", out_width ? shorten_path(weights, out_width > 12 ? out_width - 11 : 1) : weights);
+  }
   return 0;
 }
 
