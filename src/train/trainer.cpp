@@ -158,7 +158,7 @@ struct Trainer::Impl {
                            : fmt::format("the last good training state is {}/train_state.safetensors (after epoch {})", run.out,
                                          saved_epoch);
     throw DivergenceError(fmt::format("training diverged at step {} (epoch {}): {}; the first non-finite values are in {}\n"
-                                      "    {}\n    hint: lower the learning rate (lr was {:.6g}), e.g. --lr {:.6g}",
+                                      "    {}\n    hint: lower the learning rate (lr was {:.6g}): start a new run with e.g. --lr {:.6g}",
                                       step, epoch + 1, what, where, kept, lr, config.lr / 10));
   }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "run.hpp"
@@ -46,9 +47,7 @@ TEST_F(Folder, ASecondRunIntoTheSameFolderIsRefusedAndLeavesTheFirst) {
   EXPECT_TRUE(has(again.err, "kiln train: error: " + out + " holds a run (run.yaml, train_state.safetensors, "
                                                           "model.safetensors, metrics.jsonl)"))
       << again.err;
-  EXPECT_TRUE(has(again.err, "hint: continue it with: kiln train " + kTiny + " --data " + (s / "no-such-data") +
-                                 " --resume " + out))
-      << again.err;
+  EXPECT_TRUE(has(again.err, "hint: continue it with: kiln train --resume " + out)) << again.err;
   EXPECT_TRUE(has(again.err, "--overwrite")) << again.err;
   EXPECT_FALSE(has(again.err, "no-such-data:")) << again.err;
   EXPECT_TRUE(files_of(out) == before) << "the first run's folder changed";
@@ -80,7 +79,7 @@ TEST_F(Folder, ResumeWithoutOutGoesOnInTheRunsFolder) {
   fs::create_directories(cwd);
   ASSERT_EQ(train("--out " + out + " --epochs 1").code, 0);
   const std::string yaml = slurp(out + "/run.yaml");
-  CliRun resumed = run_kiln("train " + kTiny + " --data " + data + " --batch 16 --threads 1 --epochs 2 --resume " + out,
+  CliRun resumed = run_kiln("train " + kTiny + " --data " + data + " --batch 16 --threads 1 --resume " + out,
                             "cd " + cwd + " &&");
   EXPECT_EQ(resumed.code, 0) << resumed.err;
   EXPECT_TRUE(has(resumed.out, "weights in " + out + "/model.safetensors")) << resumed.out;
@@ -98,6 +97,65 @@ TEST_F(Folder, RunYamlSaysWhatRan) {
         std::string("  seed: 4\n"), std::string("  steps: 2\n"), std::string("  batch: 16\n"),
         std::string("device: {backend: cpu, layout: nchw, dtype: fp32, threads: 1}")})
     EXPECT_TRUE(has(yaml, line)) << "run.yaml lacks '" << line << "':\n" << yaml;
+}
+
+}  // namespace
+}  // namespace kiln::test
+
+namespace kiln::test {
+namespace {
+
+// --resume DIR alone: run.yaml gives the model, data and recipe; the result is the
+// uninterrupted run's, bit for bit (the same thread count comes back too).
+TEST_F(Folder, ResumeAloneEndsLikeTheUninterruptedRun) {
+  const std::string whole = s / "whole", split = s / "split";
+  const std::string flags = "train " + kTiny + " --data " + data + " --batch 16 --threads 1 --epochs 2 --lr 0.05 --seed 3 ";
+  ASSERT_EQ(run_kiln(flags + "--out " + whole).code, 0);
+  // The same run stopped after 5 of its 8 steps (--steps stops it here; Ctrl-C and kill -9: Interrupt.*).
+  ASSERT_EQ(run_kiln(flags + "--steps 5 --out " + split).code, 0);
+  ASSERT_FALSE(slurp(whole + "/model.safetensors") == slurp(split + "/model.safetensors"));
+  CliRun resumed = run_kiln("train --resume " + split, "cd / &&");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_TRUE(has(resumed.out, "training fuzz_tiny")) << resumed.out;
+  EXPECT_TRUE(slurp(whole + "/model.safetensors") == slurp(split + "/model.safetensors"))
+      << "the resumed run ended on other weights than the uninterrupted one";
+}
+
+TEST_F(Folder, AResumeThatContradictsTheRunIsRefusedWithBothValues) {
+  const std::string out = s / "run";
+  ASSERT_EQ(train("--out " + out + " --lr 0.05").code, 0);
+  const auto before = files_of(out);
+  CliRun r = run_kiln("train --resume " + out + " --lr 0.1 --batch 8 --seed 9 --data " + (s / "other") + " --layout nhwc");
+  EXPECT_EQ(r.code, 2) << r.err;
+  for (const std::string& line :
+       {"kiln train: error: --resume " + out + ": the run in " + out + "/run.yaml was started otherwise:",
+        std::string("    --lr 0.1 (the run's: 0.05)"), std::string("    --batch 8 (the run's: 16)"),
+        std::string("    --seed 9 (the run's: 0)"), "    --data " + (s / "other") + " (the run's: " + data + ")",
+        std::string("    --layout nhwc (the run's: nchw)"), std::string("only --epochs, --steps, --threads, --device and --eval")})
+    EXPECT_TRUE(has(r.err, line)) << "missing '" << line << "' in:\n" << r.err;
+  // Another model too.
+  CliRun model = run_kiln("train " + src("data/models/cifar_quick.yaml") + " --resume " + out);
+  EXPECT_EQ(model.code, 2) << model.err;
+  EXPECT_TRUE(has(model.err, "    model " + src("data/models/cifar_quick.yaml") + " (the run's: " + kTiny + ")")) << model.err;
+  EXPECT_TRUE(files_of(out) == before) << "a refused resume changed the run's folder";
+}
+
+TEST_F(Folder, AResumeOnChangedDataIsRefused) {
+  const std::string out = s / "run";
+  ASSERT_EQ(train("--out " + out).code, 0);
+  { std::ofstream(data + "/test_batch.bin", std::ios::app) << "x"; }
+  CliRun r = run_kiln("train --resume " + out);
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_TRUE(has(r.err, "--resume " + out + ": the data in " + data + " changed since the run started")) << r.err;
+}
+
+TEST_F(Folder, EpochsMayExtendAResumedRun) {
+  const std::string out = s / "run";
+  ASSERT_EQ(run_kiln("train " + kTiny + " --data " + data + " --batch 16 --threads 1 --epochs 1 --out " + out).code, 0);
+  CliRun r = run_kiln("train --resume " + out + " --epochs 2");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(has(r.out, "done: 8 steps")) << r.out;
+  EXPECT_TRUE(has(slurp(out + "/run.yaml"), "  epochs: 2\n")) << slurp(out + "/run.yaml");
 }
 
 }  // namespace

@@ -30,8 +30,13 @@ std::string default_model();
 
 // The data a command trains or evaluates on: --data DIR, else $KILN_CIFAR10_DIR, else
 // data/cifar-10-batches-bin if present, else (when `allow_synthetic`) a synthetic set made
-// in memory, saying so on stderr. `description` says which.
-Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& description);
+// in memory, saying so on stderr. `description` says which; `resolved_dir`, where given, gets
+// the directory read (empty for the synthetic set).
+Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& description,
+                     std::string* resolved_dir = nullptr);
+
+// The synthetic set made in memory (what resolve_data falls back to), saying so on stderr.
+Cifar10 synthetic_data(std::string& description);
 
 // "cpu", "cuda", or "auto" (cuda when built with CUDA and a device is present).
 Backend resolve_device(const std::string& device);

@@ -38,31 +38,34 @@ std::string default_model() {
   return path.empty() ? "data/models/cifar_quick.yaml" : path;
 }
 
-Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& description) {
-  if (!dir.empty()) {
-    description = dir;
-    return load_cifar10(dir);
-  }
-  if (const char* env = std::getenv("KILN_CIFAR10_DIR"); env && *env) {
-    description = fmt::format("{} (KILN_CIFAR10_DIR)", env);
-    return load_cifar10(env);
-  }
+Cifar10 synthetic_data(std::string& description) {
+  description = "synthetic (kiln synth, seed 0)";
+  Cifar10 data = make_synthetic_cifar10({});
+  data.train.source = "synthetic";
+  data.test.source = "synthetic";
+  return data;
+}
+
+Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& description, std::string* resolved_dir) {
+  auto from = [&](const std::string& d, std::string what) {
+    description = std::move(what);
+    if (resolved_dir) *resolved_dir = d;
+    return load_cifar10(d);
+  };
+  if (!dir.empty()) return from(dir, dir);
+  if (const char* env = std::getenv("KILN_CIFAR10_DIR"); env && *env) return from(env, fmt::format("{} (KILN_CIFAR10_DIR)", env));
   std::string local = find_file("data/cifar-10-batches-bin/data_batch_1.bin", "cifar-10-batches-bin/data_batch_1.bin");
   if (!local.empty()) {
-    std::string d = fs::path(local).parent_path().string();
-    description = d;
-    return load_cifar10(d);
+    const std::string d = fs::path(local).parent_path().string();
+    return from(d, d);
   }
   if (!allow_synthetic)
     throw UsageError("no data: give --data DIR, set KILN_CIFAR10_DIR, or get CIFAR-10 with tools/fetch-cifar10.sh");
   fmt::print(stderr,
              "kiln: no CIFAR-10 found (--data, KILN_CIFAR10_DIR, data/cifar-10-batches-bin):\n"
              "      training on a synthetic set made in memory; get CIFAR-10 with tools/fetch-cifar10.sh\n");
-  description = "synthetic (kiln synth, seed 0)";
-  Cifar10 data = make_synthetic_cifar10({});
-  data.train.source = "synthetic";
-  data.test.source = "synthetic";
-  return data;
+  if (resolved_dir) resolved_dir->clear();
+  return synthetic_data(description);
 }
 
 Backend resolve_device(const std::string& device) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.hpp"
+#include "run_record.hpp"
 #include "terminal.hpp"
 
 namespace kiln::cli {
@@ -23,8 +24,8 @@ namespace {
 
 struct TrainOptions {
   std::string model;
-  std::string data;
-  std::string device = "auto";
+  std::optional<std::string> data;
+  std::optional<std::string> device;  // auto (default; a resumed run: its device)
   std::optional<double> epochs;
   std::optional<std::int64_t> steps;
   std::optional<std::int64_t> batch;
@@ -36,10 +37,10 @@ struct TrainOptions {
   bool overwrite = false;
   bool no_augment = false;
   bool no_shuffle = false;
-  int threads = 0;
+  std::optional<int> threads;
   bool json = false;
-  std::string layout = "nchw";
-  std::string dtype = "fp32";
+  std::optional<std::string> layout;  // nchw (default; a resumed run: its layout)
+  std::optional<std::string> dtype;   // fp32
   std::optional<double> workspace_mb;
   bool autotune = false;
   std::string pipeline = "auto";
@@ -106,13 +107,10 @@ std::string next_free_run(const std::string& model) {
 
 // A run folder is data: a new run does not go into a folder that holds one, unless the user
 // says --overwrite, or resumes that very run. Checked before any data is loaded.
-// The command that resumes the run in `out`: until kiln reads the model and data back from
-// run.yaml, they are named again.
-std::string resume_command(const std::string& model, const TrainOptions& o, const std::string& out) {
-  return fmt::format("kiln train {}{} --resume {}", model, o.data.empty() ? "" : " --data " + o.data, out);
-}
+// The command that resumes the run in `out`: its run.yaml says the rest.
+std::string resume_command(const std::string& out) { return fmt::format("kiln train --resume {}", out); }
 
-void refuse_to_overwrite(const std::string& out, const std::string& model, const TrainOptions& o) {
+void refuse_to_overwrite(const std::string& out, const TrainOptions& o) {
   if (o.overwrite) return;
   std::error_code ec;
   if (!o.resume.empty() && fs::exists(out, ec) && fs::equivalent(o.resume, out, ec)) return;
@@ -123,84 +121,102 @@ void refuse_to_overwrite(const std::string& out, const std::string& model, const
   throw Error(fmt::format("{} holds a run ({}); a new run there would overwrite it\n"
                           "    hint: continue it with: {}; train into another --out; or pass --overwrite to "
                           "replace it",
-                          out, files, resume_command(model, o, out)),
+                          out, files, resume_command(out)),
               ExitCode::invalid_input);
 }
 
-// YAML's double-quoted scalars take JSON's escapes.
-std::string quoted(const std::string& s) { return nlohmann::json(s).dump(); }
+bool same_path(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (fs::equivalent(a, b, ec)) return true;
+  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
 
-// OUT/run.yaml: what this run is, for whoever finds the folder later: the command line, the
-// model, the recipe with every flag applied, the data, where it ran, and which kiln. Written
-// atomically (a temporary file renamed over it).
-void write_run_yaml(const RunOptions& run, const std::string& model, const Graph& graph, const TrainConfig& c,
-                    const std::string& data, const std::string& data_description) {
-  fs::create_directories(run.out);
-  std::string command;
-  for (const std::string& a : command_line()) command += (command.empty() ? "" : ", ") + quoted(a);
-  std::string text = fmt::format(
-      "# Written by kiln train when the run started.\n"
-      "kiln: {{version: {}, build: {}}}\n"
-      "command: [{}]\n"
-      "cwd: {}\n"
-      "model: {{file: {}, name: {}}}\n"
-      "data: {{dir: {}, description: {}}}\n"
-      "device: {{backend: {}, layout: {}, dtype: {}, threads: {}}}\n"
-      "train:\n"
-      "  epochs: {}\n"
-      "  steps: {}\n"
-      "  batch: {}\n"
-      "  lr: {}\n"
-      "  momentum: {}\n"
-      "  weight_decay: {}\n"
-      "  label_smoothing: {}\n"
-      "  nesterov: {}\n"
-      "  augment: {{crop: {}, translate: {}, flip: {}, alternate_flip: {}}}\n"
-      "  shuffle: {}\n"
-      "  seed: {}\n"
-      "  init: {}\n"
-      "  resumed_from: {}\n",
-      quoted(KILN_VERSION_STRING), quoted(build_description()), command, quoted(fs::current_path().string()),
-      quoted(model), quoted(graph.name()), data.empty() ? "null" : quoted(fs::absolute(data).string()),
-      quoted(data_description), to_string(run.device), to_string(run.layout), to_string(run.dtype), run.threads,
-      c.epochs, run.max_steps ? std::to_string(*run.max_steps) : "null", c.batch, c.lr, c.momentum, c.weight_decay,
-      c.label_smoothing, c.nesterov, c.augment.crop, c.augment.translate, c.augment.flip, c.augment.alternate_flip, c.shuffle, c.seed, run.init.empty() ? "null" : quoted(run.init),
-      run.resume.empty() ? "null" : quoted(run.resume));
-  const fs::path path = fs::path(run.out) / "run.yaml", tmp = fs::path(run.out) / ".run.yaml.tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << text;
-    if (!f.flush()) throw Error(fmt::format("cannot write {}", tmp.string()), ExitCode::runtime);
+std::string absolute(const std::string& path) { return path.empty() ? path : fs::absolute(path).lexically_normal().string(); }
+
+// A resumed run is the run its record describes: the model, recipe and data come from
+// DIR/run.yaml, and a flag that contradicts them is refused, both values side by side. What
+// may change: --epochs (the schedule becomes the new length's, from the current step),
+// --steps, --threads, --device, --eval and the CUDA tuning flags.
+void resume_from_record(const RunRecord& r, const std::string& dir, const TrainOptions& o, const TrainConfig& spec_train,
+                        TrainConfig& config) {
+  std::vector<std::string> conflicts;
+  auto differs = [&](const std::string& what, const std::string& given, const std::string& recorded) {
+    conflicts.push_back(fmt::format("{} {} (the run's: {})", what, given, recorded));
+  };
+  if (!o.model.empty() && !same_path(o.model, r.model_file)) differs("model", o.model, r.model_file);
+  if (o.data && (r.data_dir.empty() || !same_path(*o.data, r.data_dir)))
+    differs("--data", *o.data, r.data_dir.empty() ? "the synthetic set made in memory" : r.data_dir);
+  if (o.batch && *o.batch != r.train.batch) differs("--batch", std::to_string(*o.batch), std::to_string(r.train.batch));
+  if (o.lr && *o.lr != r.train.lr) differs("--lr", fmt::format("{}", *o.lr), fmt::format("{}", r.train.lr));
+  if (o.seed && *o.seed != r.train.seed) differs("--seed", std::to_string(*o.seed), std::to_string(r.train.seed));
+  if (o.no_augment && r.train.augment.enabled()) differs("--no-augment", "(no augmentation)", "augmented");
+  if (o.no_shuffle && r.train.shuffle) differs("--no-shuffle", "(file order)", "shuffled");
+  if (o.layout && *o.layout != r.layout) differs("--layout", *o.layout, r.layout);
+  if (o.dtype && *o.dtype != r.dtype) differs("--dtype", *o.dtype, r.dtype);
+  if (!o.init.empty() && (r.init.empty() || !same_path(o.init, r.init)))
+    differs("--init", o.init, r.init.empty() ? "none" : r.init);
+  // The spec's own recipe, if the file was edited since.
+  auto spec_differs = [&](const char* key, double now, double then) {
+    if (now != then) differs(fmt::format("the spec's {}", key), fmt::format("{}", now), fmt::format("{}", then));
+  };
+  spec_differs("momentum", spec_train.momentum, r.train.momentum);
+  spec_differs("weight_decay", spec_train.weight_decay, r.train.weight_decay);
+  spec_differs("label_smoothing", spec_train.label_smoothing, r.train.label_smoothing);
+  if (spec_train.nesterov != r.train.nesterov)
+    differs("the spec's nesterov", spec_train.nesterov ? "true" : "false", r.train.nesterov ? "true" : "false");
+  if (!conflicts.empty()) {
+    std::string list;
+    for (const std::string& c : conflicts) list += "\n    " + c;
+    throw UsageError(fmt::format("--resume {}: the run in {}/run.yaml was started otherwise:{}\n    hint: a resumed run "
+                                 "keeps its model, data and recipe; only --epochs, --steps, --threads, --device and --eval "
+                                 "may change. To train with other settings, start a new run (another --out)",
+                                 dir, dir, list));
   }
-  fs::rename(tmp, path);
+  config.batch = r.train.batch;
+  config.lr = r.train.lr;
+  config.seed = r.train.seed;
+  config.augment = r.train.augment;
+  config.shuffle = r.train.shuffle;
+  config.epochs = o.epochs ? *o.epochs : r.train.epochs;
 }
 
 int run_train(const TrainOptions& o) {
-  std::string model = o.model.empty() ? default_model() : o.model;
+  // --resume DIR where DIR has a run.yaml: the folder alone says what to run.
+  std::optional<RunRecord> record;
+  if (!o.resume.empty() && fs::exists(fs::path(o.resume) / "run.yaml"))
+    record = read_run_record((fs::path(o.resume) / "run.yaml").string());
+  std::string model = !o.model.empty() ? o.model : record ? record->model_file : default_model();
   Spec spec = load_spec(model);
   print_warnings(spec.graph);
   TrainConfig config = spec.train;
-  if (o.epochs) config.epochs = *o.epochs;
-  if (o.batch) config.batch = *o.batch;
-  if (o.lr) config.lr = *o.lr;
-  if (o.seed) config.seed = *o.seed;
-  if (o.no_augment) config.augment = Augment{};
-  if (o.no_shuffle) config.shuffle = false;
+  if (record) {
+    resume_from_record(*record, o.resume, o, spec.train, config);
+  } else {
+    if (o.epochs) config.epochs = *o.epochs;
+    if (o.batch) config.batch = *o.batch;
+    if (o.lr) config.lr = *o.lr;
+    if (o.seed) config.seed = *o.seed;
+    if (o.no_augment) config.augment = Augment{};
+    if (o.no_shuffle) config.shuffle = false;
+  }
   if (config.epochs <= 0) throw UsageError("--epochs must be positive");
 
   RunOptions run;
-  run.device = resolve_device(o.device);
-  run.threads = o.threads;
+  run.device = resolve_device(o.device ? *o.device : record ? record->backend : "auto");
+  run.threads = o.threads ? *o.threads : record ? record->threads : 0;
+  // --steps counts this invocation's steps: a resumed run goes on to its end unless given.
   run.max_steps = o.steps;
   // --resume DIR goes on writing in DIR unless --out says otherwise.
   run.out = !o.out.empty() ? o.out : !o.resume.empty() ? o.resume : next_free_run(spec.graph.name());
   check_output_directory(run.out);
-  refuse_to_overwrite(run.out, model, o);
-  run.init = o.init;
+  refuse_to_overwrite(run.out, o);
+  run.init = record ? record->init : o.init;
   run.resume = o.resume;
-  run.layout = *parse_layout(o.layout);
-  auto dtype = parse_dtype(o.dtype);
-  if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", o.dtype));
+  const std::string layout = o.layout ? *o.layout : record ? record->layout : "nchw";
+  run.layout = *parse_layout(layout);
+  const std::string dtype_name = o.dtype ? *o.dtype : record ? record->dtype : "fp32";
+  auto dtype = parse_dtype(dtype_name);
+  if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", dtype_name));
   run.dtype = *dtype;
   if (o.workspace_mb) run.workspace_limit = static_cast<std::int64_t>(*o.workspace_mb * 1024 * 1024);
   run.autotune = o.autotune;
@@ -209,15 +225,70 @@ int run_train(const TrainOptions& o) {
   run.pipeline = *pipeline;
   run.evaluate = o.eval == "epoch" ? EvalPolicy::every_epoch : o.eval == "end" ? EvalPolicy::at_end : EvalPolicy::never;
 
+  // The data: a resumed run's own, unchanged since it started (checked before reading it).
+  std::string data_dir = record ? record->data_dir : o.data ? *o.data : "";
+  if (record && !record->data_dir.empty()) {
+    const std::string now = data_fingerprint(record->data_dir);
+    if (now != record->data_fingerprint) {
+      // The files that differ, each as now and as the run saw it ("name size hash").
+      auto entries = [](const std::string& f) {
+        std::vector<std::string> v;
+        for (std::size_t at = 0; at < f.size();) {
+          const std::size_t end = std::min(f.find("; ", at), f.size());
+          v.push_back(f.substr(at, end - at));
+          at = end + 2;
+        }
+        return v;
+      };
+      const std::vector<std::string> a = entries(now), b = entries(record->data_fingerprint);
+      std::string changes;
+      for (const std::string& e : a)
+        if (std::find(b.begin(), b.end(), e) == b.end()) changes += "\n    now:       " + e;
+      for (const std::string& e : b)
+        if (std::find(a.begin(), a.end(), e) == a.end()) changes += "\n    the run's: " + e;
+      throw Error(fmt::format("--resume {}: the data in {} changed since the run started (file, bytes, hash):{}"
+                              "\n    hint: resume with the data it started with, or start a new run (another --out)",
+                              o.resume, record->data_dir, changes),
+                  ExitCode::invalid_input);
+    }
+  }
   std::string data_description;
-  Cifar10 data = resolve_data(o.data, true, data_description);
+  // A resumed run that had the synthetic set has it again: KILN_CIFAR10_DIR and the default
+  // folder count only for a new run.
+  Cifar10 data = record && data_dir.empty() ? synthetic_data(data_description)
+                                             : resolve_data(data_dir, true, data_description, &data_dir);
   Trainer trainer(spec.graph, config, run);
-  // A resumed run keeps the run.yaml it started with; a new one (or --overwrite) writes its
-  // own, and --overwrite first clears the old run's files, so none of them outlives it.
+  // A resumed run keeps the run.yaml it started with (its epochs updated when --epochs
+  // extends it); a new one (or --overwrite) writes its own, and --overwrite first clears the
+  // old run's files, so none of them outlives it.
   if (o.overwrite && o.resume.empty())
     for (const std::string& f : run_files_in(run.out)) fs::remove(fs::path(run.out) / f);
-  if (!fs::exists(fs::path(run.out) / "run.yaml"))
-    write_run_yaml(run, model, spec.graph, config, o.data, data_description);
+  if (record) {
+    if (record->train.epochs != config.epochs) {
+      RunRecord extended = *record;
+      extended.train.epochs = config.epochs;
+      write_run_record(run.out, extended);
+    }
+  } else if (!fs::exists(fs::path(run.out) / "run.yaml")) {
+    RunRecord r;
+    r.version = KILN_VERSION_STRING;
+    r.build = build_description();
+    r.command = command_line();
+    r.cwd = fs::current_path().string();
+    r.model_file = absolute(model);
+    r.model_name = spec.graph.name();
+    r.data_dir = absolute(data_dir);
+    r.data_description = data_description;
+    r.data_fingerprint = data_dir.empty() ? "" : data_fingerprint(data_dir);
+    r.backend = std::string(to_string(run.device));
+    r.layout = std::string(to_string(run.layout));
+    r.dtype = std::string(to_string(run.dtype));
+    r.threads = run.threads;
+    r.train = config;
+    r.steps = run.max_steps;
+    r.init = absolute(run.init);
+    write_run_record(run.out, r);
+  }
 
   // On a terminal every line fits its width (paths lose leading folders first), the progress
   // line is redrawn in place at most four times a second; elsewhere, plain whole lines.
@@ -312,7 +383,7 @@ int run_train(const TrainOptions& o) {
   if (result.interrupted) {
     fmt::print(stderr, "kiln train: interrupted at step {}; saved {}/train_state.safetensors and model.safetensors. Resume with: "
                        "{}\n",
-               result.steps, run.out, resume_command(model, o, run.out));
+               result.steps, run.out, resume_command(run.out));
     return 0;
   }
   if (!o.json) {
@@ -332,7 +403,7 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   CLI::App* app = root.add_subcommand("train", "Train a model spec (default: data/models/cifar_quick.yaml)");
   app->add_option("model", o->model, "Model spec (YAML)");
   app->add_option("--data", o->data, "CIFAR-10 binary directory (default: $KILN_CIFAR10_DIR, data/cifar-10-batches-bin, else synthetic)");
-  app->add_option("--device", o->device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app->add_option("--device", o->device, "auto (default), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app->add_option("--epochs", o->epochs, "Epochs (may be fractional)")->check(positive());
   app->add_option("--steps", o->steps, "Stop after this many optimizer steps")->check(positive());
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
@@ -349,8 +420,8 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
       ->check(CLI::IsMember({"epoch", "end", "none"}))
       ->capture_default_str();
   app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
-  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
-  app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)")->capture_default_str();
+  app->add_option("--layout", o->layout, "Activation layout: nchw (default) or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}));
+  app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)");
   app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(non_negative());
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines of each convolution before training");
   app->add_option("--pipeline", o->pipeline, "CUDA: auto, resident (dataset in device memory) or stream (pinned buffers)")

@@ -1,0 +1,137 @@
+#include "run_record.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace kiln::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string quoted(const std::string& s) { return nlohmann::json(s).dump(); }
+std::string quoted_or_null(const std::string& s) { return s.empty() ? "null" : quoted(s); }
+
+// Doubles as the shortest text that reads back to the same value.
+std::string number(double v) { return fmt::format("{}", v); }
+
+}  // namespace
+
+std::string to_yaml(const RunRecord& r) {
+  std::string command;
+  for (const std::string& a : r.command) command += (command.empty() ? "" : ", ") + quoted(a);
+  const TrainConfig& c = r.train;
+  return fmt::format(
+      "# Written by kiln train when the run started; `kiln train --resume DIR` reads it back.\n"
+      "kiln: {{version: {}, build: {}}}\n"
+      "command: [{}]\n"
+      "cwd: {}\n"
+      "model: {{file: {}, name: {}}}\n"
+      "data: {{dir: {}, description: {}, fingerprint: {}}}\n"
+      "device: {{backend: {}, layout: {}, dtype: {}, threads: {}}}\n"
+      "train:\n"
+      "  epochs: {}\n"
+      "  steps: {}\n"
+      "  batch: {}\n"
+      "  lr: {}\n"
+      "  momentum: {}\n"
+      "  nesterov: {}\n"
+      "  weight_decay: {}\n"
+      "  label_smoothing: {}\n"
+      "  augment: {{crop: {}, translate: {}, flip: {}, alternate_flip: {}}}\n"
+      "  shuffle: {}\n"
+      "  seed: {}\n"
+      "  init: {}\n",
+      quoted(r.version), quoted(r.build), command, quoted(r.cwd), quoted(r.model_file), quoted(r.model_name),
+      quoted_or_null(r.data_dir), quoted(r.data_description), quoted(r.data_fingerprint), r.backend, r.layout, r.dtype,
+      r.threads, number(c.epochs), r.steps ? std::to_string(*r.steps) : "null", c.batch, number(c.lr), number(c.momentum),
+      c.nesterov, number(c.weight_decay), number(c.label_smoothing), c.augment.crop, c.augment.translate, c.augment.flip,
+      c.augment.alternate_flip, c.shuffle, c.seed, quoted_or_null(r.init));
+}
+
+RunRecord read_run_record(const std::string& path) {
+  RunRecord r;
+  try {
+    const YAML::Node y = YAML::LoadFile(path);
+    auto text = [](const YAML::Node& n) { return n && !n.IsNull() ? n.as<std::string>() : std::string(); };
+    r.version = text(y["kiln"]["version"]);
+    r.build = text(y["kiln"]["build"]);
+    for (const auto& a : y["command"]) r.command.push_back(a.as<std::string>());
+    r.cwd = text(y["cwd"]);
+    r.model_file = text(y["model"]["file"]);
+    r.model_name = text(y["model"]["name"]);
+    r.data_dir = text(y["data"]["dir"]);
+    r.data_description = text(y["data"]["description"]);
+    r.data_fingerprint = text(y["data"]["fingerprint"]);
+    r.backend = text(y["device"]["backend"]);
+    r.layout = text(y["device"]["layout"]);
+    r.dtype = text(y["device"]["dtype"]);
+    r.threads = y["device"]["threads"].as<int>();
+    const YAML::Node t = y["train"];
+    TrainConfig& c = r.train;
+    c.epochs = t["epochs"].as<double>();
+    if (t["steps"] && !t["steps"].IsNull()) r.steps = t["steps"].as<std::int64_t>();
+    c.batch = t["batch"].as<std::int64_t>();
+    c.lr = t["lr"].as<double>();
+    c.momentum = t["momentum"].as<double>();
+    c.nesterov = t["nesterov"].as<bool>();
+    c.weight_decay = t["weight_decay"].as<double>();
+    c.label_smoothing = t["label_smoothing"].as<double>();
+    c.augment.crop = t["augment"]["crop"].as<int>();
+    c.augment.translate = t["augment"]["translate"].as<int>();
+    c.augment.flip = t["augment"]["flip"].as<bool>();
+    c.augment.alternate_flip = t["augment"]["alternate_flip"].as<bool>();
+    c.shuffle = t["shuffle"].as<bool>();
+    c.seed = t["seed"].as<std::uint64_t>();
+    r.init = text(t["init"]);
+  } catch (const YAML::Exception& e) {
+    throw Error(fmt::format("{}: not a run record kiln can read ({})\n    hint: it is written by kiln train; to start "
+                            "over, train into a new --out",
+                            path, e.what()),
+                ExitCode::invalid_input);
+  }
+  if (r.model_file.empty())
+    throw Error(fmt::format("{}: names no model file", path), ExitCode::invalid_input);
+  return r;
+}
+
+void write_run_record(const std::string& dir, const RunRecord& r) {
+  fs::create_directories(dir);
+  const fs::path path = fs::path(dir) / "run.yaml", tmp = fs::path(dir) / ".run.yaml.tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << to_yaml(r);
+    if (!f.flush()) throw Error(fmt::format("cannot write {}", tmp.string()), ExitCode::runtime);
+  }
+  fs::rename(tmp, path);
+}
+
+std::string data_fingerprint(const std::string& dir) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file(ec)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  std::string out;
+  std::vector<char> buffer(1 << 20);
+  for (const fs::path& f : files) {
+    std::uint64_t hash = 14695981039346656037ull, size = 0;
+    std::FILE* in = std::fopen(f.c_str(), "rb");
+    if (!in) continue;
+    for (std::size_t n; (n = std::fread(buffer.data(), 1, buffer.size(), in)) > 0;) {
+      size += n;
+      for (std::size_t i = 0; i < n; ++i) hash = (hash ^ static_cast<unsigned char>(buffer[i])) * 1099511628211ull;
+    }
+    std::fclose(in);
+    out += fmt::format("{}{} {} {:016x}", out.empty() ? "" : "; ", f.filename().string(), size, hash);
+  }
+  return out;
+}
+
+}  // namespace kiln::cli

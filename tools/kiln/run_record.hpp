@@ -1,0 +1,42 @@
+#pragma once
+
+// run.yaml: what a run is, written into its folder when it starts, read back by
+// `kiln train --resume DIR` so that the folder alone resumes it.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kiln/kiln.hpp"
+
+namespace kiln::cli {
+
+struct RunRecord {
+  std::string version, build;          // kiln's
+  std::vector<std::string> command;    // the command line that started the run
+  std::string cwd;                     // where it ran
+  std::string model_file, model_name;  // model_file absolute
+  std::string data_dir;                // absolute; empty: the synthetic set made in memory
+  std::string data_description;
+  std::string data_fingerprint;        // "file size hash; ..." of the data files (data_fingerprint())
+  std::string backend, layout, dtype;
+  int threads = 0;
+  TrainConfig train;                   // the recipe with every flag applied (the fields below)
+  std::optional<std::int64_t> steps;   // --steps of the command that started the run
+  std::string init;                    // --init, absolute; empty: none
+};
+
+// The YAML text of a record (JSON-quoted strings: YAML reads them).
+std::string to_yaml(const RunRecord& r);
+
+// Reads `path`; throws Error (exit 1) naming the file and what is wrong with it.
+RunRecord read_run_record(const std::string& path);
+
+// Writes DIR/run.yaml atomically (a temporary file renamed over it).
+void write_run_record(const std::string& dir, const RunRecord& r);
+
+// Size and a 64-bit FNV-1a hash of every regular file in `dir`, by name: what tells a resumed
+// run that its data changed. Reads every byte once (about 0.2 s for CIFAR-10).
+std::string data_fingerprint(const std::string& dir);
+
+}  // namespace kiln::cli
