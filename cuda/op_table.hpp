@@ -121,7 +121,8 @@ Diagnostic cudnn_refusal(const Layer& layer, const std::string& what, const std:
 
 // The entries, one per file.
 extern const CudaOp kInputOp, kConvOp, kMaxPoolOp, kAvgPoolOp, kGlobalAvgPoolOp, kGlobalMaxPoolOp, kBatchnormOp, kReluOp,
-    kLeakyReluOp, kGeluOp, kSiluOp, kSigmoidOp, kTanhOp, kDropoutOp, kFlattenOp, kScaleOp, kLinearOp, kAddOp, kConcatOp;
+    kLeakyReluOp, kGeluOp, kSiluOp, kSigmoidOp, kTanhOp, kDropoutOp, kFlattenOp, kScaleOp, kLinearOp, kAddOp, kConcatOp,
+    kGroupnormOp, kMulOp, kUpsampleOp;
 
 // Helpers the entries share.
 inline float* first_dx(const LayerRun& run) { return run.dx.empty() ? nullptr : run.dx[0]; }

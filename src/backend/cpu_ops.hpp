@@ -68,5 +68,8 @@ const CpuOp& scale_cpu_op();
 const CpuOp& linear_cpu_op();
 const CpuOp& add_cpu_op();
 const CpuOp& concat_cpu_op();
+const CpuOp& groupnorm_cpu_op();
+const CpuOp& mul_cpu_op();
+const CpuOp& upsample_cpu_op();
 
 }  // namespace kiln::detail

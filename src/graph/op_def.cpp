@@ -35,6 +35,8 @@ std::string describe_layer(const Layer& layer, bool geometry) {
       return out;
     }
     case OpKind::linear: return fmt::format("linear, out {}", a.out);
+    case OpKind::groupnorm: return fmt::format("groupnorm, {} groups", a.groups);
+    case OpKind::upsample: return fmt::format("upsample x{}", hw_text(a.scale));
     default: return name;
   }
 }

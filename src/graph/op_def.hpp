@@ -55,12 +55,15 @@ struct OpDef {
   // Forward FLOPs of one sample; nullopt on overflow.
   std::optional<std::int64_t> (*flops)(const Layer& layer, std::span<const Layer> before) = nullptr;
   BackwardNeeds (*backward_needs)(const Layer& layer) = nullptr;
+  // The constant a parameter of this role starts at (a normalization's scale 1, shift 0);
+  // nullptr: PyTorch's default kaiming-uniform of the layer's fan-in.
+  float (*initial_value)(ParamRole role) = nullptr;
 };
 
-// OpKind::concat is the last enumerator of OpKind (include/kiln/graph.hpp): a new op goes
-// before it or moves this. The op tables of the graph and of each backend static_assert
-// their size against it, and check at first use that entry i is OpKind i.
-inline constexpr std::size_t kOpCount = static_cast<std::size_t>(OpKind::concat) + 1;
+// The number of OpKinds, from kLastOpKind (include/kiln/graph.hpp, beside the enum). The op
+// tables of the graph and of each backend static_assert their size against it, and check at
+// first use that entry i is OpKind i.
+inline constexpr std::size_t kOpCount = static_cast<std::size_t>(kLastOpKind) + 1;
 
 // The graph's op table, in OpKind order, checked by check_op_table on first use.
 std::span<const OpDef> op_table();
@@ -98,6 +101,9 @@ const OpDef& scale_op();
 const OpDef& linear_op();
 const OpDef& add_op();
 const OpDef& concat_op();
+const OpDef& groupnorm_op();
+const OpDef& mul_op();
+const OpDef& upsample_op();
 
 // Shared by ops: elements of one sample (checked), and "elements x factor" FLOPs.
 std::optional<std::int64_t> elementwise_flops(const Layer& layer, std::span<const Layer> before);
