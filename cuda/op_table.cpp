@@ -17,10 +17,9 @@ using detail::kOpCount;
 const std::array<const CudaOp*, kOpCount>& table() {
   static const std::array<const CudaOp*, kOpCount> ops = [] {
     const std::array<const CudaOp*, kOpCount> t = {
-        &kInputOp,  &kConvOp,        &kMaxPoolOp, &kAvgPoolOp,  &kGlobalAvgPoolOp, &kGlobalMaxPoolOp, &kBatchnormOp,
-        &kReluOp,   &kLeakyReluOp,   &kGeluOp,    &kSiluOp,     &kSigmoidOp,       &kTanhOp,          &kDropoutOp,
-        &kFlattenOp, &kScaleOp,      &kLinearOp,  &kAddOp,      &kConcatOp,        &kGroupnormOp,     &kMulOp,
-        &kUpsampleOp};
+#define KILN_OP(op, Camel) &k##Camel##Op,
+#include "graph/ops.def"
+    };
     check_op_table(t.data(), t.size());
     return t;
   }();

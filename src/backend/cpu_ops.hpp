@@ -48,28 +48,8 @@ std::optional<std::string> cpu_runs_fp32(const Layer& layer, DType dtype, Layout
 // fp32 in NCHW only: for an op without NHWC kernels yet.
 std::optional<std::string> cpu_runs_fp32_nchw(const Layer& layer, DType dtype, Layout layout);
 
-// Per-op entries, one per file in src/layers/.
-const CpuOp& input_cpu_op();
-const CpuOp& conv_cpu_op();
-const CpuOp& maxpool_cpu_op();
-const CpuOp& avgpool_cpu_op();
-const CpuOp& global_avgpool_cpu_op();
-const CpuOp& global_maxpool_cpu_op();
-const CpuOp& batchnorm_cpu_op();
-const CpuOp& relu_cpu_op();
-const CpuOp& leaky_relu_cpu_op();
-const CpuOp& gelu_cpu_op();
-const CpuOp& silu_cpu_op();
-const CpuOp& sigmoid_cpu_op();
-const CpuOp& tanh_cpu_op();
-const CpuOp& dropout_cpu_op();
-const CpuOp& flatten_cpu_op();
-const CpuOp& scale_cpu_op();
-const CpuOp& linear_cpu_op();
-const CpuOp& add_cpu_op();
-const CpuOp& concat_cpu_op();
-const CpuOp& groupnorm_cpu_op();
-const CpuOp& mul_cpu_op();
-const CpuOp& upsample_cpu_op();
+// Per-op entries, one per file in src/layers/: `conv_cpu_op()`, ... (graph/ops.def lists them).
+#define KILN_OP(op, Camel) const CpuOp& op##_cpu_op();
+#include "graph/ops.def"
 
 }  // namespace kiln::detail

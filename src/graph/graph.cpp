@@ -106,14 +106,6 @@ LayerDef linear(std::int64_t out) {
 }
 LayerDef add(std::vector<std::string> inputs) { return make(OpKind::add).from(std::move(inputs)); }
 LayerDef concat(std::vector<std::string> inputs) { return make(OpKind::concat).from(std::move(inputs)); }
-LayerDef groupnorm(std::int64_t groups) { return make(OpKind::groupnorm).groups(groups); }
-LayerDef mul(std::vector<std::string> inputs) { return make(OpKind::mul).from(std::move(inputs)); }
-LayerDef upsample(std::int64_t scale) { return upsample(Hw{scale, scale}); }
-LayerDef upsample(Hw scale) {
-  LayerDef def = make(OpKind::upsample);
-  def.attrs.scale = scale;
-  return def;
-}
 
 }  // namespace layers
 

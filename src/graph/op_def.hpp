@@ -81,29 +81,9 @@ std::span<const KeyDef> param_keys();
 // "conv 3x3", or with geometry "conv 35x35, stride 1, pad 0".
 std::string describe_layer(const Layer& layer, bool geometry);
 
-// Per-op definitions, one per file in src/layers/.
-const OpDef& input_op();
-const OpDef& conv_op();
-const OpDef& maxpool_op();
-const OpDef& avgpool_op();
-const OpDef& global_avgpool_op();
-const OpDef& global_maxpool_op();
-const OpDef& batchnorm_op();
-const OpDef& relu_op();
-const OpDef& leaky_relu_op();
-const OpDef& gelu_op();
-const OpDef& silu_op();
-const OpDef& sigmoid_op();
-const OpDef& tanh_op();
-const OpDef& dropout_op();
-const OpDef& flatten_op();
-const OpDef& scale_op();
-const OpDef& linear_op();
-const OpDef& add_op();
-const OpDef& concat_op();
-const OpDef& groupnorm_op();
-const OpDef& mul_op();
-const OpDef& upsample_op();
+// Per-op definitions, one per file in src/layers/: `conv_op()`, ... (graph/ops.def lists them).
+#define KILN_OP(op, Camel) const OpDef& op##_op();
+#include "graph/ops.def"
 
 // Shared by ops: elements of one sample (checked), and "elements x factor" FLOPs.
 std::optional<std::int64_t> elementwise_flops(const Layer& layer, std::span<const Layer> before);

@@ -186,3 +186,13 @@ const CpuOp& groupnorm_cpu_op() {
 }
 
 }  // namespace kiln::detail
+
+namespace kiln::layers {
+
+LayerDef groupnorm(std::int64_t groups) {
+  LayerDef def;
+  def.op = OpKind::groupnorm;
+  return def.groups(groups);
+}
+
+}  // namespace kiln::layers

@@ -121,3 +121,13 @@ const CpuOp& mul_cpu_op() {
 }
 
 }  // namespace kiln::detail
+
+namespace kiln::layers {
+
+LayerDef mul(std::vector<std::string> inputs) {
+  LayerDef def;
+  def.op = OpKind::mul;
+  return def.from(std::move(inputs));
+}
+
+}  // namespace kiln::layers

@@ -92,3 +92,16 @@ const CpuOp& upsample_cpu_op() {
 }
 
 }  // namespace kiln::detail
+
+namespace kiln::layers {
+
+LayerDef upsample(std::int64_t scale) { return upsample(Hw{scale, scale}); }
+
+LayerDef upsample(Hw scale) {
+  LayerDef def;
+  def.op = OpKind::upsample;
+  def.attrs.scale = scale;
+  return def;
+}
+
+}  // namespace kiln::layers
