@@ -35,9 +35,10 @@ std::string describe_layer(const Layer& layer, bool geometry) {
       return out;
     }
     case OpKind::linear: return fmt::format("linear, out {}", a.out);
-    case OpKind::groupnorm: return fmt::format("groupnorm, {} groups", a.groups);
-    case OpKind::upsample: return fmt::format("upsample x{}", hw_text(a.scale));
-    default: return name;
+    default: {
+      const auto describe = op_def(layer.op).describe;
+      return describe ? describe(layer) : name;
+    }
   }
 }
 

@@ -58,6 +58,8 @@ struct OpDef {
   // The constant a parameter of this role starts at (a normalization's scale 1, shift 0);
   // nullptr: PyTorch's default kaiming-uniform of the layer's fan-in.
   float (*initial_value)(ParamRole role) = nullptr;
+  // How errors name the layer ("groupnorm, 4 groups"); nullptr: the op's name.
+  std::string (*describe)(const Layer& layer) = nullptr;
 };
 
 // The number of OpKinds, from kLastOpKind (include/kiln/graph.hpp, beside the enum). The op

@@ -57,6 +57,8 @@ void params(const Layer& layer, std::span<const Layer>, std::vector<Param>& out)
 // PyTorch's: weight 1, bias 0.
 float initial_value(ParamRole role) { return role == ParamRole::weight ? 1.0f : 0.0f; }
 
+std::string describe(const Layer& layer) { return fmt::format("groupnorm, {} groups", layer.attrs.groups); }
+
 std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer>) {
   return checked_mul(layer.shape.elements(), 2);
 }
@@ -170,6 +172,7 @@ const OpDef& groupnorm_op() {
       .flops = flops,
       .backward_needs = needs,
       .initial_value = initial_value,
+      .describe = describe,
   };
   return def;
 }

@@ -31,6 +31,11 @@ std::optional<Shape> infer(ShapeCtx& ctx) {
   return Shape::chw(in.c, *h, *w);
 }
 
+std::string describe(const Layer& layer) {
+  const Hw scale = layer.attrs.scale;
+  return scale.h == scale.w ? fmt::format("upsample x{}", scale.h) : fmt::format("upsample x{}x{}", scale.h, scale.w);
+}
+
 // Copies only: no arithmetic.
 std::optional<std::int64_t> flops(const Layer&, std::span<const Layer>) { return 0; }
 
@@ -77,6 +82,7 @@ const OpDef& upsample_op() {
       .infer = infer,
       .flops = flops,
       .backward_needs = needs,
+      .describe = describe,
   };
   return def;
 }
