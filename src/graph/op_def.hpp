@@ -67,6 +67,13 @@ struct OpDef {
 // first use that entry i is OpKind i.
 inline constexpr std::size_t kOpCount = static_cast<std::size_t>(kLastOpKind) + 1;
 
+// graph/ops.def, the list every op table is built from, has one line per OpKind.
+inline constexpr std::size_t kOpsListed = 0
+#define KILN_OP(op, Camel) +1
+#include "graph/ops.def"
+    ;
+static_assert(kOpsListed == kOpCount, "graph/ops.def must list every OpKind, in OpKind order");
+
 // The graph's op table, in OpKind order, checked by check_op_table on first use.
 std::span<const OpDef> op_table();
 const OpDef& op_def(OpKind kind);
