@@ -28,10 +28,11 @@ void activation_backward(OpKind op, float slope, const float* saved, const float
                          std::int64_t count, cudaStream_t s);
 void scale_forward(float factor, const float* x, float* y, std::int64_t count, cudaStream_t s);
 void scale_backward(float factor, const float* dy, float* dx, bool accumulate, std::int64_t count, cudaStream_t s);
-// Inverted dropout with the counter RNG (math/dropout.hpp): the mask of element i is
-// random_uniform(key, i) >= p, identical to the CPU's for the same key.
-void dropout_forward(float p, std::uint64_t key, const float* x, float* y, std::int64_t count, cudaStream_t s);
-void dropout_backward(float p, std::uint64_t key, const float* dy, float* dx, bool accumulate, std::int64_t count,
+// Inverted dropout with the counter RNG (math/dropout.hpp): the mask of an element is
+// random_uniform(key, j) >= p, j its logical NCHW index (math::logical_index) in either
+// layout, identical to the CPU's for the same key.
+void dropout_forward(float p, std::uint64_t key, const float* x, float* y, const Dims4& d, cudaStream_t s);
+void dropout_backward(float p, std::uint64_t key, const float* dy, float* dx, bool accumulate, const Dims4& d,
                       cudaStream_t s);
 // dx = dy, or dx += dy.
 void copy_or_add(const float* src, float* dst, bool accumulate, std::int64_t count, cudaStream_t s);

@@ -1,5 +1,5 @@
-// dropout on CUDA: masks drawn per element from the (seed, step, layer) stream that the CPU
-// backend draws from too (cuda/kernels/elementwise.cu); in evaluation, a copy (or nothing,
+// dropout on CUDA: masks drawn per element, by its logical NCHW index in either layout, from
+// the (seed, step, layer) stream that the CPU backend draws from too (cuda/kernels/elementwise.cu); in evaluation, a copy (or nothing,
 // where the planner gave the output its input's memory).
 #include "cuda/kernels.hpp"
 #include "cuda/op_table.hpp"
@@ -20,9 +20,9 @@ Status compile(const Graph&, const Layer& layer, const Target& target, OpCompile
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
   const float p = static_cast<float>(layer.attrs.p);
-  const std::int64_t count = ctx.dims(layer.shape).count();
-  if (ctx.train && p > 0) dropout_forward(p, mask_key(ctx.step, layer), run.x[0], run.y, count, ctx.stream);
-  else if (run.y != run.x[0]) copy_or_add(run.x[0], run.y, false, count, ctx.stream);
+  const math::Dims4 d = ctx.dims(layer.shape);
+  if (ctx.train && p > 0) dropout_forward(p, mask_key(ctx.step, layer), run.x[0], run.y, d, ctx.stream);
+  else if (run.y != run.x[0]) copy_or_add(run.x[0], run.y, false, d.count(), ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
@@ -30,9 +30,9 @@ void backward(LayerRun& run, const StepContext& ctx) {
   float* dx = first_dx(run);
   if (!dx) return;
   const float p = static_cast<float>(layer.attrs.p);
-  const std::int64_t count = ctx.dims(layer.shape).count();
-  if (ctx.train && p > 0) dropout_backward(p, mask_key(ctx.step, layer), run.dy, dx, first_accumulates(run), count, ctx.stream);
-  else copy_or_add(run.dy, dx, first_accumulates(run), count, ctx.stream);
+  const math::Dims4 d = ctx.dims(layer.shape);
+  if (ctx.train && p > 0) dropout_backward(p, mask_key(ctx.step, layer), run.dy, dx, first_accumulates(run), d, ctx.stream);
+  else copy_or_add(run.dy, dx, first_accumulates(run), d.count(), ctx.stream);
 }
 
 }  // namespace

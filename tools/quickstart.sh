@@ -27,7 +27,8 @@ install_missing() {
 
 configure_and_build() {
   if [ ! -f "$build/CMakeCache.txt" ]; then
-    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
+    # KILN_WERROR=ON (CI) makes warnings errors; a user's build only shows them.
+    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_WERROR="${KILN_WERROR:-OFF}"
   fi
   cmake --build "$build" -j "$jobs"
 }

@@ -10,6 +10,7 @@
 #include "cuda/kernels/launch.cuh"
 #include "math/activation.hpp"
 #include "math/dropout.hpp"
+#include "math/layout.hpp"
 
 namespace kiln::cuda {
 
@@ -84,9 +85,11 @@ __global__ void scale_kernel(float factor, const float* in, float* out, bool acc
 }
 
 __global__ void dropout_kernel(float p, float scale, std::uint64_t key, const float* in, float* out, bool accumulate,
-                               std::int64_t count) {
+                               math::Dims4 d) {
+  const std::int64_t count = d.count();
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const float v = in[i] * math::dropout_multiplier(key, static_cast<std::uint64_t>(i), p, scale);
+    const auto j = static_cast<std::uint64_t>(math::logical_index(d, i));
+    const float v = in[i] * math::dropout_multiplier(key, j, p, scale);
     out[i] = accumulate ? out[i] + v : v;
   }
 }
@@ -147,16 +150,18 @@ void scale_backward(float factor, const float* dy, float* dx, bool accumulate, s
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-void dropout_forward(float p, std::uint64_t key, const float* x, float* y, std::int64_t count, cudaStream_t s) {
+void dropout_forward(float p, std::uint64_t key, const float* x, float* y, const Dims4& d, cudaStream_t s) {
+  const std::int64_t count = d.count();
   if (count <= 0) return;
-  dropout_kernel<<<grid_for(count), kThreads, 0, s>>>(p, dropout_scale(p), key, x, y, false, count);
+  dropout_kernel<<<grid_for(count), kThreads, 0, s>>>(p, dropout_scale(p), key, x, y, false, d);
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-void dropout_backward(float p, std::uint64_t key, const float* dy, float* dx, bool accumulate, std::int64_t count,
+void dropout_backward(float p, std::uint64_t key, const float* dy, float* dx, bool accumulate, const Dims4& d,
                       cudaStream_t s) {
+  const std::int64_t count = d.count();
   if (count <= 0 || !dx) return;
-  dropout_kernel<<<grid_for(count), kThreads, 0, s>>>(p, dropout_scale(p), key, dy, dx, accumulate, count);
+  dropout_kernel<<<grid_for(count), kThreads, 0, s>>>(p, dropout_scale(p), key, dy, dx, accumulate, d);
   KILN_CUDA_LAUNCH_CHECK();
 }
 

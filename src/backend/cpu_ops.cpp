@@ -66,12 +66,6 @@ std::optional<std::string> cpu_runs_fp32(const Layer&, DType dtype, Layout) {
   return std::nullopt;
 }
 
-std::optional<std::string> cpu_runs_fp32_nchw(const Layer&, DType dtype, Layout layout) {
-  if (dtype != DType::f32) return fmt::format("the CPU backend runs fp32 only, got {}", to_string(dtype));
-  if (layout != Layout::nchw) return fmt::format("this op runs in the nchw layout only on the CPU, got {}", to_string(layout));
-  return std::nullopt;
-}
-
 void require_cpu_support(const Graph& graph, DType dtype, Layout layout) {
   std::vector<Diagnostic> refused;
   for (const Layer& layer : graph.layers().subspan(1)) {  // the model input is staged, not run

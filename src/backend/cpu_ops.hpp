@@ -43,10 +43,9 @@ void check_cpu_op_table(std::span<const CpuOp> table);
 // layer the CPU refuses, with the reason (a build error, exit 1).
 void require_cpu_support(const Graph& graph, DType dtype, Layout layout);
 
-// What most CPU ops support: fp32 in either layout ("the CPU backend runs fp32 only, got bf16").
+// What every CPU op supports today: fp32 in either layout ("the CPU backend runs fp32 only,
+// got bf16"). An op with narrower kernels gives its own supports.
 std::optional<std::string> cpu_runs_fp32(const Layer& layer, DType dtype, Layout layout);
-// fp32 in NCHW only: for an op without NHWC kernels yet.
-std::optional<std::string> cpu_runs_fp32_nchw(const Layer& layer, DType dtype, Layout layout);
 
 // Per-op entries, one per file in src/layers/: `conv_cpu_op()`, ... (graph/ops.def lists them).
 #define KILN_OP(op, Camel) const CpuOp& op##_cpu_op();

@@ -4,6 +4,7 @@
 #include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/batchnorm.hpp"
+#include "math/layout.hpp"
 #include "util/checked.hpp"
 
 namespace kiln::detail {
@@ -60,16 +61,19 @@ std::int64_t state_floats(const Layer& layer, std::int64_t) { return 2 * layer.s
 
 enum ParamIndex : std::size_t { kWeight, kBias, kRunningMean, kRunningVar };
 
-// A channel's values: n runs of `size` contiguous floats, `stride` apart.
+// Channel c's values: n runs of `size` contiguous floats, `stride` apart, from c * `first`.
+// NCHW: a run per sample, of its H * W pixels; NHWC: a run per pixel, of 1 float. Either
+// way a channel's values come in the same order (sample, row, column), so the sums, and the
+// results, are the same in both layouts.
 struct Channels {
-  std::int64_t c, size, n;
-  std::int64_t stride() const { return c * size; }
+  std::int64_t c, size, n, stride, first;
   std::int64_t count() const { return n * size; }
 };
 
 Channels channels(const CpuLayer& l) {
-  const Shape& s = l.out_shape();
-  return {s.c, s.h * s.w, l.n};
+  const math::Dims4 d = l.out_dims();
+  if (d.nhwc) return {d.c, 1, l.n * d.h * d.w, d.c, 1};
+  return {d.c, d.h * d.w, l.n, d.c * d.h * d.w, d.h * d.w};
 }
 
 void forward(const CpuLayer& l) {
@@ -79,17 +83,17 @@ void forward(const CpuLayer& l) {
   float* invstd_out = l.state + g.c;
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t c = 0; c < g.c; ++c) {
-    const float* x = l.x[0] + c * g.size;
+    const float* x = l.x[0] + c * g.first;
     double mean = 0.0, invstd = 0.0;
     if (l.train) {
       double sum = 0.0;
       for (std::int64_t i = 0; i < g.n; ++i)
-        for (std::int64_t j = 0; j < g.size; ++j) sum += x[i * g.stride() + j];
+        for (std::int64_t j = 0; j < g.size; ++j) sum += x[i * g.stride + j];
       mean = sum / static_cast<double>(g.count());
       double squares = 0.0;
       for (std::int64_t i = 0; i < g.n; ++i)
         for (std::int64_t j = 0; j < g.size; ++j) {
-          double d = x[i * g.stride() + j] - mean;
+          double d = x[i * g.stride + j] - mean;
           squares += d * d;
         }
       double var = squares / static_cast<double>(g.count());
@@ -105,9 +109,9 @@ void forward(const CpuLayer& l) {
     mean_out[c] = static_cast<float>(mean);
     invstd_out[c] = static_cast<float>(invstd);
     const math::BnAffine f = math::bn_affine(mean, invstd, l.params[kWeight][c], l.params[kBias][c]);
-    float* y = l.y + c * g.size;
+    float* y = l.y + c * g.first;
     for (std::int64_t i = 0; i < g.n; ++i)
-      for (std::int64_t j = 0; j < g.size; ++j) y[i * g.stride() + j] = x[i * g.stride() + j] * f.alpha + f.beta;
+      for (std::int64_t j = 0; j < g.size; ++j) y[i * g.stride + j] = x[i * g.stride + j] * f.alpha + f.beta;
   }
 }
 
@@ -119,13 +123,13 @@ void backward(const CpuLayer& l) {
   const bool accumulate = l.accumulate[0];
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t c = 0; c < g.c; ++c) {
-    const float* x = l.x[0] + c * g.size;
-    const float* dy = l.dy + c * g.size;
+    const float* x = l.x[0] + c * g.first;
+    const float* dy = l.dy + c * g.first;
     const double mean = l.state[c], invstd = l.state[g.c + c];
     double sum_dy = 0.0, sum_dy_xmu = 0.0;
     for (std::int64_t i = 0; i < g.n; ++i)
       for (std::int64_t j = 0; j < g.size; ++j) {
-        const std::int64_t k = i * g.stride() + j;
+        const std::int64_t k = i * g.stride + j;
         sum_dy += dy[k];
         sum_dy_xmu += static_cast<double>(dy[k]) * (x[k] - mean);
       }
@@ -134,10 +138,10 @@ void backward(const CpuLayer& l) {
     if (!dx_all) continue;
     math::BnBackward b = math::bn_backward(mean, invstd, l.params[kWeight][c], sum_dy, sum_dy_xmu, g.count());
     if (!l.train) b.proj = 0.0f, b.mean_dy = 0.0f;
-    float* dx = dx_all + c * g.size;
+    float* dx = dx_all + c * g.first;
     for (std::int64_t i = 0; i < g.n; ++i)
       for (std::int64_t j = 0; j < g.size; ++j) {
-        const std::int64_t k = i * g.stride() + j;
+        const std::int64_t k = i * g.stride + j;
         const float v = math::bn_grad_input(x[k], dy[k], b);
         dx[k] = accumulate ? dx[k] + v : v;
       }
@@ -163,7 +167,7 @@ const OpDef& batchnorm_op() {
 const CpuOp& batchnorm_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::batchnorm,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = forward,
       .backward = backward,
       .state_floats = state_floats,

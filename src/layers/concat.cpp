@@ -5,6 +5,7 @@
 
 #include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
+#include "math/layout.hpp"
 #include "util/checked.hpp"
 
 namespace kiln::detail {
@@ -36,40 +37,50 @@ std::optional<std::int64_t> no_flops(const Layer&, std::span<const Layer>) { ret
 
 BackwardNeeds needs(const Layer&) { return {}; }
 
-// ---- CPU: per sample, input k is the contiguous block of its C_k * H * W floats that
-// starts at channel offset_k of the output (H = W = 1 for vectors) --------------------------
+// ---- CPU: in NCHW (and for vectors), input k is per sample one contiguous block of its
+// C_k * H * W floats, starting at channel offset_k of the output; in NHWC, one block of C_k
+// floats per pixel, at offset_k of the pixel's C floats. Both are `rows` rows of `size`
+// floats: the input's rows are contiguous, the output's `out_size` apart ------------------
+
+struct Rows {
+  std::int64_t rows, size, out_size;
+};
+
+Rows rows_of(const CpuLayer& l, std::size_t k) {
+  const math::Dims4 in = l.in_dims(k);
+  if (in.nhwc) return {l.n * in.h * in.w, in.c, l.out_shape().c};
+  return {l.n, in.c * in.h * in.w, l.out_shape().elements()};
+}
 
 void forward(const CpuLayer& l) {
-  const std::int64_t out_size = l.out_shape().elements();
   std::int64_t offset = 0;
   for (std::size_t k = 0; k < l.x.size(); ++k) {
-    const std::int64_t size = l.in_shape(k).elements();
+    const Rows r = rows_of(l, k);
     const float* x = l.x[k];
     float* y = l.y + offset;
 #pragma omp parallel for num_threads(l.threads) schedule(static)
-    for (std::int64_t i = 0; i < l.n; ++i) std::copy(x + i * size, x + (i + 1) * size, y + i * out_size);
-    offset += size;
+    for (std::int64_t i = 0; i < r.rows; ++i) std::copy(x + i * r.size, x + (i + 1) * r.size, y + i * r.out_size);
+    offset += r.size;
   }
 }
 
 void backward(const CpuLayer& l) {
-  const std::int64_t out_size = l.out_shape().elements();
   std::int64_t offset = 0;
   for (std::size_t k = 0; k < l.dx.size(); ++k) {
-    const std::int64_t size = l.in_shape(k).elements();
+    const Rows r = rows_of(l, k);
     const float* dy = l.dy + offset;
     float* dx = l.dx[k];
     const bool accumulate = l.accumulate[k];
-    offset += size;
+    offset += r.size;
     if (!dx) continue;
 #pragma omp parallel for num_threads(l.threads) schedule(static)
-    for (std::int64_t i = 0; i < l.n; ++i) {
-      const float* src = dy + i * out_size;
-      float* dst = dx + i * size;
+    for (std::int64_t i = 0; i < r.rows; ++i) {
+      const float* src = dy + i * r.out_size;
+      float* dst = dx + i * r.size;
       if (accumulate)
-        for (std::int64_t j = 0; j < size; ++j) dst[j] += src[j];
+        for (std::int64_t j = 0; j < r.size; ++j) dst[j] += src[j];
       else
-        std::copy(src, src + size, dst);
+        std::copy(src, src + r.size, dst);
     }
   }
 }
@@ -92,7 +103,7 @@ const OpDef& concat_op() {
 const CpuOp& concat_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::concat,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = forward,
       .backward = backward,
   };

@@ -147,19 +147,23 @@ math::ConvGeom geom_of(const Layer& layer, const Shape& in) {
 }
 
 // A thread's slot: a column matrix (none for a pointwise conv, which reads its input as it
-// is), one sample's dY transposed, and the thread's partial dW^T (see cpu_backward).
+// is), one sample's dY transposed, and the thread's partial dW^T (see cpu_backward); in an
+// NHWC plan also one sample's input and output in CHW order (see "NHWC" below).
 struct Slot {
-  std::int64_t col, dyt, dwt;
-  std::int64_t floats() const { return col + dyt + dwt; }
+  std::int64_t col, dyt, dwt, xt = 0, yt = 0;
+  std::int64_t floats() const { return col + dyt + dwt + xt + yt; }
 };
 
-Slot slot_of(const math::ConvGeom& g, std::int64_t out, std::int64_t groups) {
-  return {g.pointwise() ? 0 : g.rows() * g.pixels(), g.pixels() * out, g.rows() / groups * out};
+Slot slot_of(const math::ConvGeom& g, std::int64_t out, std::int64_t groups, bool nhwc) {
+  Slot slot{g.pointwise() ? 0 : g.rows() * g.pixels(), g.pixels() * out, g.rows() / groups * out};
+  if (nhwc) slot.xt = g.c * g.h * g.w, slot.yt = out * g.pixels();
+  return slot;
 }
 
-std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::int64_t batch, Layout) {
+std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::int64_t batch, Layout layout) {
   const math::ConvGeom g = geom_of(layer, before[static_cast<std::size_t>(layer.inputs[0])].shape);
-  return std::clamp<std::int64_t>(batch, 1, kMaxTeam) * slot_of(g, layer.shape.c, layer.attrs.groups).floats();
+  return std::clamp<std::int64_t>(batch, 1, kMaxTeam) *
+         slot_of(g, layer.shape.c, layer.attrs.groups, layout == Layout::nhwc).floats();
 }
 
 // The team for n samples: no more threads than samples or slots.
@@ -280,6 +284,7 @@ void col2im(const math::ConvGeom& g, float* dcol, float* dx, bool accumulate) {
 struct ConvDims {
   math::ConvGeom g;
   std::int64_t groups, pixels, co, co_g, k_g, in_size, out_size;
+  bool nhwc;
   Slot slot;
 
   explicit ConvDims(const CpuLayer& l)
@@ -291,8 +296,31 @@ struct ConvDims {
         k_g(g.rows() / groups),
         in_size(g.c * g.h * g.w),
         out_size(co * pixels),
-        slot(slot_of(g, co, groups)) {}
+        nhwc(l.nhwc()),
+        slot(slot_of(g, co, groups, nhwc)) {}
 };
+
+// NHWC: a sample is [P][C] (pixel-major), the transpose of the [C][P] the GEMMs above work
+// on. Forward transposes the sample into the slot's xt, runs the NCHW path into yt and
+// transposes that into y. Backward reads dY^T as the sample itself (the NCHW path copies it
+// into dyt), transposes dY into yt for dcol = W^T * dY, and gathers dx in xt before adding it
+// in. Every GEMM sees the same operands as in NCHW, so the results are the same; only an
+// accumulated dx rounds differently (the taps are summed before the add, not into dx).
+
+// dst[c][p] = src[p][c] for a rows x cols src.
+void transpose(const float* src, std::int64_t rows, std::int64_t cols, float* dst) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
+// dst[p][c] (+)= src[c][p] for a rows x cols src.
+void transpose_into(const float* src, std::int64_t rows, std::int64_t cols, float* dst, bool accumulate) {
+  for (std::int64_t c = 0; c < cols; ++c)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float& d = dst[c * rows + r];
+      d = accumulate ? d + src[r * cols + c] : src[r * cols + c];
+    }
+}
 
 void cpu_forward(const CpuLayer& l) {
   const ConvDims d(l);
@@ -303,10 +331,13 @@ void cpu_forward(const CpuLayer& l) {
   {
     const int t = omp_get_thread_num();
     float* slot = l.workspace + t * d.slot.floats();
+    float* xt = slot + d.slot.col + d.slot.dyt + d.slot.dwt;
+    float* yt = xt + d.slot.xt;
     const math::Range mine = my_samples(l.n, t, omp_get_num_threads());
     for (std::int64_t s = mine.begin; s < mine.end; ++s) {
       const float* x = l.x[0] + s * d.in_size;
-      float* y = l.y + s * d.out_size;
+      float* y = d.nhwc ? yt : l.y + s * d.out_size;
+      if (d.nhwc) transpose(x, d.g.h * d.g.w, d.g.c, xt), x = xt;
       const float* col = d.slot.col ? slot : x;
       if (d.slot.col) im2col(d.g, x, slot);
       for (std::int64_t gi = 0; gi < d.groups; ++gi)
@@ -314,6 +345,7 @@ void cpu_forward(const CpuLayer& l) {
              0.0f, y + gi * d.co_g * p, p);
       for (std::int64_t c = 0; bias && c < d.co; ++c)
         for (std::int64_t q = 0; q < p; ++q) y[c * p + q] += bias[c];
+      if (d.nhwc) transpose(yt, d.co, p, l.y + s * d.out_size);
     }
   }
 }
@@ -332,12 +364,27 @@ double sum_floats(const float* v, std::int64_t n) {
   return sum;
 }
 
-// db[c] = sum over samples and pixels of dy, one thread per channel.
-void bias_grad(const float* dy, std::int64_t n, std::int64_t c, std::int64_t p, float* db, int threads) {
+// sum_floats of n floats `stride` apart, added in the same order.
+double sum_floats_strided(const float* v, std::int64_t n, std::int64_t stride) {
+  constexpr std::int64_t kLanes = 16;
+  float part[kLanes] = {};
+  std::int64_t t = 0;
+  for (; t + kLanes <= n; t += kLanes)
+    for (std::int64_t k = 0; k < kLanes; ++k) part[k] += v[(t + k) * stride];
+  double sum = 0.0;
+  for (; t < n; ++t) sum += v[t * stride];
+  for (float q : part) sum += q;
+  return sum;
+}
+
+// db[c] = sum over samples and pixels of dy, one thread per channel; in NHWC a channel's
+// pixels are c floats apart, summed in the same order.
+void bias_grad(const float* dy, std::int64_t n, std::int64_t c, std::int64_t p, bool nhwc, float* db, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (std::int64_t ch = 0; ch < c; ++ch) {
     double sum = 0.0;
-    for (std::int64_t s = 0; s < n; ++s) sum += sum_floats(dy + (s * c + ch) * p, p);
+    for (std::int64_t s = 0; s < n; ++s)
+      sum += nhwc ? sum_floats_strided(dy + s * c * p + ch, p, c) : sum_floats(dy + (s * c + ch) * p, p);
     db[ch] = static_cast<float>(sum);
   }
 }
@@ -354,7 +401,7 @@ void cpu_backward(const CpuLayer& l) {
   float* db = l.layer->attrs.bias && l.grads.size() > 1 ? l.grads[1] : nullptr;
   float* dx = l.dx.empty() ? nullptr : l.dx[0];
   const bool accumulate = !l.accumulate.empty() && l.accumulate[0];
-  if (db) bias_grad(l.dy, l.n, d.co, p, db, l.threads);
+  if (db) bias_grad(l.dy, l.n, d.co, p, d.nhwc, db, l.threads);
   if (!dw && !dx) return;
   const int team = team_for(l);
 #pragma omp parallel num_threads(team)
@@ -363,28 +410,38 @@ void cpu_backward(const CpuLayer& l) {
     float* col = l.workspace + t * d.slot.floats();
     float* dyt = col + d.slot.col;
     float* dwt = dyt + d.slot.dyt;
+    float* xt = dwt + d.slot.dwt;
+    float* yt = xt + d.slot.xt;
     const math::Range mine = my_samples(l.n, t, omp_get_num_threads());
     for (std::int64_t s = mine.begin; s < mine.end; ++s) {
       const float* dy = l.dy + s * d.out_size;
       if (dw) {
         // The input is read only here: it is not kept for a frozen layer.
         const float* x = l.x[0] + s * d.in_size;
+        if (d.nhwc) transpose(x, d.g.h * d.g.w, d.g.c, xt), x = xt;
         if (d.slot.col) im2col(d.g, x, col);
         const float* cs = d.slot.col ? col : x;
-        for (std::int64_t c = 0; c < d.co; ++c)
+        // dY^T: an NHWC sample is one already.
+        const float* dy_t = d.nhwc ? dy : dyt;
+        for (std::int64_t c = 0; !d.nhwc && c < d.co; ++c)
           for (std::int64_t q = 0; q < p; ++q) dyt[q * d.co + c] = dy[c * p + q];
         for (std::int64_t gi = 0; gi < d.groups; ++gi)
-          gemm(Trans::no, Trans::no, d.k_g, d.co_g, p, 1.0f, cs + gi * d.k_g * p, p, dyt + gi * d.co_g, d.co,
+          gemm(Trans::no, Trans::no, d.k_g, d.co_g, p, 1.0f, cs + gi * d.k_g * p, p, dy_t + gi * d.co_g, d.co,
                s == mine.begin ? 0.0f : 1.0f, dwt + gi * d.k_g * d.co_g, d.co_g);
       }
       if (dx) {
-        // A pointwise conv's dcol is dx itself.
-        float* dcol = d.slot.col ? col : dx + s * d.in_size;
-        const float beta = !d.slot.col && accumulate ? 1.0f : 0.0f;
+        if (d.nhwc) transpose(dy, p, d.co, yt), dy = yt;
+        // dx of the sample in CHW order: in place, or gathered in xt in NHWC. A pointwise
+        // conv's dcol is that dx itself.
+        float* dx_chw = d.nhwc ? xt : dx + s * d.in_size;
+        const bool add = accumulate && !d.nhwc;
+        float* dcol = d.slot.col ? col : dx_chw;
+        const float beta = !d.slot.col && add ? 1.0f : 0.0f;
         for (std::int64_t gi = 0; gi < d.groups; ++gi)
           gemm(Trans::yes, Trans::no, d.k_g, p, d.co_g, 1.0f, w + gi * d.co_g * d.k_g, d.k_g, dy + gi * d.co_g * p, p,
                beta, dcol + gi * d.k_g * p, p);
-        if (d.slot.col) col2im(d.g, col, dx + s * d.in_size, accumulate);
+        if (d.slot.col) col2im(d.g, col, dx_chw, add);
+        if (d.nhwc) transpose_into(xt, d.g.c, d.g.h * d.g.w, dx + s * d.in_size, accumulate);
       }
     }
   }
@@ -421,7 +478,7 @@ const OpDef& conv_op() {
 const CpuOp& conv_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::conv,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = cpu_forward,
       .backward = cpu_backward,
       .workspace_floats = workspace,

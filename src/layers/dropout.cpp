@@ -5,6 +5,7 @@
 #include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/dropout.hpp"
+#include "math/layout.hpp"
 
 namespace kiln::detail {
 
@@ -24,8 +25,9 @@ std::optional<Shape> infer(ShapeCtx& ctx) {
 
 BackwardNeeds needs(const Layer&) { return {}; }
 
-// ---- CPU: the multiplier of element i (its index in the batch) is drawn from the layer's
-// key for the step; evaluation, and p = 0, are the identity ---------------------------------
+// ---- CPU: the multiplier of an element is drawn from the layer's key for the step and the
+// element's logical index in the batch (its NCHW offset, in either layout: math::logical_index),
+// as on CUDA; evaluation, and p = 0, are the identity ----------------------------------------
 
 struct Mask {
   std::uint64_t key;
@@ -43,6 +45,7 @@ Mask mask(const CpuLayer& l) {
 // out = in * multiplier (or in, when `identity`), added into out when `accumulate`.
 void apply(const CpuLayer& l, const float* in, float* out, bool accumulate) {
   const std::int64_t count = l.n * l.out_shape().elements();
+  const math::Dims4 d = l.out_dims();
   const bool identity = !l.train || l.layer->attrs.p == 0.0;
   const Mask m = mask(l);
   if (identity && !accumulate) {
@@ -55,11 +58,11 @@ void apply(const CpuLayer& l, const float* in, float* out, bool accumulate) {
   } else if (!accumulate) {
 #pragma omp parallel for num_threads(l.threads) schedule(static)
     for (std::int64_t i = 0; i < count; ++i)
-      out[i] = in[i] * math::dropout_multiplier(m.key, static_cast<std::uint64_t>(i), m.p, m.scale);
+      out[i] = in[i] * math::dropout_multiplier(m.key, static_cast<std::uint64_t>(math::logical_index(d, i)), m.p, m.scale);
   } else {
 #pragma omp parallel for num_threads(l.threads) schedule(static)
     for (std::int64_t i = 0; i < count; ++i)
-      out[i] += in[i] * math::dropout_multiplier(m.key, static_cast<std::uint64_t>(i), m.p, m.scale);
+      out[i] += in[i] * math::dropout_multiplier(m.key, static_cast<std::uint64_t>(math::logical_index(d, i)), m.p, m.scale);
   }
 }
 
@@ -86,7 +89,7 @@ const OpDef& dropout_op() {
 const CpuOp& dropout_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::dropout,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = forward,
       .backward = backward,
   };

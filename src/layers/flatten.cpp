@@ -1,6 +1,7 @@
 // flatten: C x H x W -> C*H*W features, channel-major like PyTorch; a view of its input.
 #include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
+#include "math/layout.hpp"
 
 namespace kiln::detail {
 
@@ -12,29 +13,37 @@ std::optional<std::int64_t> no_flops(const Layer&, std::span<const Layer>) { ret
 
 BackwardNeeds needs(const Layer&) { return {}; }
 
-// ---- CPU: NCHW is already channel-major, so the executor passes the same memory in and out
-// and these do nothing; they copy only when given separate buffers -------------------------
+// Where in `in`'s memory the element at channel-major (NCHW) offset i lies.
+std::int64_t physical(const math::Dims4& in, std::int64_t i) {
+  const std::int64_t w = i % in.w, h = i / in.w % in.h, c = i / (in.w * in.h) % in.c, n = i / (in.w * in.h * in.c);
+  return in.at(n, c, h, w);
+}
+
+// ---- CPU: NCHW is already channel-major, so the memory planner gives the output its input's
+// memory and these do nothing (flatten_is_view); from NHWC, forward gathers each element
+// from its place in the image and backward scatters it back ------------------------------
 
 void forward(const CpuLayer& l) {
   if (l.y == l.x[0]) return;
-  const std::int64_t count = l.n * l.out_shape().elements();
+  const math::Dims4 in = l.in_dims();
+  const std::int64_t count = in.count();
   const float* x = l.x[0];
   float* y = l.y;
 #pragma omp parallel for num_threads(l.threads) schedule(static)
-  for (std::int64_t i = 0; i < count; ++i) y[i] = x[i];
+  for (std::int64_t i = 0; i < count; ++i) y[i] = x[in.nhwc ? physical(in, i) : i];
 }
 
 void backward(const CpuLayer& l) {
   float* dx = l.dx[0];
   if (!dx || dx == l.dy) return;
-  const std::int64_t count = l.n * l.out_shape().elements();
+  const math::Dims4 in = l.in_dims();
+  const std::int64_t count = in.count();
   const float* dy = l.dy;
-  if (l.accumulate[0]) {
+  const bool accumulate = l.accumulate[0];
 #pragma omp parallel for num_threads(l.threads) schedule(static)
-    for (std::int64_t i = 0; i < count; ++i) dx[i] += dy[i];
-  } else {
-#pragma omp parallel for num_threads(l.threads) schedule(static)
-    for (std::int64_t i = 0; i < count; ++i) dx[i] = dy[i];
+  for (std::int64_t i = 0; i < count; ++i) {
+    float& d = dx[in.nhwc ? physical(in, i) : i];
+    d = accumulate ? d + dy[i] : dy[i];
   }
 }
 
@@ -54,7 +63,7 @@ const OpDef& flatten_op() {
 const CpuOp& flatten_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::flatten,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = forward,
       .backward = backward,
   };

@@ -3,7 +3,9 @@
 
 #include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
+#include "math/layout.hpp"
 #include "math/pool.hpp"
+#include "math/pool_strided.hpp"
 
 namespace kiln::detail {
 
@@ -21,28 +23,37 @@ std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer> bef
 BackwardNeeds avg_needs(const Layer&) { return {}; }
 BackwardNeeds max_needs(const Layer&) { return {.input = true, .output = true}; }
 
-// ---- CPU: one (sample, channel) plane per iteration --------------------------------------
+// ---- CPU: one (sample, channel) plane per iteration, read in row-major order in either
+// layout: in NHWC its pixels are C floats apart ------------------------------------------
 
 // The whole plane as one pooling window.
 struct Plane {
-  std::int64_t count, h, w;
+  std::int64_t count, h, w, c;
+  bool nhwc;
   math::PoolSpan rows() const { return {0, h, h}; }
   math::PoolSpan cols() const { return {0, w, w}; }
+  std::int64_t size() const { return h * w; }
+  // Where plane p (= sample * C + channel) starts, and how far apart its pixels are.
+  std::int64_t base(std::int64_t p) const { return nhwc ? p / c * size() * c + p % c : p * size(); }
+  std::int64_t step() const { return nhwc ? c : 1; }
+  std::int64_t max_at(const float* x) const {
+    return nhwc ? math::max_offset_strided(x, w * c, c, rows(), cols()) : math::max_offset(x, w, rows(), cols());
+  }
 };
 
 Plane plane(const CpuLayer& l) {
-  const Shape& in = l.in_shape();
-  return {l.n * in.c, in.h, in.w};
+  const math::Dims4 in = l.in_dims();
+  return {l.n * in.c, in.h, in.w, in.c, in.nhwc};
 }
 
 void avg_forward(const CpuLayer& l) {
   const Plane g = plane(l);
-  const std::int64_t size = g.h * g.w;
+  const std::int64_t size = g.size(), step = g.step();
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t p = 0; p < g.count; ++p) {
-    const float* x = l.x[0] + p * size;
+    const float* x = l.x[0] + g.base(p);
     double sum = 0.0;
-    for (std::int64_t i = 0; i < size; ++i) sum += x[i];
+    for (std::int64_t i = 0; i < size; ++i) sum += x[i * step];
     l.y[p] = static_cast<float>(sum / static_cast<double>(size));
   }
 }
@@ -51,16 +62,16 @@ void avg_backward(const CpuLayer& l) {
   float* dx_all = l.dx[0];
   if (!dx_all) return;
   const Plane g = plane(l);
-  const std::int64_t size = g.h * g.w;
+  const std::int64_t size = g.size(), step = g.step();
   const bool accumulate = l.accumulate[0];
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t p = 0; p < g.count; ++p) {
     const float share = l.dy[p] / static_cast<float>(size);
-    float* dx = dx_all + p * size;
+    float* dx = dx_all + g.base(p);
     if (accumulate)
-      for (std::int64_t i = 0; i < size; ++i) dx[i] += share;
+      for (std::int64_t i = 0; i < size; ++i) dx[i * step] += share;
     else
-      for (std::int64_t i = 0; i < size; ++i) dx[i] = share;
+      for (std::int64_t i = 0; i < size; ++i) dx[i * step] = share;
   }
 }
 
@@ -68,8 +79,8 @@ void max_forward(const CpuLayer& l) {
   const Plane g = plane(l);
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t p = 0; p < g.count; ++p) {
-    const float* x = l.x[0] + p * g.h * g.w;
-    l.y[p] = x[math::max_offset(x, g.w, g.rows(), g.cols())];
+    const float* x = l.x[0] + g.base(p);
+    l.y[p] = x[g.max_at(x)];
   }
 }
 
@@ -78,14 +89,15 @@ void max_backward(const CpuLayer& l) {
   float* dx_all = l.dx[0];
   if (!dx_all) return;
   const Plane g = plane(l);
-  const std::int64_t size = g.h * g.w;
+  const std::int64_t size = g.size(), step = g.step();
   const bool accumulate = l.accumulate[0];
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t p = 0; p < g.count; ++p) {
-    const float* x = l.x[0] + p * size;
-    float* dx = dx_all + p * size;
-    if (!accumulate) std::fill(dx, dx + size, 0.0f);
-    dx[math::max_offset(x, g.w, g.rows(), g.cols())] += l.dy[p];
+    const float* x = l.x[0] + g.base(p);
+    float* dx = dx_all + g.base(p);
+    if (!accumulate)
+      for (std::int64_t i = 0; i < size; ++i) dx[i * step] = 0.0f;
+    dx[g.max_at(x)] += l.dy[p];
   }
 }
 
@@ -105,7 +117,7 @@ const OpDef& global_avgpool_op() {
 const CpuOp& global_avgpool_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::global_avgpool,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = avg_forward,
       .backward = avg_backward,
   };
@@ -126,7 +138,7 @@ const OpDef& global_maxpool_op() {
 const CpuOp& global_maxpool_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::global_maxpool,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = max_forward,
       .backward = max_backward,
   };

@@ -8,6 +8,7 @@
 #include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "math/pool.hpp"
+#include "math/pool_strided.hpp"
 #include "util/checked.hpp"
 
 namespace kiln::detail {
@@ -102,10 +103,69 @@ Geometry geometry(const CpuLayer& l) {
   return {l.n * in.c, in.h, in.w, out.h, out.w, a.kernel, *a.stride, a.pad.top, a.pad.left};
 }
 
+// NHWC: plane p (= sample * C + channel) starts at (p / C) * H * W * C + p % C, its rows W * C
+// and its columns C floats apart. Each output scans its window with math/pool_strided.hpp,
+// in the NCHW kernels' order, so both layouts give the same numbers; backward adds into dx
+// in the same (row, column) order too.
+struct Strided {
+  std::int64_t c, in_plane, out_plane;
+  std::int64_t in_base(std::int64_t p) const { return p / c * in_plane * c + p % c; }
+  std::int64_t out_base(std::int64_t p) const { return p / c * out_plane * c + p % c; }
+};
+
+Strided strided(const CpuLayer& l, const Geometry& g) {
+  return {l.in_shape().c, g.in_h * g.in_w, g.out_h * g.out_w};
+}
+
+template <bool Max>
+void forward_nhwc(const CpuLayer& l) {
+  const Geometry g = geometry(l);
+  const Strided s = strided(l, g);
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.planes; ++p) {
+    const float* x = l.x[0] + s.in_base(p);
+    float* y = l.y + s.out_base(p);
+    for (std::int64_t oh = 0; oh < g.out_h; ++oh)
+      for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+        const math::PoolSpan rows = g.row(oh), cols = g.col(ow);
+        y[(oh * g.out_w + ow) * s.c] = Max ? x[math::max_offset_strided(x, g.in_w * s.c, s.c, rows, cols)]
+                                           : math::avg_window_strided(x, g.in_w * s.c, s.c, rows, cols);
+      }
+  }
+}
+
+template <bool Max>
+void backward_nhwc(const CpuLayer& l) {
+  const Geometry g = geometry(l);
+  const Strided s = strided(l, g);
+  const bool accumulate = l.accumulate[0];
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t p = 0; p < g.planes; ++p) {
+    const float* x = l.x[0] + s.in_base(p);
+    const float* dy = l.dy + s.out_base(p);
+    float* dx = l.dx[0] + s.in_base(p);
+    if (!accumulate)
+      for (std::int64_t i = 0; i < s.in_plane; ++i) dx[i * s.c] = 0.0f;
+    for (std::int64_t oh = 0; oh < g.out_h; ++oh)
+      for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+        const math::PoolSpan rows = g.row(oh), cols = g.col(ow);
+        const float d = dy[(oh * g.out_w + ow) * s.c];
+        if constexpr (Max) {
+          dx[math::max_offset_strided(x, g.in_w * s.c, s.c, rows, cols)] += d;
+        } else {
+          const float share = d / static_cast<float>(rows.extent * cols.extent);
+          for (std::int64_t r = rows.begin; r < rows.end; ++r)
+            for (std::int64_t c = cols.begin; c < cols.end; ++c) dx[(r * g.in_w + c) * s.c] += share;
+        }
+      }
+  }
+}
+
 // Max forward accumulates whole output rows, one window offset (r, kw) at a time: the
 // inner loop then runs over independent outputs with a fixed stride, which vectorizes,
 // instead of a compare chain per output (this was the CPU step's slowest layer).
 void max_forward(const CpuLayer& l) {
+  if (l.nhwc()) return forward_nhwc<true>(l);
   const Geometry g = geometry(l);
   const std::int64_t s = g.stride.w, k = g.kernel.w;
 #pragma omp parallel for num_threads(l.threads) schedule(static)
@@ -135,6 +195,7 @@ void max_forward(const CpuLayer& l) {
 }
 
 void avg_forward(const CpuLayer& l) {
+  if (l.nhwc()) return forward_nhwc<false>(l);
   const Geometry g = geometry(l);
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t p = 0; p < g.planes; ++p) {
@@ -192,6 +253,7 @@ void max_backward_row(const float* x, const float* dy, float* dx, const Geometry
 template <bool Max>
 void backward(const CpuLayer& l) {
   if (!l.dx[0]) return;
+  if (l.nhwc()) return backward_nhwc<Max>(l);
   const Geometry g = geometry(l);
   const bool accumulate = l.accumulate[0];
 #pragma omp parallel for num_threads(l.threads) schedule(static)
@@ -233,7 +295,7 @@ const OpDef& maxpool_op() {
 const CpuOp& maxpool_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::maxpool,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = max_forward,
       .backward = backward<true>,
   };
@@ -255,7 +317,7 @@ const OpDef& avgpool_op() {
 const CpuOp& avgpool_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::avgpool,
-      .supports = cpu_runs_fp32_nchw,
+      .supports = cpu_runs_fp32,
       .forward = avg_forward,
       .backward = backward<false>,
   };

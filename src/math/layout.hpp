@@ -40,6 +40,14 @@ KILN_HD Index4 index_of(const Dims4& d, std::int64_t i) {
   return x;
 }
 
+// The offset in NCHW order of the element at offset i: the same for an element whatever the
+// layout, so what is drawn per element (dropout's mask) does not depend on the layout.
+KILN_HD std::int64_t logical_index(const Dims4& d, std::int64_t i) {
+  if (!d.nhwc) return i;
+  const Index4 x = index_of(d, i);
+  return ((x.n * d.c + x.c) * d.h + x.h) * d.w + x.w;
+}
+
 // Where the element at offset i of `d` finds its sample's and channel's value in a tensor of
 // one value per channel ([n, c], the same in both layouts): a broadcast over h and w.
 KILN_HD std::int64_t per_channel_index(const Dims4& d, std::int64_t i) { return i / (d.c * d.h * d.w) * d.c + d.channel_of(i); }

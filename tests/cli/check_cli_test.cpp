@@ -215,6 +215,41 @@ TEST(CliTrain, CudaWithoutADeviceIsAClearError) {
   EXPECT_FALSE(has(r.err, "cudaStreamCreate")) << r.err;
 }
 
+// --layout nhwc on the CPU trains and benchmarks (it was a usage error when the CPU ran NCHW
+// only); the header and bench's summary say so.
+TEST(CliTrain, CpuRunsNhwc) {
+  Scratch scratch("cpu_nhwc");
+  ASSERT_EQ(run_kiln("synth --out " + (scratch / "data") + " --train 64 --test 16").code, 0);
+  const std::string model = src("data/models/cifar_quick.yaml");
+  CliRun train = run_kiln("train " + model + " --device cpu --layout nhwc --steps 2 --batch 32 --data " + (scratch / "data") +
+                          " --out " + (scratch / "run"));
+  EXPECT_EQ(train.code, 0) << train.err;
+  EXPECT_TRUE(has(train.out, "device cpu (nhwc)")) << train.out;
+  CliRun bench = run_kiln("bench " + model + " --device cpu --layout nhwc --batch 8 --steps 1 --repeats 1");
+  EXPECT_EQ(bench.code, 0) << bench.err;
+  EXPECT_TRUE(has(bench.out, "threads, nhwc)")) << bench.out;
+}
+
+// A mistyped command or flag is named, with the closest one (the spec checker's suggestion),
+// instead of CLI11's "A subcommand is required" or "The following arguments were not
+// expected: 1 --epoch"; nonsense numbers are refused. All exit 2 (usage).
+TEST(CliErrors, CommandsAndFlagsReadWell) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"trian", "kiln: error: unknown command 'trian'; did you mean 'train'?"},
+      {"frobnicate", "kiln: error: unknown command 'frobnicate'\n    commands: check, train, eval, bench, synth, info"},
+      {"train --epoch 1", "kiln train: error: unknown flag --epoch; did you mean --epochs?"},
+      {"bench --stepz=3", "kiln bench: error: unknown flag --stepz; did you mean --steps?"},
+      {"check --frobnicate", "kiln check: error: unknown flag --frobnicate\n    hint: kiln check --help lists its flags"},
+      {"train --lr 0", "--lr: must be a positive number, got 0"},
+      {"train --epochs -1", "--epochs: must be a positive number, got -1"},
+  };
+  for (const auto& [args, expected] : cases) {
+    CliRun r = run_kiln(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_TRUE(has(r.err, expected)) << args << "\n" << r.err;
+  }
+}
+
 // An --out that is a file, or lies below one, is a usage error (exit 2) before any data is
 // read: here the data directory does not exist, and that error must not come first.
 TEST(CliTrain, OutThatIsAFileIsAUsageErrorUpFront) {
@@ -257,7 +292,7 @@ TEST(CliOptions, NumbersOutOfRangeReadWell) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"train " + model + " --batch 0", "--batch: must be a positive number, got 0"},
       {"train " + model + " --epochs -1", "--epochs: must be a positive number, got -1"},
-      {"train " + model + " --lr -0.1", "--lr: must be a number of at least 0, got -0.1"},
+      {"train " + model + " --lr -0.1", "--lr: must be a positive number, got -0.1"},
       {"check " + model + " --batch two", "--batch: must be a positive number, got two"},
       {"synth --out /nonexistent/kiln --train -5", "--train: must be a number of at least 0, got -5"},
   };

@@ -102,7 +102,7 @@ TEST(CudaKernels, DropoutMaskIsTheCpus) {
     h.bind();
     h.forward(true);
     DeviceBuffer<float> x(h.x[0]), y(count), dy(h.dy);
-    cuda::dropout_forward(pf, key, x.get(), y.get(), count, nullptr);
+    cuda::dropout_forward(pf, key, x.get(), y.get(), d, nullptr);
     const std::vector<float> got = y.download();
     std::int64_t dropped = 0, mask_differs = 0;
     for (std::size_t i = 0; i < got.size(); ++i) {
@@ -117,7 +117,7 @@ TEST(CudaKernels, DropoutMaskIsTheCpus) {
     // The rate: 1024 elements, p within 5 standard deviations (0.016).
     EXPECT_NEAR(static_cast<double>(dropped) / static_cast<double>(count), p, 0.08);
     check_dx(h, d, 1e-6, 1e-6, [&](float* dx, bool accumulate) {
-      cuda::dropout_backward(pf, key, dy.get(), dx, accumulate, count, nullptr);
+      cuda::dropout_backward(pf, key, dy.get(), dx, accumulate, d, nullptr);
     });
   }
 }
@@ -200,8 +200,8 @@ TEST(CudaKernels, ZeroSizeLaunchesAreSkipped) {
   cuda::activation_backward(OpKind::gelu, 0.0f, nullptr, nullptr, nullptr, true, 0, nullptr);
   cuda::scale_forward(2.0f, nullptr, nullptr, 0, nullptr);
   cuda::scale_backward(2.0f, nullptr, nullptr, false, 0, nullptr);
-  cuda::dropout_forward(0.5f, 1, nullptr, nullptr, 0, nullptr);
-  cuda::dropout_backward(0.5f, 1, nullptr, nullptr, false, 0, nullptr);
+  cuda::dropout_forward(0.5f, 1, nullptr, nullptr, Dims4{0, 3, 4, 4, false}, nullptr);
+  cuda::dropout_backward(0.5f, 1, nullptr, nullptr, false, Dims4{0, 3, 4, 4, false}, nullptr);
   cuda::copy_or_add(nullptr, nullptr, true, 0, nullptr);
   cuda::add2(nullptr, nullptr, nullptr, 0, nullptr);
   cuda::fill(nullptr, 1.0f, 0, nullptr);

@@ -29,8 +29,6 @@
 
 namespace kiln::test {
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
 // Waits for the device and surfaces any asynchronous kernel error as a DeviceError.
 inline void sync() {
   KILN_CUDA_CHECK(cudaDeviceSynchronize());
@@ -76,26 +74,8 @@ inline math::Dims4 dims_of(const Shape& s, std::int64_t n, bool nhwc) { return {
 
 inline const char* layout_name(bool nhwc) { return nhwc ? "NHWC" : "NCHW"; }
 
-// NCHW host data in d's layout (a copy when d is NCHW), and back.
-inline std::vector<float> to_layout(const std::vector<float>& nchw, const math::Dims4& d) {
-  std::vector<float> out(nchw.size());
-  std::size_t i = 0;
-  for (std::int64_t n = 0; n < d.n; ++n)
-    for (std::int64_t c = 0; c < d.c; ++c)
-      for (std::int64_t h = 0; h < d.h; ++h)
-        for (std::int64_t w = 0; w < d.w; ++w) out[static_cast<std::size_t>(d.at(n, c, h, w))] = nchw[i++];
-  return out;
-}
-
-inline std::vector<float> from_layout(const std::vector<float>& v, const math::Dims4& d) {
-  std::vector<float> out(v.size());
-  std::size_t i = 0;
-  for (std::int64_t n = 0; n < d.n; ++n)
-    for (std::int64_t c = 0; c < d.c; ++c)
-      for (std::int64_t h = 0; h < d.h; ++h)
-        for (std::int64_t w = 0; w < d.w; ++w) out[i++] = v[static_cast<std::size_t>(d.at(n, c, h, w))];
-  return out;
-}
+// d's layout back to NCHW (to_layout, from_layout(const float*) are in op_harness.hpp).
+inline std::vector<float> from_layout(const std::vector<float>& v, const math::Dims4& d) { return from_layout(v.data(), d); }
 
 // |got - want| <= atol + rtol * |want| element by element (atol = rtol = 0: equal), NaN
 // only where `want` has NaN. On failure names the count, the worst element and the first

@@ -1,6 +1,7 @@
-// conv's CPU forward and backward against a direct double-precision reference (plain
-// loops, no im2col) over a sweep of geometries, against central finite differences, and
-// the kernel contract: accumulate, dx == nullptr, frozen parameters, determinism.
+// conv's CPU kernels on every GEMM kernel and thread setup against a direct double-precision
+// reference, determinism run to run, an empty and a partial batch (workspace sizing), and
+// im2col's index math. Both layouts, finite differences and the dx/frozen contract are in
+// BackendOps (tests/ops/backend_ops_conv_test.cpp).
 #include <cblas.h>
 
 #include <chrono>
@@ -89,12 +90,6 @@ ConvRef reference(const OpHarness& h) {
 // backward sums up to n*P of them (dW), hence the larger absolute term.
 constexpr double kFwdAtol = 1e-4, kFwdRtol = 1e-4;
 constexpr double kBwdAtol = 5e-4, kBwdRtol = 1e-4;
-// Finite differences: L is linear in every input, so a central difference is exact but for
-// fp32 rounding of y (~1e-7 relative per element, summed over all of y).
-constexpr float kFdEps = 1e-2f;
-constexpr double kFdRtol = 1e-2;
-
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // Poisons everything the kernels must overwrite, so that a skipped write shows up as NaN.
 void poison(OpHarness& h) {
@@ -102,12 +97,6 @@ void poison(OpHarness& h) {
   std::fill(h.workspace.begin(), h.workspace.end(), kNaN);
   for (auto& g : h.grads) std::fill(g.begin(), g.end(), kNaN);
   for (auto& d : h.dx) std::fill(d.begin(), d.end(), kNaN);
-}
-
-std::vector<double> plus(const std::vector<float>& base, const std::vector<double>& delta) {
-  std::vector<double> r(delta);
-  for (std::size_t i = 0; i < r.size(); ++i) r[i] += base[i];
-  return r;
 }
 
 // How the GEMMs run, for one scope: on which kernel, and with how many OpenBLAS threads.
@@ -174,27 +163,6 @@ TEST_P(ConvSweep, MatchesReference) {
   }
 }
 
-TEST_P(ConvSweep, MatchesFiniteDifferences) {
-  const ConvCase& k = GetParam();
-  OpHarness h(conv_graph(k), "c", k.n);
-  h.forward();
-  h.backward();
-  const std::vector<float> dx = h.dx[0], dw = h.grads[0];
-  auto check = [&](float* v, float analytic, const char* what, std::size_t i) {
-    const double numeric = h.numeric_grad(v, kFdEps);
-    EXPECT_NEAR(numeric, analytic, kFdRtol * std::max(1.0, std::fabs(numeric))) << what << "[" << i << "]";
-  };
-  for (std::size_t i = 0; i < dx.size(); i += std::max<std::size_t>(1, dx.size() / 5))
-    check(&h.x[0][i], dx[i], "dx", i);
-  for (std::size_t i = 0; i < dw.size(); i += std::max<std::size_t>(1, dw.size() / 5))
-    check(&h.params[0][i], dw[i], "dW", i);
-  if (k.bias) {
-    const std::vector<float> db = h.grads[1];
-    for (std::size_t i = 0; i < db.size(); i += std::max<std::size_t>(1, db.size() / 3))
-      check(&h.params[1][i], db[i], "db", i);
-  }
-}
-
 // Every path of the kernel: im2col by whole shifted planes (stride 1, 'same' width) and row
 // by row, taps that see only padding, strides, dilations, groups, pointwise convs that read
 // their input directly, and batches split evenly and unevenly among threads (or smaller
@@ -232,64 +200,6 @@ const ConvCase& find_case(std::string_view name) {
 }
 
 const ConvCase kContract{"contract", 4, 8, 8, 6, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 2, true, 3};
-
-TEST(ConvCpu, AccumulateAddsIntoDx) {
-  OpHarness h(conv_graph(kContract), "c", kContract.n);
-  const std::vector<float> before = h.random(static_cast<std::int64_t>(h.dx[0].size()));
-  h.dx[0] = before;
-  h.cpu.accumulate[0] = true;
-  h.forward();
-  h.backward();
-  expect_close(plus(before, reference(h).dx), h.dx[0].data(), kBwdAtol, kBwdRtol, "dx after accumulate");
-}
-
-TEST(ConvCpu, AccumulateAddsIntoDxOfPointwise) {
-  const ConvCase& k = find_case("pointwise_wide");  // dx written by the GEMM itself
-  OpHarness h(conv_graph(k), "c", k.n);
-  const std::vector<float> before = h.random(static_cast<std::int64_t>(h.dx[0].size()));
-  h.dx[0] = before;
-  h.cpu.accumulate[0] = true;
-  h.forward();
-  h.backward();
-  expect_close(plus(before, reference(h).dx), h.dx[0].data(), kBwdAtol, kBwdRtol, "dx after accumulate");
-}
-
-TEST(ConvCpu, NullDxIsNotWritten) {
-  OpHarness h(conv_graph(kContract), "c", kContract.n);
-  std::fill(h.dx[0].begin(), h.dx[0].end(), 7.0f);
-  h.cpu.dx[0] = nullptr;
-  h.forward();
-  h.backward();
-  for (float v : h.dx[0]) ASSERT_EQ(v, 7.0f);
-  ConvRef r = reference(h);
-  expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW");
-  expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
-}
-
-TEST(ConvCpu, FrozenLeavesGradientsAndInputAlone) {
-  OpHarness h(conv_graph(kContract, /*frozen=*/true), "c", kContract.n);
-  ASSERT_EQ(h.cpu.grads[0], nullptr);
-  ASSERT_EQ(h.cpu.grads[1], nullptr);
-  for (auto& g : h.grads) std::fill(g.begin(), g.end(), 7.0f);
-  h.forward();
-  // A frozen layer's input is not kept for backward (BackwardNeeds), so it must not be read.
-  const ConvRef r = reference(h);
-  h.cpu.x[0] = nullptr;
-  h.backward();
-  for (const auto& g : h.grads)
-    for (float v : g) ASSERT_EQ(v, 7.0f);
-  expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx");
-}
-
-TEST(ConvCpu, GradientsOverwriteEveryCall) {
-  OpHarness h(conv_graph(kContract), "c", kContract.n);
-  h.forward();
-  h.backward();
-  const std::vector<float> dw = h.grads[0], db = h.grads[1];
-  h.backward();
-  EXPECT_EQ(h.grads[0], dw);
-  EXPECT_EQ(h.grads[1], db);
-}
 
 // No samples: nothing to read or write but the gradients, which are zero.
 TEST(ConvCpu, EmptyBatchGivesZeroGradients) {

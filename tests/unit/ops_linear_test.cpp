@@ -1,6 +1,6 @@
-// linear's CPU forward and backward against a double-precision reference and central
-// finite differences, and the kernel contract: accumulate, dx == nullptr, frozen
-// parameters, determinism.
+// linear's CPU kernels on every GEMM kernel and thread setup against a double-precision
+// reference, an empty batch, determinism run to run. Finite differences and the dx/frozen
+// contract are in BackendOps (tests/ops/backend_ops_conv_test.cpp).
 #include <cblas.h>
 
 #include <cstring>
@@ -61,8 +61,6 @@ LinearRef reference(const OpHarness& h) {
 // Forward sums `in` products of N(0,1) values in fp32 (in <= 300 here), backward `out` or n.
 constexpr double kFwdAtol = 1e-4, kFwdRtol = 1e-4;
 constexpr double kBwdAtol = 2e-4, kBwdRtol = 1e-4;
-constexpr float kFdEps = 1e-2f;
-constexpr double kFdRtol = 1e-2;
 
 void poison(OpHarness& h) {
   constexpr float nan = std::numeric_limits<float>::quiet_NaN();
@@ -135,24 +133,6 @@ TEST_P(LinearSweep, MatchesReference) {
   }
 }
 
-TEST_P(LinearSweep, MatchesFiniteDifferences) {
-  const LinearCase& k = GetParam();
-  OpHarness h(linear_graph(k), "fc", k.n);
-  h.forward();
-  h.backward();
-  const std::vector<float> dx = h.dx[0], dw = h.grads[0];
-  auto check = [&](float* v, float analytic, const char* what, std::size_t i) {
-    const double numeric = h.numeric_grad(v, kFdEps);
-    EXPECT_NEAR(numeric, analytic, kFdRtol * std::max(1.0, std::fabs(numeric))) << what << "[" << i << "]";
-  };
-  for (std::size_t i = 0; i < dx.size(); i += std::max<std::size_t>(1, dx.size() / 5))
-    check(&h.x[0][i], dx[i], "dx", i);
-  for (std::size_t i = 0; i < dw.size(); i += std::max<std::size_t>(1, dw.size() / 5))
-    check(&h.params[0][i], dw[i], "dW", i);
-  if (k.bias)
-    for (std::size_t i = 0; i < h.grads[1].size(); i += 3) check(&h.params[1][i], h.grads[1][i], "db", i);
-}
-
 const LinearCase kCases[] = {
     {"n1", Shape::chw(7, 1, 1), 5, true, 1},
     {"from_image", Shape::chw(4, 3, 5), 10, true, 6},
@@ -164,54 +144,6 @@ INSTANTIATE_TEST_SUITE_P(Cpu, LinearSweep, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<LinearCase>& info) { return std::string(info.param.name); });
 
 const LinearCase kContract{"contract", Shape::chw(6, 2, 2), 5, true, 4};
-
-TEST(LinearCpu, AccumulateAddsIntoDx) {
-  OpHarness h(linear_graph(kContract), "fc", kContract.n);
-  const std::vector<float> before = h.random(static_cast<std::int64_t>(h.dx[0].size()));
-  h.dx[0] = before;
-  h.cpu.accumulate[0] = true;
-  h.forward();
-  h.backward();
-  std::vector<double> expected = reference(h).dx;
-  for (std::size_t i = 0; i < expected.size(); ++i) expected[i] += before[i];
-  expect_close(expected, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx after accumulate");
-}
-
-TEST(LinearCpu, NullDxIsNotWritten) {
-  OpHarness h(linear_graph(kContract), "fc", kContract.n);
-  std::fill(h.dx[0].begin(), h.dx[0].end(), 7.0f);
-  h.cpu.dx[0] = nullptr;
-  h.forward();
-  h.backward();
-  for (float v : h.dx[0]) ASSERT_EQ(v, 7.0f);
-  LinearRef r = reference(h);
-  expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW");
-  expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
-}
-
-TEST(LinearCpu, FrozenLeavesGradientsAndInputAlone) {
-  OpHarness h(linear_graph(kContract, /*frozen=*/true), "fc", kContract.n);
-  ASSERT_EQ(h.cpu.grads[0], nullptr);
-  ASSERT_EQ(h.cpu.grads[1], nullptr);
-  for (auto& g : h.grads) std::fill(g.begin(), g.end(), 7.0f);
-  h.forward();
-  const LinearRef r = reference(h);
-  h.cpu.x[0] = nullptr;  // not kept for a frozen layer's backward, so it must not be read
-  h.backward();
-  for (const auto& g : h.grads)
-    for (float v : g) ASSERT_EQ(v, 7.0f);
-  expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx");
-}
-
-TEST(LinearCpu, GradientsOverwriteEveryCall) {
-  OpHarness h(linear_graph(kContract), "fc", kContract.n);
-  h.forward();
-  h.backward();
-  const std::vector<float> dw = h.grads[0], db = h.grads[1];
-  h.backward();
-  EXPECT_EQ(h.grads[0], dw);
-  EXPECT_EQ(h.grads[1], db);
-}
 
 // No samples: nothing to read or write but the gradients, which are zero.
 TEST(LinearCpu, EmptyBatchGivesZeroGradients) {

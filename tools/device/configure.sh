@@ -19,8 +19,8 @@
 #   KILN_JOBS           parallel jobs (default nproc)
 #   KILN_CMAKE_ARGS     extra arguments for the cmake configure step (split on spaces)
 #   KILN_ALLOW_CPU_ONLY=1  do not fail when CMake ends up CPU-only (for dry runs without CUDA)
-#   KILN_WERROR=1       keep -Werror (default: dropped through tools/device/no-werror.sh, because the
-#                       device's g++ is not CI's g++ 12 and a new warning must not fail the one run)
+#   KILN_WERROR=1       warnings are errors (default: not, as in any user's build: the device's g++
+#                       is not CI's g++ 12 and a new warning must not fail the one run)
 # Extra arguments are passed to `cmake --build`.
 set -euo pipefail
 
@@ -185,11 +185,10 @@ cmake_args=(
 )
 [ -n "$extra_flags" ] && cmake_args+=(-DCMAKE_CXX_FLAGS="$extra_flags" -DCMAKE_CUDA_FLAGS="$extra_flags")
 if [ "${KILN_WERROR:-0}" = 1 ]; then
-  cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=)
+  cmake_args+=(-DKILN_WERROR=ON)
 else
-  # "bash;script": works even if the copy to the device lost the execute bit
-  cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER="$(command -v bash);$here/tools/device/no-werror.sh")
-  say "-Werror dropped for this build (KILN_WERROR=1 keeps it)"
+  cmake_args+=(-DKILN_WERROR=OFF)
+  say "warnings are not errors in this build (KILN_WERROR=1 makes them so)"
 fi
 if [ -n "${KILN_CMAKE_ARGS:-}" ]; then read -r -a more <<<"$KILN_CMAKE_ARGS"; cmake_args+=("${more[@]}"); fi
 say "cmake ${cmake_args[*]}"

@@ -59,7 +59,8 @@ int run_bench(const BenchCliOptions& o) {
   }
   // The last line, for scripts: plain digits.
   if (b.device == Backend::cpu)
-    fmt::print("train: {:.0f} img/s (batch {}, {} threads)\n", r.median_images_per_sec, r.batch, r.threads);
+    fmt::print("train: {:.0f} img/s (batch {}, {} threads{})\n", r.median_images_per_sec, r.batch, r.threads,
+               b.layout == Layout::nhwc ? ", nhwc" : "");
   else
     fmt::print("train: {:.0f} img/s (batch {}, {})\n", r.median_images_per_sec, r.batch, r.backend);
   return 0;

@@ -47,4 +47,8 @@ nlohmann::json to_json(const Diagnostic& d);
 // Prints warnings (stderr).
 void print_warnings(const Graph& graph);
 
+// The command line as given, for run.yaml: set once by main.
+void set_command_line(int argc, char** argv);
+const std::vector<std::string>& command_line();
+
 }  // namespace kiln::cli

@@ -56,8 +56,8 @@ Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& 
   if (!allow_synthetic)
     throw UsageError("no data: give --data DIR, set KILN_CIFAR10_DIR, or get CIFAR-10 with tools/fetch-cifar10.sh");
   fmt::print(stderr,
-             "kiln: no CIFAR-10 found (--data, KILN_CIFAR10_DIR, data/cifar-10-batches-bin); training on a synthetic set made "
-             "in memory. Get CIFAR-10 with tools/fetch-cifar10.sh.\n");
+             "kiln: no CIFAR-10 found (--data, KILN_CIFAR10_DIR, data/cifar-10-batches-bin):\n"
+             "      training on a synthetic set made in memory; get CIFAR-10 with tools/fetch-cifar10.sh\n");
   description = "synthetic (kiln synth, seed 0)";
   Cifar10 data = make_synthetic_cifar10({});
   data.train.source = "synthetic";

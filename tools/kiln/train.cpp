@@ -1,16 +1,21 @@
 // kiln train: trains a model spec on CIFAR-10 (or a synthetic set), with a progress bar,
 // per-epoch summaries, OUT/metrics.jsonl and checkpoints; Ctrl-C saves and exits cleanly.
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <memory>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <fmt/format.h>
 #include <optional>
 #include <unistd.h>
 
 #include "cli.hpp"
+#include "terminal.hpp"
 
 namespace kiln::cli {
 
@@ -28,6 +33,7 @@ struct TrainOptions {
   std::string out;
   std::string init;
   std::string resume;
+  bool overwrite = false;
   bool no_augment = false;
   bool no_shuffle = false;
   int threads = 0;
@@ -51,6 +57,15 @@ extern "C" void on_signal(int) {
 
 std::string percent(double x) { return fmt::format("{:.2f}%", 100.0 * x); }
 
+// "41.3s", "12m05s", "2h03m".
+std::string duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e9) return "-";
+  if (seconds < 60) return fmt::format("{:.1f}s", seconds);
+  const auto s = static_cast<std::int64_t>(seconds);
+  if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60);
+}
+
 // A --out the run cannot write into is a usage error before any data is loaded (it was an
 // internal error, exit 3, after loading all of it): the folder itself, or its nearest
 // existing ancestor, must be a directory this process may write to.
@@ -66,6 +81,98 @@ void check_output_directory(const std::string& out) {
   if (::access(at.c_str(), W_OK) != 0)
     throw UsageError(fmt::format("--out '{}': cannot write into {} ({})\n    hint: pick a --out under a directory you can write to",
                                  out, at.string(), std::strerror(errno)));
+}
+
+namespace fs = std::filesystem;
+
+// The files a run writes into its folder; a folder holding any of them holds a run.
+constexpr const char* kRunFiles[] = {"run.yaml", "train_state.safetensors", "model.safetensors", "metrics.jsonl"};
+
+std::vector<std::string> run_files_in(const fs::path& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const char* name : kRunFiles)
+    if (fs::exists(dir / name, ec)) found.emplace_back(name);
+  return found;
+}
+
+// The default --out: runs/<model>/N for the first N not taken, so a run never lands on another.
+std::string next_free_run(const std::string& model) {
+  const fs::path base = fs::path("runs") / model;
+  std::error_code ec;
+  for (int n = 1;; ++n)
+    if (!fs::exists(base / std::to_string(n), ec)) return (base / std::to_string(n)).string();
+}
+
+// A run folder is data: a new run does not go into a folder that holds one, unless the user
+// says --overwrite, or resumes that very run. Checked before any data is loaded.
+// The command that resumes the run in `out`: until kiln reads the model and data back from
+// run.yaml, they are named again.
+std::string resume_command(const std::string& model, const TrainOptions& o, const std::string& out) {
+  return fmt::format("kiln train {}{} --resume {}", model, o.data.empty() ? "" : " --data " + o.data, out);
+}
+
+void refuse_to_overwrite(const std::string& out, const std::string& model, const TrainOptions& o) {
+  if (o.overwrite) return;
+  std::error_code ec;
+  if (!o.resume.empty() && fs::exists(out, ec) && fs::equivalent(o.resume, out, ec)) return;
+  const std::vector<std::string> found = run_files_in(out);
+  if (found.empty()) return;
+  std::string files;
+  for (const std::string& f : found) files += (files.empty() ? "" : ", ") + f;
+  throw Error(fmt::format("{} holds a run ({}); a new run there would overwrite it\n"
+                          "    hint: continue it with: {}; train into another --out; or pass --overwrite to "
+                          "replace it",
+                          out, files, resume_command(model, o, out)),
+              ExitCode::invalid_input);
+}
+
+// YAML's double-quoted scalars take JSON's escapes.
+std::string quoted(const std::string& s) { return nlohmann::json(s).dump(); }
+
+// OUT/run.yaml: what this run is, for whoever finds the folder later: the command line, the
+// model, the recipe with every flag applied, the data, where it ran, and which kiln. Written
+// atomically (a temporary file renamed over it).
+void write_run_yaml(const RunOptions& run, const std::string& model, const Graph& graph, const TrainConfig& c,
+                    const std::string& data, const std::string& data_description) {
+  fs::create_directories(run.out);
+  std::string command;
+  for (const std::string& a : command_line()) command += (command.empty() ? "" : ", ") + quoted(a);
+  std::string text = fmt::format(
+      "# Written by kiln train when the run started.\n"
+      "kiln: {{version: {}, build: {}}}\n"
+      "command: [{}]\n"
+      "cwd: {}\n"
+      "model: {{file: {}, name: {}}}\n"
+      "data: {{dir: {}, description: {}}}\n"
+      "device: {{backend: {}, layout: {}, dtype: {}, threads: {}}}\n"
+      "train:\n"
+      "  epochs: {}\n"
+      "  steps: {}\n"
+      "  batch: {}\n"
+      "  lr: {}\n"
+      "  momentum: {}\n"
+      "  weight_decay: {}\n"
+      "  label_smoothing: {}\n"
+      "  nesterov: {}\n"
+      "  augment: {{crop: {}, translate: {}, flip: {}, alternate_flip: {}}}\n"
+      "  shuffle: {}\n"
+      "  seed: {}\n"
+      "  init: {}\n"
+      "  resumed_from: {}\n",
+      quoted(KILN_VERSION_STRING), quoted(build_description()), command, quoted(fs::current_path().string()),
+      quoted(model), quoted(graph.name()), data.empty() ? "null" : quoted(fs::absolute(data).string()),
+      quoted(data_description), to_string(run.device), to_string(run.layout), to_string(run.dtype), run.threads,
+      c.epochs, run.max_steps ? std::to_string(*run.max_steps) : "null", c.batch, c.lr, c.momentum, c.weight_decay,
+      c.label_smoothing, c.nesterov, c.augment.crop, c.augment.translate, c.augment.flip, c.augment.alternate_flip, c.shuffle, c.seed, run.init.empty() ? "null" : quoted(run.init),
+      run.resume.empty() ? "null" : quoted(run.resume));
+  const fs::path path = fs::path(run.out) / "run.yaml", tmp = fs::path(run.out) / ".run.yaml.tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << text;
+    if (!f.flush()) throw Error(fmt::format("cannot write {}", tmp.string()), ExitCode::runtime);
+  }
+  fs::rename(tmp, path);
 }
 
 int run_train(const TrainOptions& o) {
@@ -85,8 +192,10 @@ int run_train(const TrainOptions& o) {
   run.device = resolve_device(o.device);
   run.threads = o.threads;
   run.max_steps = o.steps;
-  run.out = o.out.empty() ? (std::filesystem::path("runs") / spec.graph.name()).string() : o.out;
+  // --resume DIR goes on writing in DIR unless --out says otherwise.
+  run.out = !o.out.empty() ? o.out : !o.resume.empty() ? o.resume : next_free_run(spec.graph.name());
   check_output_directory(run.out);
+  refuse_to_overwrite(run.out, model, o);
   run.init = o.init;
   run.resume = o.resume;
   run.layout = *parse_layout(o.layout);
@@ -103,27 +212,72 @@ int run_train(const TrainOptions& o) {
   std::string data_description;
   Cifar10 data = resolve_data(o.data, true, data_description);
   Trainer trainer(spec.graph, config, run);
+  // A resumed run keeps the run.yaml it started with; a new one (or --overwrite) writes its
+  // own, and --overwrite first clears the old run's files, so none of them outlives it.
+  if (o.overwrite && o.resume.empty())
+    for (const std::string& f : run_files_in(run.out)) fs::remove(fs::path(run.out) / f);
+  if (!fs::exists(fs::path(run.out) / "run.yaml"))
+    write_run_yaml(run, model, spec.graph, config, o.data, data_description);
 
-  const bool tty = !o.json && isatty(STDERR_FILENO);
-  if (!o.json)
-    fmt::print("training {} ({}) on {}: {} train / {} test images, batch {}, {} epochs, lr {}, seed {}, device {}\n",
-               spec.graph.name(), model, data_description, data.train.size(), data.test.size(), config.batch, config.epochs,
-               config.lr, config.seed, to_string(run.device));
+  // On a terminal every line fits its width (paths lose leading folders first), the progress
+  // line is redrawn in place at most four times a second; elsewhere, plain whole lines.
+  const std::size_t out_width = o.json ? 0 : terminal_width(STDOUT_FILENO);
+  const std::size_t err_width = o.json ? 0 : terminal_width(STDERR_FILENO);
+  const bool tty = err_width > 0;
+  if (!o.json) {
+    const std::string device = fmt::format("device {}{}", to_string(run.device), run.layout == Layout::nhwc ? " (nhwc)" : "");
+    const std::string head = fmt::format("training {} (", spec.graph.name()), tail = "), " + device;
+    const std::size_t room = out_width > display_width(head + tail) ? out_width - display_width(head + tail) : 8;
+    fmt::print("{}\n", fit(head + (out_width ? shorten_path(model, room) : model) + tail, out_width));
+    fmt::print("{}\n", fit(fmt::format("data: {}, {} train / {} test images", data_description, data.train.size(),
+                                        data.test.size()),
+                            out_width));
+    // What will run: --steps stops early, the schedule still spans the epochs.
+    const std::string length = run.max_steps ? fmt::format("{} steps (schedule of {} epochs)", *run.max_steps, config.epochs)
+                                             : fmt::format("{} epochs", config.epochs);
+    fmt::print("{}\n", fit(fmt::format("run: {}, batch {}, lr {}, seed {}", length, config.batch, config.lr, config.seed),
+                            out_width));
+  }
   std::fflush(stdout);
-  trainer.on_step([&](const StepEvent& e) {
+
+  // The progress line: epoch k/N, step i/M, the epoch's running mean loss, img/s, ETA.
+  using Clock = std::chrono::steady_clock;
+  struct Progress {
+    Clock::time_point start = Clock::now(), last_draw{};
+    std::int64_t first_step = -1, epoch = -1, count = 0, epochs = 0;
+    double loss_sum = 0;
+  };
+  auto progress = std::make_shared<Progress>();
+  trainer.on_step([&, progress](const StepEvent& e) {
     if (o.json) return;
+    Progress& p = *progress;
+    if (p.first_step < 0) p.first_step = e.step - 1, p.start = Clock::now();
+    if (e.epoch != p.epoch) p.epoch = e.epoch, p.loss_sum = 0, p.count = 0;
+    p.loss_sum += e.loss;
+    ++p.count;
+    const std::int64_t per_epoch = std::max<std::int64_t>(e.batches_per_epoch, 1);
+    const std::int64_t target = run.max_steps ? std::min(*run.max_steps, e.total_steps) : e.total_steps;
+    const std::int64_t epochs = p.epochs = (target + per_epoch - 1) / per_epoch;
+    const double seconds = std::chrono::duration<double>(Clock::now() - p.start).count();
+    const std::int64_t done = e.step - p.first_step;
+    const std::string eta = done > 0 ? duration(seconds / static_cast<double>(done) *
+                                                static_cast<double>(std::max<std::int64_t>(target - e.step, 0)))
+                                     : "-";
+    const std::string line = fmt::format("epoch {}/{} step {}/{}  loss {:.4f}  {:.0f} img/s  ETA {}", e.epoch + 1, epochs,
+                                         e.batch_in_epoch, per_epoch, p.loss_sum / static_cast<double>(p.count),
+                                         e.images_per_sec, eta);
     if (tty) {
-      int width = 30;
-      auto filled = static_cast<int>(width * e.batch_in_epoch / std::max<std::int64_t>(e.batches_per_epoch, 1));
-      fmt::print(stderr, "\repoch {} [{}{}] {}/{}  loss {:.4f}  lr {:.6f}  {:.0f} img/s ", e.epoch + 1, std::string(filled, '='),
-                 std::string(width - filled, ' '), e.batch_in_epoch, e.batches_per_epoch, e.loss, e.lr, e.images_per_sec);
+      const auto now = Clock::now();
+      if (now - p.last_draw < std::chrono::milliseconds(250) && e.batch_in_epoch != per_epoch) return;
+      p.last_draw = now;
+      // One column short of the width: a line that fills it wraps on some terminals.
+      fmt::print(stderr, "\r{}\033[K", fit(line, err_width - 1));
       std::fflush(stderr);
-    } else if (e.batch_in_epoch % std::max<std::int64_t>(1, e.batches_per_epoch / 5) == 0) {
-      fmt::print(stderr, "epoch {} step {}/{}  loss {:.4f}  lr {:.6f}  {:.0f} img/s\n", e.epoch + 1, e.batch_in_epoch,
-                 e.batches_per_epoch, e.loss, e.lr, e.images_per_sec);
+    } else if (e.batch_in_epoch % std::max<std::int64_t>(1, per_epoch / 5) == 0) {
+      fmt::print(stderr, "{}\n", line);
     }
   });
-  trainer.on_epoch([&](const EpochEvent& e) {
+  trainer.on_epoch([&, progress](const EpochEvent& e) {
     if (tty) fmt::print(stderr, "\r\033[K");
     if (o.json) {
       nlohmann::json j{{"epoch", e.epoch + 1}, {"step", e.step}, {"train_loss", e.train_loss}, {"train_accuracy", e.train_accuracy},
@@ -131,9 +285,12 @@ int run_train(const TrainOptions& o) {
       j["test_accuracy"] = e.test_accuracy ? nlohmann::json(*e.test_accuracy) : nlohmann::json(nullptr);
       fmt::print("{}\n", j.dump());
     } else {
-      fmt::print("epoch {:>3}  train loss {:.4f}  train acc {}  test acc {}  lr {:.6f}  {:.0f} img/s  elapsed {:.1f}s\n",
-                 e.epoch + 1, e.train_loss, percent(e.train_accuracy), e.test_accuracy ? percent(*e.test_accuracy) : "-", e.lr,
-                 e.images_per_sec, e.elapsed_sec);
+      // The lr is in metrics.jsonl and --json: this line stays within 80 columns.
+      fmt::print("{}\n", fit(fmt::format("epoch {}/{}  train loss {:.4f} acc {}  test acc {}  {:.0f} img/s  {}", e.epoch + 1,
+                                          std::max(progress->epochs, e.epoch + 1), e.train_loss, percent(e.train_accuracy),
+                                          e.test_accuracy ? percent(*e.test_accuracy) : "-", e.images_per_sec,
+                                          duration(e.elapsed_sec)),
+                              out_width));
     }
     std::fflush(stdout);
   });
@@ -154,13 +311,17 @@ int run_train(const TrainOptions& o) {
 
   if (result.interrupted) {
     fmt::print(stderr, "kiln train: interrupted at step {}; saved {}/train_state.safetensors and model.safetensors. Resume with: "
-                       "kiln train {} --resume {}\n",
-               result.steps, run.out, model, run.out);
+                       "{}\n",
+               result.steps, run.out, resume_command(model, o, run.out));
     return 0;
   }
-  if (!o.json)
-    fmt::print("done: {} steps in {:.1f}s{}; weights in {}/model.safetensors\n", result.steps, result.seconds,
-               result.test_accuracy ? fmt::format(", test accuracy {}", percent(*result.test_accuracy)) : "", run.out);
+  if (!o.json) {
+    fmt::print("{}\n", fit(fmt::format("done: {} steps in {}{}", result.steps, duration(result.seconds),
+                                        result.test_accuracy ? fmt::format(", test accuracy {}", percent(*result.test_accuracy)) : ""),
+                            out_width));
+    const std::string weights = run.out + "/model.safetensors";
+    fmt::print("weights in {}\n", out_width ? shorten_path(weights, out_width > 12 ? out_width - 11 : 1) : weights);
+  }
   return 0;
 }
 
@@ -175,9 +336,10 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--epochs", o->epochs, "Epochs (may be fractional)")->check(positive());
   app->add_option("--steps", o->steps, "Stop after this many optimizer steps")->check(positive());
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
-  app->add_option("--lr", o->lr, "Peak learning rate")->check(non_negative());
+  app->add_option("--lr", o->lr, "Peak learning rate")->check(positive());
   app->add_option("--seed", o->seed, "Seed of initialization, shuffling, augmentation and dropout");
-  app->add_option("--out", o->out, "Output directory (default: runs/<model name>)");
+  app->add_option("--out", o->out, "Output directory (default: the next free runs/<model name>/N; with --resume, that run's)");
+  app->add_flag("--overwrite", o->overwrite, "Train into an --out that holds a run, replacing it");
   app->add_option("--init", o->init, "Initial weights (safetensors, PyTorch names)");
   app->add_option("--resume", o->resume, "Resume from a run's output directory");
   app->add_flag("--no-augment", o->no_augment, "No data augmentation");
