@@ -6,8 +6,8 @@ conv -> GroupNorm -> relu -> SE gate (global pool, linear, relu, linear, sigmoid
 Upsample(scale_factor=2, mode='nearest') -> mul by its own C x 1 x 1 global average ->
 conv -> GroupNorm (one group per channel) -> maxpool -> linear. PyTorch makes the initial
 weights (safetensors, kiln's = PyTorch's names), which `kiln train --init` loads; both train
-the same batches with the same recipe; every tensor of kiln's model.safetensors must match
-PyTorch's state_dict.
+the same batches with the same recipe, kiln once in NCHW and once in NHWC; every tensor of
+kiln's model.safetensors must match PyTorch's state_dict.
 
 Usage: se_groupnorm_vs_torch.py KILN_BIN WORKDIR
 Exit codes: 0 match, 1 mismatch, 77 PyTorch or safetensors missing (the test skips).
@@ -32,6 +32,7 @@ LR = 0.05
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-3
 MEAN, STD = 0.5, 0.25
+LAYOUTS = ("nchw", "nhwc")  # kiln trains in both; each must match PyTorch
 
 SPEC = f"""\
 name: se_groupnorm
@@ -117,11 +118,13 @@ def main():
     spec = os.path.join(work, "se_groupnorm.yaml")
     with open(spec, "w") as f:
         f.write(SPEC)
-    out = os.path.join(work, "run")
-    subprocess.run([kiln, "train", spec, "--data", data, "--init", os.path.join(work, "init.safetensors"), "--out", out,
-                    "--steps", str(STEPS), "--eval", "none", "--device", "cpu", "--threads", "1"], check=True,
-                   stdout=subprocess.DEVNULL)
-    got = load_file(os.path.join(out, "model.safetensors"))
+    runs = {}
+    for layout in LAYOUTS:
+        out = os.path.join(work, f"run_{layout}")
+        subprocess.run([kiln, "train", spec, "--data", data, "--init", os.path.join(work, "init.safetensors"), "--out",
+                        out, "--steps", str(STEPS), "--eval", "none", "--device", "cpu", "--threads", "1", "--layout",
+                        layout], check=True, stdout=subprocess.DEVNULL)
+        runs[layout] = load_file(os.path.join(out, "model.safetensors"))
 
     images, labels = read_cifar(data)
     x_all = (images.float() / 255.0 - MEAN) / STD
@@ -136,22 +139,31 @@ def main():
     want = model.state_dict()
 
     failed = False
+    for layout, got in runs.items():
+        failed |= compare(layout, got, want, init)
+    print("MISMATCH" if failed else f"kiln ({', '.join(LAYOUTS)}) matches PyTorch after {STEPS} steps")
+    return 1 if failed else 0
+
+
+def compare(layout, got, want, init):
+    """Prints each tensor's largest difference; True where one is out of tolerance."""
+    failed = False
     worst = 0.0
     if sorted(got) != sorted(want):
-        print(f"tensor names differ: kiln {sorted(got)} vs PyTorch {sorted(want)}")
-        return 1
+        print(f"{layout}: tensor names differ: kiln {sorted(got)} vs PyTorch {sorted(want)}")
+        return True
     for name in want:
         a, b = got[name].to(torch.float64), want[name].to(torch.float64)
         diff = (a - b).abs().max().item()
         scale = b.abs().max().item()
         moved = (want[name].to(torch.float64) - init[name].to(torch.float64)).abs().max().item()
         ok = diff <= 1e-5 + 1e-4 * scale
-        print(f"{name:24s} max |kiln - torch| {diff:.3e}  (max |torch| {scale:.3e}, moved {moved:.3e})"
+        print(f"{layout} {name:24s} max |kiln - torch| {diff:.3e}  (max |torch| {scale:.3e}, moved {moved:.3e})"
               f"{'' if ok else '  MISMATCH'}")
         failed |= not ok
         worst = max(worst, diff)
-    print("MISMATCH" if failed else f"kiln matches PyTorch after {STEPS} steps (largest difference {worst:.3e})")
-    return 1 if failed else 0
+    print(f"{layout}: largest difference {worst:.3e}{'  MISMATCH' if failed else ''}")
+    return failed
 
 
 if __name__ == "__main__":
