@@ -72,6 +72,25 @@ void batchnorm_backward(bool train, const float* x, const float* dy, const Dims4
                         const float* weight, float* dweight, float* dbias, const float* save_mean, const float* save_invstd,
                         const float* running_mean, const float* running_var, float eps, cudaStream_t s);
 
+// ---- groupnorm (cuda/kernels/groupnorm.cu), math/groupnorm.hpp ---------------------------
+// Statistics of each (sample, group) from its own values; no state: backward recomputes them.
+void groupnorm_forward(const float* x, const Dims4& dims, std::int64_t groups, const float* weight, const float* bias,
+                       float* y, float eps, cudaStream_t s);
+void groupnorm_backward(const float* x, const float* dy, const Dims4& dims, std::int64_t groups, const float* weight,
+                        float* dx, bool accumulate, float* dweight, float* dbias, float eps, cudaStream_t s);
+
+// ---- mul (cuda/kernels/mul.cu): y = a * b, b of a's dims or one value per channel -------
+void mul_forward(const float* a, const float* b, bool per_channel, const Dims4& dims, float* y, cudaStream_t s);
+// da = dy * b; db = dy * a, summed over h and w when b is per channel.
+void mul_backward(const float* a, const float* b, bool per_channel, const float* dy, const Dims4& dims, float* da,
+                  bool accumulate_a, float* db, bool accumulate_b, cudaStream_t s);
+
+// ---- upsample (cuda/kernels/upsample.cu): nearest, by integer factors ---------------------
+void upsample_forward(const float* x, const Dims4& in, float* y, const Dims4& out, std::int64_t scale_h,
+                      std::int64_t scale_w, cudaStream_t s);
+void upsample_backward(const float* dy, const Dims4& out, float* dx, const Dims4& in, bool accumulate,
+                       std::int64_t scale_h, std::int64_t scale_w, cudaStream_t s);
+
 // ---- bias (cuda/kernels/bias.cu): per-channel bias of conv and linear outputs ------------
 void bias_forward(float* y, const float* bias, const Dims4& dims, cudaStream_t s);
 void bias_backward(const float* dy, const Dims4& dims, float* dbias, cudaStream_t s);

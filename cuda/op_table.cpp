@@ -12,15 +12,14 @@ namespace kiln::cuda {
 
 namespace {
 
-// OpKind's last enumerator is concat; a new op extends the enum and this table together.
-constexpr std::size_t kOpCount = static_cast<std::size_t>(OpKind::concat) + 1;
+using detail::kOpCount;
 
 const std::array<const CudaOp*, kOpCount>& table() {
   static const std::array<const CudaOp*, kOpCount> ops = [] {
     const std::array<const CudaOp*, kOpCount> t = {
-        &kInputOp,  &kConvOp,        &kMaxPoolOp, &kAvgPoolOp,  &kGlobalAvgPoolOp, &kGlobalMaxPoolOp, &kBatchnormOp,
-        &kReluOp,   &kLeakyReluOp,   &kGeluOp,    &kSiluOp,     &kSigmoidOp,       &kTanhOp,          &kDropoutOp,
-        &kFlattenOp, &kScaleOp,      &kLinearOp,  &kAddOp,      &kConcatOp};
+#define KILN_OP(op, Camel) &k##Camel##Op,
+#include "graph/ops.def"
+    };
     check_op_table(t.data(), t.size());
     return t;
   }();

@@ -119,9 +119,9 @@ void check_op_table(const CudaOp* const* table, std::size_t count);
 // The build error of a layer cuDNN refuses: the layer, where in the spec, and cuDNN's words.
 Diagnostic cudnn_refusal(const Layer& layer, const std::string& what, const std::string& message);
 
-// The entries, one per file.
-extern const CudaOp kInputOp, kConvOp, kMaxPoolOp, kAvgPoolOp, kGlobalAvgPoolOp, kGlobalMaxPoolOp, kBatchnormOp, kReluOp,
-    kLeakyReluOp, kGeluOp, kSiluOp, kSigmoidOp, kTanhOp, kDropoutOp, kFlattenOp, kScaleOp, kLinearOp, kAddOp, kConcatOp;
+// The entries, one per file: kConvOp, kMaxPoolOp, ... (graph/ops.def lists them).
+#define KILN_OP(op, Camel) extern const CudaOp k##Camel##Op;
+#include "graph/ops.def"
 
 // Helpers the entries share.
 inline float* first_dx(const LayerRun& run) { return run.dx.empty() ? nullptr : run.dx[0]; }

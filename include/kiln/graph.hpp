@@ -39,7 +39,14 @@ enum class OpKind : std::uint8_t {
   linear,          ///< fully connected: x W^T + b
   add,             ///< element-wise sum of inputs of one shape
   concat,          ///< concatenation along channels
+  groupnorm,       ///< group normalization over channel groups, per sample (PyTorch's GroupNorm)
+  mul,             ///< element-wise product of two inputs; the second may be one value per channel
+  upsample,        ///< nearest-neighbour upsampling by an integer factor
 };
+
+/// The last enumerator of OpKind: a new op goes before it and is named here, the one place
+/// every op table (the graph's and each backend's) takes its size from.
+inline constexpr OpKind kLastOpKind = OpKind::upsample;
 
 /// The spelling of `op` in a model spec ("conv", "maxpool", ...).
 KILN_API std::string_view op_name(OpKind op);
@@ -84,15 +91,16 @@ struct Attrs {
   std::optional<Hw> stride;         ///< default: 1 for conv, the kernel for pools
   Padding pad;                      ///< conv, pools
   Hw dilation{1, 1};                ///< conv
-  std::int64_t groups = 1;          ///< conv
+  std::int64_t groups = 1;          ///< conv, groupnorm
   bool bias = true;                 ///< conv, linear, batchnorm (false: bias fixed at 0)
   bool ceil = false;                ///< pools: ceil instead of floor for the output size
-  double eps = 1e-5;                ///< batchnorm
+  double eps = 1e-5;                ///< batchnorm, groupnorm
   double momentum = 0.1;            ///< batchnorm, PyTorch's meaning
   bool weight = true;               ///< batchnorm (false: scale fixed at 1, not trained)
   double slope = 0.01;              ///< leaky_relu
   double p = 0.5;                   ///< dropout
   double factor = 1.0;              ///< scale
+  Hw scale{1, 1};                   ///< upsample: the integer factor of height and width
   std::optional<std::int64_t> in;   ///< conv/linear `in`, batchnorm `features`: checked
   bool frozen = false;              ///< layers with parameters: no parameter gradients
   double lr_scale = 1.0;            ///< layers with parameters: learning-rate multiplier
@@ -205,6 +213,15 @@ KILN_API LayerDef linear(std::int64_t out);
 KILN_API LayerDef add(std::vector<std::string> inputs);
 /// The named layers' outputs concatenated along channels.
 KILN_API LayerDef concat(std::vector<std::string> inputs);
+/// Group normalization over `groups` groups of channels (which it must divide).
+KILN_API LayerDef groupnorm(std::int64_t groups);
+/// The element-wise product of two named layers' outputs; the second may be C x 1 x 1 or a
+/// vector of C features (a squeeze-and-excitation gate), applied over height and width.
+KILN_API LayerDef mul(std::vector<std::string> inputs);
+/// Nearest-neighbour upsampling by `scale` in both directions.
+KILN_API LayerDef upsample(std::int64_t scale);
+/// Nearest-neighbour upsampling by `scale.h` rows and `scale.w` columns.
+KILN_API LayerDef upsample(Hw scale);
 }  // namespace layers
 
 /// What a parameter tensor is to its layer. `running_*` are batchnorm buffers (not trained).

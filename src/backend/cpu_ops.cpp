@@ -15,9 +15,8 @@ using CpuOpGetter = const CpuOp& (*)();
 
 // In OpKind order.
 constexpr auto kCpuOpGetters = std::to_array<CpuOpGetter>({
-    input_cpu_op, conv_cpu_op, maxpool_cpu_op, avgpool_cpu_op, global_avgpool_cpu_op, global_maxpool_cpu_op,
-    batchnorm_cpu_op, relu_cpu_op, leaky_relu_cpu_op, gelu_cpu_op, silu_cpu_op, sigmoid_cpu_op, tanh_cpu_op,
-    dropout_cpu_op, flatten_cpu_op, scale_cpu_op, linear_cpu_op, add_cpu_op, concat_cpu_op,
+#define KILN_OP(op, Camel) op##_cpu_op,
+#include "graph/ops.def"
 });
 static_assert(kCpuOpGetters.size() == kOpCount, "one CPU entry per OpKind, in OpKind order");
 

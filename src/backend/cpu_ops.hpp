@@ -47,25 +47,8 @@ void require_cpu_support(const Graph& graph, DType dtype, Layout layout);
 // got bf16"). An op with narrower kernels gives its own supports.
 std::optional<std::string> cpu_runs_fp32(const Layer& layer, DType dtype, Layout layout);
 
-// Per-op entries, one per file in src/layers/.
-const CpuOp& input_cpu_op();
-const CpuOp& conv_cpu_op();
-const CpuOp& maxpool_cpu_op();
-const CpuOp& avgpool_cpu_op();
-const CpuOp& global_avgpool_cpu_op();
-const CpuOp& global_maxpool_cpu_op();
-const CpuOp& batchnorm_cpu_op();
-const CpuOp& relu_cpu_op();
-const CpuOp& leaky_relu_cpu_op();
-const CpuOp& gelu_cpu_op();
-const CpuOp& silu_cpu_op();
-const CpuOp& sigmoid_cpu_op();
-const CpuOp& tanh_cpu_op();
-const CpuOp& dropout_cpu_op();
-const CpuOp& flatten_cpu_op();
-const CpuOp& scale_cpu_op();
-const CpuOp& linear_cpu_op();
-const CpuOp& add_cpu_op();
-const CpuOp& concat_cpu_op();
+// Per-op entries, one per file in src/layers/: `conv_cpu_op()`, ... (graph/ops.def lists them).
+#define KILN_OP(op, Camel) const CpuOp& op##_cpu_op();
+#include "graph/ops.def"
 
 }  // namespace kiln::detail

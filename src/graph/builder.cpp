@@ -149,6 +149,10 @@ bool resolve_inputs(const LayerDef& def, Layer& layer, const std::map<std::strin
     if (op.max_inputs == 1)
       report(fmt::format("{} takes one input, but from: names {}", op.name, n),
              "use add or concat to combine several tensors");
+    else if (op.min_inputs == op.max_inputs)
+      report(fmt::format("{} takes exactly {} inputs, but from: names {}", op.name, op.min_inputs, n));
+    else if (n > op.max_inputs)
+      report(fmt::format("{} takes at most {} inputs, but from: names {}", op.name, op.max_inputs, n));
     else
       report(fmt::format("{} needs at least {} inputs, but from: names {}", op.name, op.min_inputs, n));
     return false;

@@ -35,7 +35,10 @@ std::string describe_layer(const Layer& layer, bool geometry) {
       return out;
     }
     case OpKind::linear: return fmt::format("linear, out {}", a.out);
-    default: return name;
+    default: {
+      const auto describe = op_def(layer.op).describe;
+      return describe ? describe(layer) : name;
+    }
   }
 }
 

@@ -55,12 +55,24 @@ struct OpDef {
   // Forward FLOPs of one sample; nullopt on overflow.
   std::optional<std::int64_t> (*flops)(const Layer& layer, std::span<const Layer> before) = nullptr;
   BackwardNeeds (*backward_needs)(const Layer& layer) = nullptr;
+  // The constant a parameter of this role starts at (a normalization's scale 1, shift 0);
+  // nullptr: PyTorch's default kaiming-uniform of the layer's fan-in.
+  float (*initial_value)(ParamRole role) = nullptr;
+  // How errors name the layer ("groupnorm, 4 groups"); nullptr: the op's name.
+  std::string (*describe)(const Layer& layer) = nullptr;
 };
 
-// OpKind::concat is the last enumerator of OpKind (include/kiln/graph.hpp): a new op goes
-// before it or moves this. The op tables of the graph and of each backend static_assert
-// their size against it, and check at first use that entry i is OpKind i.
-inline constexpr std::size_t kOpCount = static_cast<std::size_t>(OpKind::concat) + 1;
+// The number of OpKinds, from kLastOpKind (include/kiln/graph.hpp, beside the enum). The op
+// tables of the graph and of each backend static_assert their size against it, and check at
+// first use that entry i is OpKind i.
+inline constexpr std::size_t kOpCount = static_cast<std::size_t>(kLastOpKind) + 1;
+
+// graph/ops.def, the list every op table is built from, has one line per OpKind.
+inline constexpr std::size_t kOpsListed = 0
+#define KILN_OP(op, Camel) +1
+#include "graph/ops.def"
+    ;
+static_assert(kOpsListed == kOpCount, "graph/ops.def must list every OpKind, in OpKind order");
 
 // The graph's op table, in OpKind order, checked by check_op_table on first use.
 std::span<const OpDef> op_table();
@@ -78,26 +90,9 @@ std::span<const KeyDef> param_keys();
 // "conv 3x3", or with geometry "conv 35x35, stride 1, pad 0".
 std::string describe_layer(const Layer& layer, bool geometry);
 
-// Per-op definitions, one per file in src/layers/.
-const OpDef& input_op();
-const OpDef& conv_op();
-const OpDef& maxpool_op();
-const OpDef& avgpool_op();
-const OpDef& global_avgpool_op();
-const OpDef& global_maxpool_op();
-const OpDef& batchnorm_op();
-const OpDef& relu_op();
-const OpDef& leaky_relu_op();
-const OpDef& gelu_op();
-const OpDef& silu_op();
-const OpDef& sigmoid_op();
-const OpDef& tanh_op();
-const OpDef& dropout_op();
-const OpDef& flatten_op();
-const OpDef& scale_op();
-const OpDef& linear_op();
-const OpDef& add_op();
-const OpDef& concat_op();
+// Per-op definitions, one per file in src/layers/: `conv_op()`, ... (graph/ops.def lists them).
+#define KILN_OP(op, Camel) const OpDef& op##_op();
+#include "graph/ops.def"
 
 // Shared by ops: elements of one sample (checked), and "elements x factor" FLOPs.
 std::optional<std::int64_t> elementwise_flops(const Layer& layer, std::span<const Layer> before);

@@ -15,9 +15,8 @@ using OpGetter = const OpDef& (*)();
 
 // In OpKind order.
 constexpr auto kOpGetters = std::to_array<OpGetter>({
-    input_op, conv_op, maxpool_op, avgpool_op, global_avgpool_op, global_maxpool_op, batchnorm_op,
-    relu_op, leaky_relu_op, gelu_op, silu_op, sigmoid_op, tanh_op, dropout_op,
-    flatten_op, scale_op, linear_op, add_op, concat_op,
+#define KILN_OP(op, Camel) op##_op,
+#include "graph/ops.def"
 });
 static_assert(kOpGetters.size() == kOpCount, "one getter per OpKind, in OpKind order");
 

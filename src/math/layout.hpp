@@ -48,4 +48,8 @@ KILN_HD std::int64_t logical_index(const Dims4& d, std::int64_t i) {
   return ((x.n * d.c + x.c) * d.h + x.h) * d.w + x.w;
 }
 
+// Where the element at offset i of `d` finds its sample's and channel's value in a tensor of
+// one value per channel ([n, c], the same in both layouts): a broadcast over h and w.
+KILN_HD std::int64_t per_channel_index(const Dims4& d, std::int64_t i) { return i / (d.c * d.h * d.w) * d.c + d.channel_of(i); }
+
 }  // namespace kiln::math

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "graph/op_def.hpp"
 #include "math/rng.hpp"
 
 namespace kiln::detail {
@@ -17,7 +18,10 @@ void init_params(Executor& executor, std::uint64_t seed) {
     const Param& param = params[p];
     const Layer& layer = graph.layers()[static_cast<std::size_t>(param.layer)];
     std::vector<float> values(static_cast<std::size_t>(param.elements));
-    if (layer.op == OpKind::batchnorm) {
+    const auto initial_value = op_def(layer.op).initial_value;
+    if (initial_value) {
+      std::fill(values.begin(), values.end(), initial_value(param.role));
+    } else if (layer.op == OpKind::batchnorm) {  // until batchnorm.cpp sets initial_value too
       float v = (param.role == ParamRole::weight || param.role == ParamRole::running_var) ? 1.0f : 0.0f;
       std::fill(values.begin(), values.end(), v);
     } else {

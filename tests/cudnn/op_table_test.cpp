@@ -15,7 +15,7 @@
 namespace kiln::test {
 namespace {
 
-constexpr std::size_t kOps = static_cast<std::size_t>(OpKind::concat) + 1;
+constexpr std::size_t kOps = detail::kOpCount;
 
 TEST(CudaOpTable, EveryOpInItsSlot) {
   for (std::size_t i = 0; i < kOps; ++i) {

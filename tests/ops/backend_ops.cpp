@@ -97,7 +97,11 @@ std::vector<std::vector<DxMode>> dx_passes(std::size_t inputs) {
   std::vector<DxMode> mixed(inputs);
   for (std::size_t k = 0; k < inputs; ++k)
     mixed[k] = k % 3 == 0 ? DxMode::accumulate : k % 3 == 1 ? DxMode::null : DxMode::overwrite;
-  return {std::vector<DxMode>(inputs, DxMode::overwrite), mixed, std::vector<DxMode>(inputs, DxMode::null)};
+  std::vector<std::vector<DxMode>> passes = {std::vector<DxMode>(inputs, DxMode::overwrite), mixed,
+                                             std::vector<DxMode>(inputs, DxMode::null)};
+  // Mixed never accumulates into input 1 (a two-input op's second, mul's gate): every input does.
+  if (inputs > 1) passes.push_back(std::vector<DxMode>(inputs, DxMode::accumulate));
+  return passes;
 }
 
 OpData random_data(const OpCase& c, const Graph& g) {

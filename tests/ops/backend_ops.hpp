@@ -93,8 +93,9 @@ std::uint64_t dropout_key(const Layer& layer, std::uint64_t step = 7);
 
 // How a backward treats one input's gradient.
 enum class DxMode { overwrite, accumulate, null };
-// The three ways Backward and Cuda run: every dx overwritten; mixed per input (input 0
-// accumulates, 1 is null, 2 overwrites, ...; a single input accumulates); every dx null.
+// The ways Backward and Cuda run: every dx overwritten; mixed per input (input 0
+// accumulates, 1 is null, 2 overwrites, ...; a single input accumulates); every dx null;
+// and with several inputs, every dx accumulated.
 std::vector<std::vector<DxMode>> dx_passes(std::size_t inputs);
 const char* to_string(DxMode m);
 
