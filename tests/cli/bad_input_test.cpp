@@ -320,6 +320,13 @@ TEST(BadInput, ResumeFromAnotherModelsDirectory) {
   Scratch s("resume");
   CliRun first = run_kiln("train " + kTiny + " --data " + synthetic() + " --out " + (s / "run") + " --steps 2 --threads 1");
   ASSERT_EQ(first.code, 0) << first.err;
+  // The run's run.yaml names its model (a usage error: the command line contradicts the run)...
+  CliRun other = run_kiln("train " + src("data/models/cifar_quick.yaml") + " --data " + synthetic() + " --out " +
+                          (s / "other") + " --resume " + (s / "run") + " --steps 1 --threads 1");
+  EXPECT_EQ(other.code, 2) << other.err;
+  EXPECT_TRUE(has(other.err, "    model " + src("data/models/cifar_quick.yaml") + " (the run's: " + kTiny + ")")) << other.err;
+  // ...and without it (a folder from before run.yaml), the training state does.
+  fs::remove(s / "run/run.yaml");
   expect_refused("train " + src("data/models/cifar_quick.yaml") + " --data " + synthetic() + " --out " + (s / "other") +
                      " --resume " + (s / "run") + " --steps 1 --threads 1",
                  (s / "run") + "/train_state.safetensors: this training state belongs to model 'fuzz_tiny', not 'cifar_quick'");

@@ -143,7 +143,8 @@ void resume_from_record(const RunRecord& r, const std::string& dir, const TrainO
   auto differs = [&](const std::string& what, const std::string& given, const std::string& recorded) {
     conflicts.push_back(fmt::format("{} {} (the run's: {})", what, given, recorded));
   };
-  if (!o.model.empty() && !same_path(o.model, r.model_file)) differs("model", o.model, r.model_file);
+  const bool other_model = !o.model.empty() && !same_path(o.model, r.model_file);
+  if (other_model) differs("model", o.model, r.model_file);
   if (o.data && (r.data_dir.empty() || !same_path(*o.data, r.data_dir)))
     differs("--data", *o.data, r.data_dir.empty() ? "the synthetic set made in memory" : r.data_dir);
   if (o.batch && *o.batch != r.train.batch) differs("--batch", std::to_string(*o.batch), std::to_string(r.train.batch));
@@ -155,14 +156,14 @@ void resume_from_record(const RunRecord& r, const std::string& dir, const TrainO
   if (o.dtype && *o.dtype != r.dtype) differs("--dtype", *o.dtype, r.dtype);
   if (!o.init.empty() && (r.init.empty() || !same_path(o.init, r.init)))
     differs("--init", o.init, r.init.empty() ? "none" : r.init);
-  // The spec's own recipe, if the file was edited since.
+  // The spec's own recipe, if the file was edited since (another model says enough).
   auto spec_differs = [&](const char* key, double now, double then) {
-    if (now != then) differs(fmt::format("the spec's {}", key), fmt::format("{}", now), fmt::format("{}", then));
+    if (now != then && !other_model) differs(fmt::format("the spec's {}", key), fmt::format("{}", now), fmt::format("{}", then));
   };
   spec_differs("momentum", spec_train.momentum, r.train.momentum);
   spec_differs("weight_decay", spec_train.weight_decay, r.train.weight_decay);
   spec_differs("label_smoothing", spec_train.label_smoothing, r.train.label_smoothing);
-  if (spec_train.nesterov != r.train.nesterov)
+  if (spec_train.nesterov != r.train.nesterov && !other_model)
     differs("the spec's nesterov", spec_train.nesterov ? "true" : "false", r.train.nesterov ? "true" : "false");
   if (!conflicts.empty()) {
     std::string list;
