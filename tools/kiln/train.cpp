@@ -73,7 +73,8 @@ void check_output_directory(const std::string& out) {
 namespace fs = std::filesystem;
 
 // The files a run writes into its folder; a folder holding any of them holds a run.
-constexpr const char* kRunFiles[] = {"run.yaml", "train_state.safetensors", "model.safetensors", "metrics.jsonl"};
+constexpr const char* kRunFiles[] = {"run.yaml", "train_state.safetensors", "model.safetensors", "metrics.jsonl",
+                                     "best.safetensors"};
 
 std::vector<std::string> run_files_in(const fs::path& dir) {
   std::vector<std::string> found;
@@ -228,14 +229,11 @@ int run_train(const TrainOptions& o) {
   trainer.on_epoch([&](const EpochEvent& e) {
     if (tty) fmt::print(stderr, "\r\033[K");
     if (o.json) {
-      nlohmann::json j{{"epoch", e.epoch + 1}, {"step", e.step}, {"train_loss", e.train_loss}, {"train_accuracy", e.train_accuracy},
-                       {"lr", e.lr}, {"images_per_sec", e.images_per_sec}, {"elapsed", e.elapsed_sec}};
-      j["test_accuracy"] = e.test_accuracy ? nlohmann::json(*e.test_accuracy) : nlohmann::json(nullptr);
-      fmt::print("{}\n", j.dump());
+      fmt::print("{}\n", metrics_record(e));  // the epoch's line in metrics.jsonl
     } else {
-      fmt::print("epoch {:>3}  train loss {:.4f}  train acc {}  test acc {}  lr {:.6f}  {:.0f} img/s  elapsed {:.1f}s\n",
-                 e.epoch + 1, e.train_loss, percent(e.train_accuracy), e.test_accuracy ? percent(*e.test_accuracy) : "-", e.lr,
-                 e.images_per_sec, e.elapsed_sec);
+      fmt::print("epoch {:>3}  train loss {:.4f}  train acc {}  test loss {}  test acc {}  lr {:.6f}  {:.0f} img/s  elapsed {:.1f}s\n",
+                 e.epoch + 1, e.train_loss, percent(e.train_accuracy), e.test_loss ? fmt::format("{:.4f}", *e.test_loss) : "-",
+                 e.test_accuracy ? percent(*e.test_accuracy) : "-", e.lr, e.images_per_sec, e.elapsed_sec);
     }
     std::fflush(stdout);
   });
