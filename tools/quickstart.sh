@@ -56,6 +56,18 @@ case "$cmd" in
     fi
     "$build/kiln" train data/models/cifar_quick.yaml "${extra[@]}" "$@"
     [ -n "$out" ] && echo "quickstart: the weights (model.safetensors) and metrics.jsonl are in $out"
+    # The curves, where matplotlib is installed (python3-matplotlib); nothing said otherwise.
+    run_dir=$out
+    prev=""
+    for a in "$@"; do
+      [ "$prev" = "--out" ] && run_dir=$a
+      [[ "$a" == --out=* ]] && run_dir=${a#--out=}
+      prev=$a
+    done
+    if [ -n "$run_dir" ] && [ -f "$run_dir/metrics.jsonl" ] && python3 -c "import matplotlib" >/dev/null 2>&1 &&
+      python3 tools/plot-runs.py "$run_dir" -o "$run_dir/curves.png" >/dev/null 2>&1; then
+      echo "quickstart: training curves in $run_dir/curves.png"
+    fi
     ;;
   test)
     install_missing

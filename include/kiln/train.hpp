@@ -136,7 +136,7 @@ struct RunOptions {
 struct StepEvent {
   std::int64_t step = 0;                 ///< steps done, from 1
   std::int64_t total_steps = 0;          ///< steps the whole run takes
-  std::int64_t epoch = 0;                ///< from 0
+  std::int64_t epoch = 0;                ///< from 0 (an index; metrics.jsonl, the terminal and --json show epoch + 1)
   std::int64_t batch_in_epoch = 0;       ///< batches done in this epoch, from 1
   std::int64_t batches_per_epoch = 0;    ///< optimizer steps in one epoch
   double loss = 0;                       ///< this step's loss as optimized (mean or sum)
@@ -146,15 +146,26 @@ struct StepEvent {
 
 /// After each epoch (and after a partial last epoch).
 struct EpochEvent {
-  std::int64_t epoch = 0;                ///< from 0
+  std::int64_t epoch = 0;                ///< from 0 (an index; metrics.jsonl, the terminal and --json show epoch + 1)
   std::int64_t step = 0;                 ///< optimizer steps done so far
   double train_loss = 0;                 ///< mean per-sample loss over the epoch
   double train_accuracy = 0;             ///< fraction of training images classified right, in [0, 1]
+  std::optional<double> test_loss;       ///< mean per-sample loss on the test set, when it was evaluated
   std::optional<double> test_accuracy;   ///< when the test set was evaluated
   double lr = 0;                         ///< learning rate at the epoch's last step
   double images_per_sec = 0;             ///< training throughput over the epoch
-  double elapsed_sec = 0;                ///< since fit() began
+  double train_seconds = 0;              ///< the epoch's training loop alone
+  double elapsed_sec = 0;                ///< since fit() began, this epoch's evaluation included
 };
+
+/// A step's line in OUT/metrics.jsonl (JSON, no newline):
+/// {"type":"step","step":S,"epoch":E,"loss":L,"lr":R}, with the epoch counted from 1.
+KILN_API std::string metrics_record(const StepEvent& event);
+/// An epoch's line in OUT/metrics.jsonl, also what `kiln train --json` prints:
+/// {"type":"epoch","step","epoch" (from 1),"train_loss","train_accuracy","test_loss",
+/// "test_accuracy" (both null when the test set was not evaluated after this epoch),"lr",
+/// "images_per_sec","train_seconds","elapsed"}.
+KILN_API std::string metrics_record(const EpochEvent& event);
 
 /// Accuracy of a model on a dataset.
 struct Evaluation {
@@ -194,7 +205,9 @@ class KILN_API Trainer {
 
   /// Trains on `data.train`, evaluating on `data.test` after each epoch. Writes
   /// OUT/metrics.jsonl, OUT/train_state.safetensors after each epoch and
-  /// OUT/model.safetensors at the end when RunOptions::out is set.
+  /// OUT/model.safetensors at the end when RunOptions::out is set; with
+  /// EvalPolicy::every_epoch also OUT/best.safetensors, the weights of the epoch with the
+  /// best test accuracy so far (the test set stands in for a validation split kiln lacks).
   TrainResult fit(const Cifar10& data);
   /// Asks a running fit() to stop after the current step, save and return (signal-safe).
   void request_stop();

@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "data/loader.hpp"
 #include "kiln/checkpoint.hpp"
@@ -20,6 +19,7 @@
 #include "plan/evaluation.hpp"
 #include "plan/weights.hpp"
 #include "train/init.hpp"
+#include "train/metrics.hpp"
 #include "train/optimizer.hpp"
 #include "train/state.hpp"
 #include "trace/trace.hpp"
@@ -47,31 +47,6 @@ bool next_batch(detail::Loader& loader, detail::HostBatch& batch) {
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// A resumed run continues `path` from step `step`: the lines of steps after it (written
-// before an interruption, and about to be run again) and a line cut short by kill -9 go.
-void keep_metrics_until(const std::filesystem::path& path, std::int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string kept, line;
-  while (std::getline(in, line)) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<std::int64_t>() <= step)
-      kept += line + '\n';
-  }
-  in.close();
-  // Written beside it and renamed over it: a kill now leaves the old file or the new one.
-  const std::filesystem::path temp = path.string() + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::out | std::ios::trunc);
-    out << kept;
-    out.flush();
-    if (!out) throw Error(fmt::format("cannot write {}", temp.string()), ExitCode::runtime);
-  }
-  std::error_code ec;
-  std::filesystem::rename(temp, path, ec);
-  if (ec) throw Error(fmt::format("cannot replace {}: {}", path.string(), ec.message()), ExitCode::runtime);
-}
-
 }  // namespace
 
 struct Trainer::Impl {
@@ -85,6 +60,7 @@ struct Trainer::Impl {
   detail::RunPosition position;
   bool fresh = true;             // initialized here, not from --init or --resume: data-dependent init still due
   std::int64_t saved_epoch = -1;  // the epoch after which the last training state was written
+  std::optional<double> best_accuracy;  // the best test accuracy after an epoch so far: best.safetensors's
 
   Impl(Graph g, TrainConfig c, RunOptions r) : graph(std::move(g)), config(std::move(c)), run(std::move(r)) {
     plan = detail::compile_plan(graph, plan_spec(config, run));
@@ -132,6 +108,16 @@ struct Trainer::Impl {
     if (final_weights)
       write_safetensors((std::filesystem::path(run.out) / "model.safetensors").string(),
                         detail::weights_file(*plan, position.step));
+  }
+
+  // OUT/best.safetensors: the weights of the epoch with the best test accuracy so far (the
+  // first of equals), chosen on the test set until kiln has a validation split. Written
+  // before the training state, so a kill between the two leaves a best that the resumed run
+  // recomputes.
+  void keep_if_best(double accuracy) {
+    if (run.out.empty() || (best_accuracy && accuracy <= *best_accuracy)) return;
+    best_accuracy = accuracy;
+    write_safetensors((std::filesystem::path(run.out) / "best.safetensors").string(), detail::weights_file(*plan, position.step));
   }
 
   [[noreturn]] void diverged(double loss, bool grads, std::int64_t step, std::int64_t epoch, double lr) {
@@ -190,7 +176,8 @@ struct Trainer::Impl {
       std::filesystem::create_directories(run.out);
       const auto path = std::filesystem::path(run.out) / "metrics.jsonl";
       std::error_code same_ec;
-      if (!run.resume.empty() && std::filesystem::equivalent(run.resume, run.out, same_ec)) keep_metrics_until(path, position.step);
+      if (!run.resume.empty() && std::filesystem::equivalent(run.resume, run.out, same_ec))
+        best_accuracy = detail::keep_metrics_until(path, position.step);
       metrics.open(path, std::ios::out | (run.resume.empty() ? std::ios::trunc : std::ios::app));
       if (!metrics) throw Error(fmt::format("cannot write {}/metrics.jsonl", run.out), ExitCode::runtime);
     }
@@ -216,7 +203,7 @@ struct Trainer::Impl {
         epoch_stats.correct += s.correct;
         epoch_stats.count += s.count;
         StepEvent ev{p.step, total, p.epoch, p.batch_in_epoch, per_epoch, loss, p.lr, p.images_per_sec};
-        if (metrics) metrics << nlohmann::json{{"step", ev.step}, {"epoch", ev.epoch}, {"loss", loss}, {"lr", p.lr}}.dump() << '\n';
+        if (metrics) metrics << metrics_record(ev) << '\n';
         if (step_callback) step_callback(ev);
       }
     };
@@ -250,14 +237,14 @@ struct Trainer::Impl {
         }
       }
       drain(true);
-      const double train_seconds = seconds_since(epoch_start);
       EpochEvent ev;
+      ev.train_seconds = seconds_since(epoch_start);
       ev.epoch = position.epoch;
       ev.step = position.step;
       ev.train_loss = epoch_stats.count ? epoch_stats.loss_sum / static_cast<double>(epoch_stats.count) : 0.0;
       ev.train_accuracy = epoch_stats.count ? static_cast<double>(epoch_stats.correct) / static_cast<double>(epoch_stats.count) : 0.0;
       ev.lr = lr;
-      ev.images_per_sec = static_cast<double>(seen) / std::max(train_seconds, 1e-9);
+      ev.images_per_sec = static_cast<double>(seen) / std::max(ev.train_seconds, 1e-9);
       if (epoch_done) {
         ++position.epoch;
         position.batch_in_epoch = 0;
@@ -268,18 +255,17 @@ struct Trainer::Impl {
       // A stop request (Ctrl-C, SIGTERM) saves and returns at once: evaluating the test set
       // first kept a user waiting (about 20 s for cifar_quick on two cores).
       if (evaluate_now && data.test.size() > 0 && !stop.load()) {
-        ev.test_accuracy = evaluate(data.test).accuracy;
+        const Evaluation test = evaluate(data.test);
+        ev.test_loss = test.loss;
+        ev.test_accuracy = test.accuracy;
         result.test_accuracy = ev.test_accuracy;
       }
       ev.elapsed_sec = seconds_since(start);
       if (metrics) {
-        nlohmann::json j{{"epoch", ev.epoch}, {"step", ev.step}, {"train_loss", ev.train_loss}, {"train_accuracy", ev.train_accuracy},
-                         {"lr", ev.lr}, {"images_per_sec", ev.images_per_sec}, {"train_seconds", train_seconds},
-                         {"elapsed", ev.elapsed_sec}};
-        j["test_accuracy"] = ev.test_accuracy ? nlohmann::json(*ev.test_accuracy) : nlohmann::json(nullptr);
-        metrics << j.dump() << '\n';
+        metrics << metrics_record(ev) << '\n';
         metrics.flush();
       }
+      if (ev.test_accuracy && run.evaluate == EvalPolicy::every_epoch) keep_if_best(*ev.test_accuracy);
       if (epoch_callback) epoch_callback(ev);
       save_checkpoint(last);
     }

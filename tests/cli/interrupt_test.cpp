@@ -200,13 +200,17 @@ TEST(Interrupt, KilledAtRandomPointsAndResumedEndsOnTheSameWeights) {
   ASSERT_FALSE(expected.empty());
   EXPECT_TRUE(expected == got) << "the weights after " << killed << " kills differ from an uninterrupted run's";
   EXPECT_TRUE(bytes_of(s / "whole/train_state.safetensors") == bytes_of(state));
+  // The best epoch's weights too: a kill between best.safetensors and the training state
+  // leaves a best the resumed run computes again.
+  ASSERT_FALSE(bytes_of(s / "whole/best.safetensors").empty());
+  EXPECT_TRUE(bytes_of(s / "whole/best.safetensors") == bytes_of(out + "/best.safetensors"));
   // metrics.jsonl: every step once, in order, with the uninterrupted run's loss (the steps run
   // again after a kill replace the killed run's lines; the epoch lines carry times).
   auto step_lines = [](const std::string& path) {
     std::vector<std::string> lines;
     std::ifstream in(path);
     for (std::string line; std::getline(in, line);)
-      if (line.find("\"elapsed\"") == std::string::npos) lines.push_back(line);
+      if (line.rfind("{\"type\":\"step\",", 0) == 0) lines.push_back(line);
     return lines;
   };
   const std::vector<std::string> whole_steps = step_lines(s / "whole/metrics.jsonl");

@@ -40,12 +40,12 @@ TEST_F(Folder, ASecondRunIntoTheSameFolderIsRefusedAndLeavesTheFirst) {
   const std::string out = s / "run";
   ASSERT_EQ(train("--out " + out).code, 0);
   const auto before = files_of(out);
-  ASSERT_EQ(before.size(), 4u);  // run.yaml, metrics.jsonl, model.safetensors, train_state.safetensors
+  ASSERT_EQ(before.size(), 5u);  // run.yaml, metrics.jsonl, model.safetensors, train_state.safetensors, best.safetensors
   // Refused before the data is read: the data directory named here does not exist.
   CliRun again = run_kiln("train " + kTiny + " --data " + (s / "no-such-data") + " --steps 2 --out " + out);
   EXPECT_EQ(again.code, 1) << again.err;
   EXPECT_TRUE(has(again.err, "kiln train: error: " + out + " holds a run (run.yaml, train_state.safetensors, "
-                                                          "model.safetensors, metrics.jsonl)"))
+                                                          "model.safetensors, metrics.jsonl, best.safetensors)"))
       << again.err;
   EXPECT_TRUE(has(again.err, "hint: continue it with: kiln train --resume " + out)) << again.err;
   EXPECT_TRUE(has(again.err, "--overwrite")) << again.err;

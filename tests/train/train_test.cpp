@@ -163,6 +163,34 @@ TEST(Training, StopRequestSkipsTheEvaluation) {
   EXPECT_TRUE(ended.fit(small_data()).test_accuracy.has_value());
 }
 
+// The epoch event carries the evaluation's loss and accuracy: those of Trainer::evaluate on the
+// same weights, and its metrics record says the same with the epoch counted from 1.
+TEST(Training, EpochEventCarriesTheTestLoss) {
+  RunOptions run;
+  run.threads = 1;
+  run.max_steps = 4;
+  Trainer t(dropout_bn_net(), recipe(), run);
+  std::vector<EpochEvent> events;
+  t.on_epoch([&](const EpochEvent& e) { events.push_back(e); });
+  t.fit(small_data());
+  ASSERT_FALSE(events.empty());
+  const EpochEvent& last = events.back();
+  ASSERT_TRUE(last.test_loss.has_value());
+  ASSERT_TRUE(last.test_accuracy.has_value());
+  const Evaluation again = t.evaluate(small_data().test);
+  EXPECT_EQ(*last.test_loss, again.loss);
+  EXPECT_EQ(*last.test_accuracy, again.accuracy);
+  EXPECT_GT(last.train_seconds, 0.0);
+  const std::string record = metrics_record(last);
+  EXPECT_TRUE(contains(record, "{\"type\":\"epoch\",\"step\":4,\"epoch\":" + std::to_string(last.epoch + 1) + ",")) << record;
+  EXPECT_TRUE(contains(record, "\"test_loss\":") && !contains(record, "null")) << record;
+  StepEvent step;
+  step.step = 1;
+  step.loss = 2.5;
+  step.lr = 0.125;
+  EXPECT_EQ(metrics_record(step), "{\"type\":\"step\",\"step\":1,\"epoch\":1,\"loss\":2.5,\"lr\":0.125}");
+}
+
 TEST(Training, WeightsRoundTripAndPredict) {
   TempDir dir("predict");
   RunOptions run;

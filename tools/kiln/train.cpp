@@ -87,7 +87,8 @@ void check_output_directory(const std::string& out) {
 namespace fs = std::filesystem;
 
 // The files a run writes into its folder; a folder holding any of them holds a run.
-constexpr const char* kRunFiles[] = {"run.yaml", "train_state.safetensors", "model.safetensors", "metrics.jsonl"};
+constexpr const char* kRunFiles[] = {"run.yaml", "train_state.safetensors", "model.safetensors", "metrics.jsonl",
+                                     "best.safetensors"};
 
 std::vector<std::string> run_files_in(const fs::path& dir) {
   std::vector<std::string> found;
@@ -352,17 +353,17 @@ int run_train(const TrainOptions& o) {
   trainer.on_epoch([&, progress](const EpochEvent& e) {
     if (tty) fmt::print(stderr, "\r\033[K");
     if (o.json) {
-      nlohmann::json j{{"epoch", e.epoch + 1}, {"step", e.step}, {"train_loss", e.train_loss}, {"train_accuracy", e.train_accuracy},
-                       {"lr", e.lr}, {"images_per_sec", e.images_per_sec}, {"elapsed", e.elapsed_sec}};
-      j["test_accuracy"] = e.test_accuracy ? nlohmann::json(*e.test_accuracy) : nlohmann::json(nullptr);
-      fmt::print("{}\n", j.dump());
+      fmt::print("{}\n", metrics_record(e));  // the epoch's line in metrics.jsonl
     } else {
-      // The lr is in metrics.jsonl and --json: this line stays within 80 columns.
-      fmt::print("{}\n", fit(fmt::format("epoch {}/{}  train loss {:.4f} acc {}  test acc {}  {:.0f} img/s  {}", e.epoch + 1,
-                                          std::max(progress->epochs, e.epoch + 1), e.train_loss, percent(e.train_accuracy),
-                                          e.test_accuracy ? percent(*e.test_accuracy) : "-", e.images_per_sec,
-                                          duration(e.elapsed_sec)),
-                              out_width));
+      // Within 80 columns with the img/s, which a narrower terminal loses first (the lr and
+      // the rest are in metrics.jsonl and --json).
+      const std::string head =
+          fmt::format("epoch {}/{}  train loss {:.4f} acc {}  test loss {} acc {}", e.epoch + 1,
+                      std::max(progress->epochs, e.epoch + 1), e.train_loss, percent(e.train_accuracy),
+                      e.test_loss ? fmt::format("{:.4f}", *e.test_loss) : "-", e.test_accuracy ? percent(*e.test_accuracy) : "-");
+      std::string line = fmt::format("{}  {:.0f} img/s  {}", head, e.images_per_sec, duration(e.elapsed_sec));
+      if (out_width && display_width(line) > out_width) line = fmt::format("{}  {}", head, duration(e.elapsed_sec));
+      fmt::print("{}\n", fit(line, out_width));
     }
     std::fflush(stdout);
   });

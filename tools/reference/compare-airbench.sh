@@ -48,7 +48,7 @@ for seed in $seeds; do
     --eval end --out "$out/kiln-$seed" >"$out/kiln-$seed.log" 2>&1 || { cat "$out/kiln-$seed.log"; exit 1; }
   "$py" - "$out/kiln-$seed/metrics.jsonl" "$seed" >>"$results" <<'EOF'
 import json, sys
-epochs = [j for j in map(json.loads, open(sys.argv[1])) if "train_seconds" in j]
+epochs = [j for j in map(json.loads, open(sys.argv[1])) if j.get("type") == "epoch"]
 print(json.dumps({"engine": "kiln", "seed": int(sys.argv[2]), "steps": epochs[-1]["step"],
                   "test_accuracy": epochs[-1]["test_accuracy"], "train_seconds": sum(e["train_seconds"] for e in epochs)}))
 EOF
