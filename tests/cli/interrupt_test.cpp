@@ -133,6 +133,30 @@ void expect_signal_saves(int sig) {
 }
 
 TEST(Interrupt, SigintSavesAndExitsZero) { expect_signal_saves(SIGINT); }
+
+// Two Ctrl-Cs in a row end the run within seconds, and whatever ended it — the second signal
+// (the handler gives SIGINT back its default action after the first) or the first one's save,
+// which on this tiny model may win the race — the training state on disk is whole: the resume
+// from it runs.
+TEST(Interrupt, TwoSigintsEndTheRunAndTheLastStateResumes) {
+  Scratch s("twice");
+  const std::string model = write_model(s, 100000), data = synthetic(s, 400), out = s / "run";
+  const std::string state = out + "/train_state.safetensors";
+  Training t({model, "--data", data, "--out", out, "--threads", "1"}, s / "log");
+  const auto until = Clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(state) && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(fs::exists(state)) << t.log();  // epoch 1's state (200 steps of batch 2)
+  t.signal(SIGINT);
+  t.signal(SIGINT);
+  const auto sent = Clock::now();
+  const int status = t.wait();
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - sent).count(), 5.0);
+  // Killed by the second signal, or (if the first one's save won the race) a clean exit.
+  EXPECT_TRUE((WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) || (WIFEXITED(status) && WEXITSTATUS(status) == 0))
+      << t.log();
+  CliRun resumed = run_kiln("train --resume " + out + " --steps 2");
+  EXPECT_EQ(resumed.code, 0) << resumed.err;
+}
 TEST(Interrupt, SigtermSavesAndExitsZero) { expect_signal_saves(SIGTERM); }
 
 std::string bytes_of(const std::string& path) {
