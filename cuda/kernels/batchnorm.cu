@@ -7,28 +7,12 @@
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/launch.cuh"
 #include "math/batchnorm.hpp"
 
 namespace kiln::cuda {
 
 namespace {
-
-constexpr int kThreads = 256;  // a power of two: block_sum halves it
-constexpr int kMaxBlocks = 65535;
-
-// Sum of every thread's `v` over the block, returned to every thread. `shared` holds
-// kThreads doubles; it is free again when this returns.
-__device__ double block_sum(double v, double* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
-    __syncthreads();
-  }
-  const double total = shared[0];
-  __syncthreads();
-  return total;
-}
 
 // Offset of value j (0 <= j < n*h*w, in (n, h, w) order) of channel c.
 __device__ std::int64_t channel_value(const Dims4& d, std::int64_t c, std::int64_t j) {
@@ -118,17 +102,13 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(bool train, const fl
   }
 }
 
-unsigned blocks_for(std::int64_t channels) {
-  return static_cast<unsigned>(channels < kMaxBlocks ? channels : kMaxBlocks);
-}
-
 }  // namespace
 
 void batchnorm_forward(bool train, const float* x, const Dims4& dims, float* y, const float* weight, const float* bias,
                        float* running_mean, float* running_var, float* save_mean, float* save_invstd, float momentum, float eps,
                        cudaStream_t s) {
   if (dims.c <= 0 || dims.count() <= 0) return;
-  forward_kernel<<<blocks_for(dims.c), kThreads, 0, s>>>(train, x, dims, y, weight, bias, running_mean, running_var,
+  forward_kernel<<<blocks_for_items(dims.c), kThreads, 0, s>>>(train, x, dims, y, weight, bias, running_mean, running_var,
                                                          save_mean, save_invstd, momentum, eps);
   KILN_CUDA_LAUNCH_CHECK();
 }
@@ -143,7 +123,7 @@ void batchnorm_backward(bool train, const float* x, const float* dy, const Dims4
     if (dbias) KILN_CUDA_CHECK(cudaMemsetAsync(dbias, 0, bytes, s));
     return;
   }
-  backward_kernel<<<blocks_for(dims.c), kThreads, 0, s>>>(train, x, dy, dims, dx, accumulate, weight, dweight, dbias,
+  backward_kernel<<<blocks_for_items(dims.c), kThreads, 0, s>>>(train, x, dy, dims, dx, accumulate, weight, dweight, dbias,
                                                           save_mean, save_invstd, running_mean, running_var, eps);
   KILN_CUDA_LAUNCH_CHECK();
 }

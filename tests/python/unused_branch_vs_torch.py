@@ -14,16 +14,13 @@ tensor of kiln's model.safetensors must match PyTorch's state_dict.
 Usage: unused_branch_vs_torch.py KILN_BIN WORKDIR
 Exit codes: 0 match, 1 mismatch, 77 PyTorch or safetensors missing (the test skips).
 """
-import os
-import shutil
-import subprocess
 import sys
 
 try:
-    import numpy as np
     import torch
     import torch.nn as nn
-    from safetensors.torch import load_file, save_file
+
+    import kiln_torch as kt  # beside this script: needs numpy and safetensors too
 except ImportError as e:  # the ctest registration maps 77 to a skip
     print(f"skipped: {e}")
     sys.exit(77)
@@ -83,66 +80,21 @@ class Net(nn.Module):
         return self.fc(torch.flatten(nn.functional.max_pool2d(cat, 4, 4), 1))
 
 
-def read_cifar(directory):
-    records = b"".join(open(os.path.join(directory, f"data_batch_{k}.bin"), "rb").read() for k in range(1, 6))
-    raw = np.frombuffer(records, dtype=np.uint8).reshape(-1, 3073)
-    labels = torch.from_numpy(raw[:, 0].astype(np.int64))
-    images = torch.from_numpy(raw[:, 1:].reshape(-1, 3, 32, 32).copy())
-    return images, labels
-
-
 def main():
     kiln, work = sys.argv[1], sys.argv[2]
-    shutil.rmtree(work, ignore_errors=True)  # this test's own scratch directory
-    os.makedirs(work)
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    data = os.path.join(work, "data")
-    subprocess.run([kiln, "synth", "--out", data, "--train", str(STEPS * BATCH), "--test", "10", "--seed", "3"],
-                   check=True, stdout=subprocess.DEVNULL)
-
+    kt.fresh_workdir(work)
+    data = kt.synth(kiln, work, STEPS * BATCH)
     model = Net()
     # Non-trivial batchnorm affine parameters and statistics, so every tensor is tested.
     with torch.no_grad():
         for bn in (model.bn1, model.probe_bn):
             bn.weight.uniform_(0.5, 1.5)
             bn.bias.uniform_(-0.2, 0.2)
-    init = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
-    save_file(init, os.path.join(work, "init.safetensors"))
-    spec = os.path.join(work, "unused_branch.yaml")
-    with open(spec, "w") as f:
-        f.write(SPEC)
-    out = os.path.join(work, "run")
-    subprocess.run([kiln, "train", spec, "--data", data, "--init", os.path.join(work, "init.safetensors"), "--out", out,
-                    "--steps", str(STEPS), "--eval", "none", "--device", "cpu", "--threads", "1"], check=True,
-                   stdout=subprocess.DEVNULL)
-    got = load_file(os.path.join(out, "model.safetensors"))
+    init = kt.save_init(model, work)
+    got = kt.train_kiln(kiln, work, "unused_branch", SPEC, data, STEPS)
+    want = kt.train_torch(model, data, STEPS, BATCH, MEAN, STD, LR, MOMENTUM, WEIGHT_DECAY)
 
-    images, labels = read_cifar(data)
-    x_all = (images.float() / 255.0 - MEAN) / STD
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    model.train()
-    for step in range(STEPS):
-        x = x_all[step * BATCH:(step + 1) * BATCH]
-        y = labels[step * BATCH:(step + 1) * BATCH]
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    want = model.state_dict()
-
-    failed = False
-    if sorted(got) != sorted(want):
-        print(f"tensor names differ: kiln {sorted(got)} vs PyTorch {sorted(want)}")
-        return 1
-    for name in want:
-        a, b = got[name].to(torch.float64), want[name].to(torch.float64)
-        diff = (a - b).abs().max().item()
-        scale = b.abs().max().item()
-        moved = (want[name].to(torch.float64) - init[name].to(torch.float64)).abs().max().item()
-        ok = diff <= 1e-5 + 1e-4 * scale
-        print(f"{name:24s} max |kiln - torch| {diff:.3e}  (max |torch| {scale:.3e}, moved {moved:.3e})"
-              f"{'' if ok else '  MISMATCH'}")
-        failed |= not ok
+    failed = kt.compare("kiln", got, want, init)
     # The probe's parameters get no gradient: unchanged even with weight decay (its
     # running statistics do move: its forward runs in training mode).
     for name in ("probe.weight", "probe.bias", "probe_bn.weight", "probe_bn.bias"):
