@@ -92,7 +92,7 @@ TEST_F(Folder, RunYamlSaysWhatRan) {
   ASSERT_EQ(train("--out " + out + " --lr 0.05 --seed 4").code, 0);
   const std::string yaml = slurp(out + "/run.yaml");
   for (const std::string& line :
-       {std::string("kiln: {version: \"") + KILN_VERSION_EXPECTED + "\"", std::string("model: {file: \"") + kTiny + "\"",
+       {std::string("kiln: {version: \"") + KILN_VERSION_EXPECTED + "\", commit: \"", std::string("model: {file: \"") + kTiny + "\"",
         std::string("data: {dir: \"") + data + "\"", std::string("\"--lr\", \"0.05\""), std::string("  lr: 0.05\n"),
         std::string("  seed: 4\n"), std::string("  steps: 2\n"), std::string("  batch: 16\n"),
         std::string("device: {backend: cpu, layout: nchw, dtype: fp32, threads: 1}")})

@@ -29,7 +29,7 @@ std::string to_yaml(const RunRecord& r) {
   const TrainConfig& c = r.train;
   return fmt::format(
       "# Written by kiln train when the run started; `kiln train --resume DIR` reads it back.\n"
-      "kiln: {{version: {}, build: {}}}\n"
+      "kiln: {{version: {}, commit: {}, build: {}}}\n"
       "command: [{}]\n"
       "cwd: {}\n"
       "model: {{file: {}, name: {}}}\n"
@@ -48,7 +48,7 @@ std::string to_yaml(const RunRecord& r) {
       "  shuffle: {}\n"
       "  seed: {}\n"
       "  init: {}\n",
-      quoted(r.version), quoted(r.build), command, quoted(r.cwd), quoted(r.model_file), quoted(r.model_name),
+      quoted(r.version), quoted(r.commit), quoted(r.build), command, quoted(r.cwd), quoted(r.model_file), quoted(r.model_name),
       quoted_or_null(r.data_dir), quoted(r.data_description), quoted(r.data_fingerprint), r.backend, r.layout, r.dtype,
       r.threads, number(c.epochs), r.steps ? std::to_string(*r.steps) : "null", c.batch, number(c.lr), number(c.momentum),
       c.nesterov, number(c.weight_decay), number(c.label_smoothing), c.augment.crop, c.augment.translate, c.augment.flip,
@@ -61,6 +61,7 @@ RunRecord read_run_record(const std::string& path) {
     const YAML::Node y = YAML::LoadFile(path);
     auto text = [](const YAML::Node& n) { return n && !n.IsNull() ? n.as<std::string>() : std::string(); };
     r.version = text(y["kiln"]["version"]);
+    r.commit = text(y["kiln"]["commit"]);
     r.build = text(y["kiln"]["build"]);
     for (const auto& a : y["command"]) r.command.push_back(a.as<std::string>());
     r.cwd = text(y["cwd"]);

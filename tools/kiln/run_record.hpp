@@ -12,7 +12,7 @@
 namespace kiln::cli {
 
 struct RunRecord {
-  std::string version, build;          // kiln's
+  std::string version, commit, build;  // kiln's (commit: the one its build was configured from)
   std::vector<std::string> command;    // the command line that started the run
   std::string cwd;                     // where it ran
   std::string model_file, model_name;  // model_file absolute

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.hpp"
+#include "commit.hpp"
 #include "run_record.hpp"
 #include "terminal.hpp"
 
@@ -274,6 +275,7 @@ int run_train(const TrainOptions& o) {
   } else if (!fs::exists(fs::path(run.out) / "run.yaml")) {
     RunRecord r;
     r.version = KILN_VERSION_STRING;
+    r.commit = KILN_GIT_COMMIT;
     r.build = build_description();
     r.command = command_line();
     r.cwd = fs::current_path().string();
