@@ -30,6 +30,10 @@ std::string cuda_unavailable_reason() {
 std::vector<DeviceInfo> cuda_devices() {
   std::vector<DeviceInfo> out;
   int count = cuda_device_count();
+  // cudaMemGetInfo reads the current device: each is made current in turn, and the one that
+  // was current before is current again after.
+  int current = 0;
+  const bool had_current = count > 0 && cudaGetDevice(&current) == cudaSuccess;
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp p{};
     if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
@@ -39,6 +43,8 @@ std::vector<DeviceInfo> cuda_devices() {
     cudaGetLastError();
     out.push_back(d);
   }
+  if (had_current) cudaSetDevice(current);
+  cudaGetLastError();
   return out;
 }
 

@@ -15,8 +15,13 @@ int select_device(const detail::CudaOptions& options) {
   if (options.dtype != DType::f32)
     throw DeviceError(fmt::format("the CUDA backend trains in fp32 only so far; {} is not implemented yet (use --dtype fp32)",
                                   to_string(options.dtype)));
-  if (cuda_device_count() == 0)
+  const int count = cuda_device_count();
+  if (count == 0)
     throw DeviceError(fmt::format("--device cuda: {}; train on the CPU with --device cpu", cuda_unavailable_reason()));
+  if (options.device >= count)
+    throw DeviceError(fmt::format("--device cuda:{}: no such device; this machine has {} (cuda:0{}; kiln info lists them)",
+                                  options.device, count == 1 ? "one" : std::to_string(count),
+                                  count == 1 ? "" : fmt::format(" to cuda:{}", count - 1)));
   KILN_CUDA_CHECK(cudaSetDevice(options.device));
   return options.device;
 }

@@ -17,6 +17,7 @@ namespace kiln {
 /// What bench() measures and how.
 struct BenchOptions {
   Backend device = Backend::cpu;  ///< the backend to time
+  int device_index = 0;           ///< CUDA: which device (cudaSetDevice)
   std::int64_t batch = 128;       ///< batch size of every step
   int threads = 0;            ///< 0: all cores
   Layout layout = Layout::nchw;   ///< CUDA: activation layout

@@ -103,7 +103,8 @@ ExecutionOptions resolve_options(const BenchOptions& options) {
                   .threads = options.threads,
                   .layout = options.layout,
                   .dtype = options.dtype,
-                  .autotune = options.autotune});
+                  .autotune = options.autotune,
+                  .device_index = options.device_index});
 }
 
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {

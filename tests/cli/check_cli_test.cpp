@@ -250,6 +250,28 @@ TEST(CliErrors, CommandsAndFlagsReadWell) {
   }
 }
 
+// --device cuda:N picks a device: a malformed index is a usage error (exit 2) in every
+// command that takes --device; an index with no such device, or no GPU, exits 3 with kiln's
+// message, as --device cuda does.
+TEST(CliDevice, CudaIndexParsing) {
+  for (const std::string& command : {std::string("train"), std::string("bench"), std::string("eval --weights x")}) {
+    for (const char* bad : {"cuda:x", "cuda:", "gpu", "cuda:-1", "cuda:1x"}) {
+      CliRun r = run_kiln(command + " " + src("data/models/cifar_quick.yaml") + " --device " + bad);
+      EXPECT_EQ(r.code, 2) << command << " --device " << bad << "\n" << r.err;
+      EXPECT_TRUE(has(r.err, "must be auto, cpu, cuda or cuda:N")) << r.err;
+    }
+  }
+  Scratch scratch("cuda_index");
+  ASSERT_EQ(run_kiln("synth --out " + (scratch / "data") + " --train 64 --test 16").code, 0);
+  CliRun r = run_kiln("train " + src("data/models/cifar_quick.yaml") + " --device cuda:7 --steps 1 --batch 32 --data " +
+                      (scratch / "data") + " --out " + (scratch / "run"));
+  EXPECT_EQ(r.code, 3) << r.err;
+  if (!KILN_HAVE_CUDA)
+    EXPECT_TRUE(has(r.err, "built without CUDA")) << r.err;
+  else
+    EXPECT_TRUE(has(r.err, "no CUDA device") || has(r.err, "--device cuda:7: no such device")) << r.err;
+}
+
 // An --out that is a file, or lies below one, is a usage error (exit 2) before any data is
 // read: here the data directory does not exist, and that error must not come first.
 TEST(CliTrain, OutThatIsAFileIsAUsageErrorUpFront) {

@@ -24,7 +24,7 @@ struct BenchCliOptions {
 int run_bench(const BenchCliOptions& o) {
   Spec spec = load_spec(o.model);
   BenchOptions b;
-  b.device = resolve_device(o.device);
+  b.device = resolve_device(o.device, &b.device_index);
   b.batch = o.batch.value_or(spec.train.batch);
   b.threads = o.threads;
   b.repeats = o.repeats;
@@ -72,7 +72,7 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   auto o = std::make_shared<BenchCliOptions>();
   CLI::App* app = root.add_subcommand("bench", "Time training steps and each layer's forward and backward");
   app->add_option("model", o->model, "Model spec (YAML)")->required();
-  app->add_option("--device", o->device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app->add_option("--device", o->device, "auto (default), cpu, cuda or cuda:N (a device index, see kiln info)")->check(device_choice());
   app->add_option("--batch", o->batch, "Batch size (default: the spec's train: batch)")->check(positive());
   app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(positive());
   app->add_option("--repeats", o->repeats, "Timed repetitions (the median is reported)")->check(positive())->capture_default_str();

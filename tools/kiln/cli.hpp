@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,11 @@ Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& 
 Cifar10 synthetic_data(std::string& description);
 
 // "cpu", "cuda", or "auto" (cuda when built with CUDA and a device is present).
-Backend resolve_device(const std::string& device);
+Backend resolve_device(const std::string& device, int* index = nullptr);
+// "cuda:N" -> N ("cuda" -> 0); nullopt for anything else.
+std::optional<int> cuda_index(const std::string& device);
+// The --device validator of train, eval and bench: auto, cpu, cuda or cuda:N.
+const CLI::Validator& device_choice();
 
 // Numeric option checks whose message reads "--batch: must be a positive number, got 0"
 // (CLI11's own print the range, with a 310-digit upper bound).

@@ -2,6 +2,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -68,10 +69,38 @@ Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& 
   return synthetic_data(description);
 }
 
-Backend resolve_device(const std::string& device) {
+std::optional<int> cuda_index(const std::string& device) {
+  if (device == "cuda") return 0;
+  if (device.rfind("cuda:", 0) != 0 || device.size() == 5 || device.size() > 9) return std::nullopt;
+  int index = 0;
+  for (char c : device.substr(5)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    index = index * 10 + (c - '0');
+  }
+  return index;
+}
+
+Backend resolve_device(const std::string& device, int* index) {
+  if (index) *index = 0;
   if (device == "cpu") return Backend::cpu;
-  if (device == "cuda") return Backend::cuda;
+  if (auto n = cuda_index(device)) {
+    if (index) *index = *n;
+    return Backend::cuda;
+  }
+  if (device != "auto")
+    throw UsageError(fmt::format("--device must be auto, cpu, cuda or cuda:N (N a device index, see kiln info), got '{}'",
+                                 device));
   return built_with_cuda() && cuda_device_count() > 0 ? Backend::cuda : Backend::cpu;
+}
+
+const CLI::Validator& device_choice() {
+  static const CLI::Validator v(
+      [](std::string& text) -> std::string {
+        if (text == "auto" || text == "cpu" || cuda_index(text)) return {};
+        return fmt::format("must be auto, cpu, cuda or cuda:N (N a device index, see kiln info), got '{}'", text);
+      },
+      "auto|cpu|cuda|cuda:N");
+  return v;
 }
 
 namespace {

@@ -24,7 +24,7 @@ int run_eval(const EvalOptions& o) {
   TrainConfig config = spec.train;
   if (o.batch) config.batch = *o.batch;
   RunOptions run;
-  run.device = resolve_device(o.device);
+  run.device = resolve_device(o.device, &run.device_index);
   run.threads = o.threads;
   run.init = o.weights;
   std::string description;
@@ -61,7 +61,7 @@ void add_eval(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--weights", o->weights, "Weights (safetensors)")->required();
   app->add_option("--data", o->data, "CIFAR-10 binary directory (default: $KILN_CIFAR10_DIR or data/cifar-10-batches-bin)");
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
-  app->add_option("--device", o->device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app->add_option("--device", o->device, "auto (default), cpu, cuda or cuda:N (a device index, see kiln info)")->check(device_choice());
   app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(positive());
   app->add_flag("--json", o->json, "Print JSON");
   commands.push_back({app, [o] { return run_eval(*o); }});

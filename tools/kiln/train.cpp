@@ -205,7 +205,7 @@ int run_train(const TrainOptions& o) {
   if (config.epochs <= 0) throw UsageError("--epochs must be positive");
 
   RunOptions run;
-  run.device = resolve_device(o.device ? *o.device : record ? record->backend : "auto");
+  run.device = resolve_device(o.device ? *o.device : record ? record->backend : "auto", &run.device_index);
   run.threads = o.threads ? *o.threads : record ? record->threads : 0;
   // --steps counts this invocation's steps: a resumed run goes on to its end unless given.
   run.max_steps = o.steps;
@@ -284,7 +284,8 @@ int run_train(const TrainOptions& o) {
     r.data_dir = absolute(data_dir);
     r.data_description = data_description;
     r.data_fingerprint = data_dir.empty() ? "" : data_fingerprint(data_dir);
-    r.backend = std::string(to_string(run.device));
+    r.backend = run.device == Backend::cuda && run.device_index > 0 ? fmt::format("cuda:{}", run.device_index)
+                                                                    : std::string(to_string(run.device));
     r.layout = std::string(to_string(run.layout));
     r.dtype = std::string(to_string(run.dtype));
     r.threads = run.threads;
@@ -407,7 +408,7 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   CLI::App* app = root.add_subcommand("train", "Train a model spec (default: data/models/cifar_quick.yaml)");
   app->add_option("model", o->model, "Model spec (YAML)");
   app->add_option("--data", o->data, "CIFAR-10 binary directory (default: $KILN_CIFAR10_DIR, data/cifar-10-batches-bin, else synthetic)");
-  app->add_option("--device", o->device, "auto (default), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app->add_option("--device", o->device, "auto (default), cpu, cuda or cuda:N (a device index, see kiln info)")->check(device_choice());
   app->add_option("--epochs", o->epochs, "Epochs (may be fractional)")->check(positive());
   app->add_option("--steps", o->steps, "Stop after this many optimizer steps")->check(positive());
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
