@@ -47,6 +47,7 @@ class CudaExecutor final : public detail::Executor {
   void backward(std::uint64_t step) override;
   void update(std::span<const math::SgdHyper> hyper) override;
   void collect_stats(bool wait, std::vector<detail::StepStats>& out) override;
+  void finish() override;
   bool make_resident(const Dataset& data) override;
 
   void read_logits(std::span<float> out) const override;

@@ -101,6 +101,10 @@ void CudaExecutor::backward(std::uint64_t step) {
 
 void CudaExecutor::collect_stats(bool wait, std::vector<detail::StepStats>& out) { stats_.take(wait, out); }
 
+// The update is the last work a step queues on the stream: waiting for the stream waits
+// for it (the statistics' event is recorded after backward, before the update).
+void CudaExecutor::finish() { KILN_CUDA_CHECK(cudaStreamSynchronize(device_.stream())); }
+
 void CudaExecutor::update(std::span<const math::SgdHyper> hyper) {
   trace::Range range("optimizer");
   LayerScope scope("the optimizer");

@@ -1,6 +1,8 @@
 #include "kiln/device.hpp"
+#include "trace/trace.hpp"
 
 #include <cublas_v2.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <fmt/format.h>
@@ -47,6 +49,14 @@ std::vector<DeviceInfo> cuda_devices() {
   cudaGetLastError();
   return out;
 }
+
+namespace trace {
+void capture(bool on) {
+  // Without a device (or a profiler) there is nothing to capture: errors are cleared, not raised.
+  if (cuda_device_count() > 0) (void)(on ? cudaProfilerStart() : cudaProfilerStop());
+  cudaGetLastError();
+}
+}  // namespace trace
 
 RuntimeInfo cuda_runtime_info() {
   RuntimeInfo r;

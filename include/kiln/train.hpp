@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -125,6 +126,10 @@ struct RunOptions {
   bool autotune = false;                 ///< CUDA: time the top cuDNN engines before training
   Pipeline pipeline = Pipeline::automatic;  ///< CUDA: how training batches reach the device
   int device_index = 0;                  ///< CUDA: which device (cudaSetDevice)
+  /// Steps [first, last] (from 1) run between cudaProfilerStart and cudaProfilerStop, for
+  /// `nsys profile --capture-range=cudaProfilerApi`; none when unset. Nothing to act on
+  /// without CUDA.
+  std::optional<std::pair<std::int64_t, std::int64_t>> profile_steps;
   std::optional<std::int64_t> max_steps; ///< stop after this many optimizer steps
   std::string out;                       ///< checkpoints and metrics.jsonl; empty: none written
   std::string init;                      ///< initial weights (safetensors)

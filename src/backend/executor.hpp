@@ -99,6 +99,10 @@ class Executor {
   // Appends them to `out` and forgets them; a caller that keeps `out` between steps makes
   // this allocate nothing.
   virtual void collect_stats(bool wait, std::vector<StepStats>& out) = 0;
+  // Returns once every step queued so far has finished, its optimizer update included: a
+  // device backend queues work on a stream (what a benchmark must wait for before it stops
+  // the clock); the CPU finishes each call before returning.
+  virtual void finish() {}
   // The same into a new vector (tests and one-off callers).
   std::vector<StepStats> take_stats(bool wait) {
     std::vector<StepStats> out;

@@ -62,6 +62,8 @@ class CompiledPlan {
     return stats_;
   }
   bool make_resident(const Dataset& data) { return executor_->make_resident(data); }
+  // Waits for every queued step, updates included (Executor::finish).
+  void finish() { executor_->finish(); }
   // Gets ready for the short last batch of `records` split into batches of `batch` (at most
   // capacity()), before the first step: Executor::prepare_batches.
   void prepare_remainder(std::int64_t records, std::int64_t batch) {

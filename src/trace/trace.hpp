@@ -14,6 +14,10 @@ inline void push(const char*) {}
 inline void pop() {}
 #endif
 
+// Starts (true) or stops (false) the CUDA profiler's capture: what `nsys profile
+// --capture-range=cudaProfilerApi` records (cudaProfilerStart/Stop). Nothing without CUDA.
+void capture(bool on);
+
 // Names must outlive the range (string literals, or names precomputed per layer).
 class Range {
  public:

@@ -41,6 +41,7 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
 
   for (int i = 0; i < o.warmup; ++i) train_step();
   plan->take_stats(true);
+  plan->finish();
   BenchResult r;
   r.batch = o.batch;
   r.threads = o.device == Backend::cpu ? plan->execution().threads : 0;
@@ -48,7 +49,10 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
   for (int rep = 0; rep < o.repeats; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
     for (int s = 0; s < o.steps_per_repeat; ++s) train_step();
-    plan->take_stats(true);  // waits for a device backend to finish the repetition
+    // The clock stops when the last step's update has run, not when its loss is known: a
+    // device backend's statistics arrive before the update that follows them.
+    plan->finish();
+    plan->take_stats(true);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.images_per_sec.push_back(static_cast<double>(o.batch * o.steps_per_repeat) / seconds);
   }
@@ -58,6 +62,7 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
 
   plan->set_profiling(true);
   for (int s = 0; s < o.steps_per_repeat; ++s) train_step();
+  plan->finish();
   plan->take_stats(true);
   auto times = plan->layer_times();
   for (const Layer& layer : graph.layers()) {

@@ -23,6 +23,7 @@
 #include "train/optimizer.hpp"
 #include "train/state.hpp"
 #include "trace/trace.hpp"
+#include "trace/trace.hpp"
 
 namespace kiln {
 
@@ -208,7 +209,16 @@ struct Trainer::Impl {
       }
     };
     const std::int64_t first_step = position.step;
+    // --profile-steps: the profiler captures steps [first, last] (from 1), the queue drained
+    // at both ends so the capture holds those steps' device work and no other.
+    bool capturing = false;
+    auto capture = [&](bool on) {
+      plan->finish();
+      trace::capture(on);
+      capturing = on;
+    };
     while (position.step < stop_at && !stop.load()) {
+      trace::Range epoch_range("epoch");  // its steps, evaluation and checkpoint
       const auto epoch_start = Clock::now();
       loader.start_epoch(position.epoch, position.batch_in_epoch);
       epoch_stats = {};
@@ -216,6 +226,8 @@ struct Trainer::Impl {
       detail::HostBatch batch;
       bool epoch_done = true;
       while (next_batch(loader, batch)) {
+        trace::Range step_range("step");
+        if (run.profile_steps && !capturing && position.step + 1 == run.profile_steps->first) capture(true);
         lr = config.lr * config.schedule.factor(position.step, total, per_epoch);
         auto hyper = detail::sgd_hyper(graph, config, config.schedule.factor(position.step, total, per_epoch), position.epoch);
         plan->train_step(batch, hyper, position.step, loss_options);
@@ -231,6 +243,7 @@ struct Trainer::Impl {
         pending.push_back({position.step, position.epoch, position.batch_in_epoch, lr,
                            static_cast<double>(seen) / std::max(seconds_since(epoch_start), 1e-9)});
         drain(false);
+        if (capturing && position.step >= run.profile_steps->second) capture(false);
         if (position.step >= stop_at || stop.load()) {
           epoch_done = position.batch_in_epoch >= per_epoch;
           break;
@@ -272,6 +285,7 @@ struct Trainer::Impl {
     // A run resumed after its last training state was written but before its weights were
     // (kill -9 between the two files) has no step left: write the weights, which may be
     // missing or an earlier interruption's.
+    if (capturing) capture(false);
     if (position.step == first_step) save_checkpoint(true);
     result.steps = position.step;
     result.interrupted = stop.load();

@@ -3,6 +3,7 @@
 #include "backend/executor.hpp"
 #include "kiln/cudnn.hpp"
 #include "kiln/device.hpp"
+#include "trace/trace.hpp"
 
 namespace kiln {
 
@@ -30,6 +31,10 @@ std::unique_ptr<Executor> make_cuda_executor(const Graph&, std::int64_t, const C
 }  // namespace detail
 
 int cuda_device_count() { return 0; }
+
+namespace trace {
+void capture(bool) {}
+}  // namespace trace
 
 std::string cuda_unavailable_reason() { return "this kiln was built without CUDA"; }
 

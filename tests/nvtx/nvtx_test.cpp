@@ -2,6 +2,8 @@
 // Nsight Systems would see them: names in the `kiln` domain and their nesting.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -51,27 +53,32 @@ TEST(NvtxRanges, TrainingRunEmitsLayerRangesInTheKilnDomain) {
   }
   EXPECT_TRUE(stack.empty()) << "unbalanced: " << stack.size() << " ranges left open";
 
-  std::map<std::string, int> top, in_eval;
+  // Where each range sits: at the top, directly in an epoch, in a training step, in evaluation.
+  std::map<std::string, int> top, in_epoch, in_step, in_eval;
   for (const auto& r : ranges) {
     if (r.parents.empty()) ++top[r.name];
-    else if (r.parents.front() == "evaluate") ++in_eval[r.name];
+    else if (r.parents.back() == "epoch") ++in_epoch[r.name];
+    else if (r.parents.back() == "step") ++in_step[r.name];
+    if (std::find(r.parents.begin(), r.parents.end(), "evaluate") != r.parents.end()) ++in_eval[r.name];
   }
-  // Two training steps (64 images, batch 32): every layer forward and backward once each.
+  // One epoch of two training steps (64 images, batch 32), then its evaluation.
+  EXPECT_EQ(top["epoch"], 1);
+  EXPECT_EQ(in_epoch["step"], 2);
+  EXPECT_EQ(in_epoch["evaluate"], 1);
+  EXPECT_GE(in_epoch["data/fetch"], 2);
+  // Every layer forward and backward once per step.
   for (const char* layer : {"conv1", "pool1", "relu1", "conv2", "pool3", "ip1", "ip2"}) {
-    EXPECT_EQ(top[std::string(layer) + "/fwd"], 2) << layer;
-    EXPECT_EQ(top[std::string(layer) + "/bwd"], 2) << layer;
+    EXPECT_EQ(in_step[std::string(layer) + "/fwd"], 2) << layer;
+    EXPECT_EQ(in_step[std::string(layer) + "/bwd"], 2) << layer;
     EXPECT_EQ(in_eval[std::string(layer) + "/fwd"], 1) << layer;  // 32 test images: one batch
     EXPECT_EQ(in_eval[std::string(layer) + "/bwd"], 0) << layer;
   }
-  EXPECT_EQ(top["conv1/bwd"], 2);
-  EXPECT_EQ(top["optimizer"], 2);
-  EXPECT_EQ(top["loss"], 2);
-  EXPECT_EQ(top["data/stage"], 2);
-  EXPECT_GE(top["data/fetch"], 2);
-  EXPECT_EQ(top["evaluate"], 1);
+  EXPECT_EQ(in_step["optimizer"], 2);
+  EXPECT_EQ(in_step["loss"], 2);
+  EXPECT_EQ(in_step["data/stage"], 2);
   EXPECT_EQ(in_eval["data/stage"], 1);
   // No backward range for the input, which needs no gradient.
-  EXPECT_EQ(top["input/bwd"], 0);
+  EXPECT_EQ(in_step["input/bwd"], 0);
   fs::remove_all(dir);
 }
 

@@ -36,6 +36,7 @@ struct TrainOptions {
   std::string init;
   std::string resume;
   bool overwrite = false;
+  std::string profile_steps;  // "A:B"
   bool no_augment = false;
   bool no_shuffle = false;
   std::optional<int> threads;
@@ -125,6 +126,21 @@ void refuse_to_overwrite(const std::string& out, const TrainOptions& o) {
                           "replace it",
                           out, files, resume_command(out)),
               ExitCode::invalid_input);
+}
+
+// --profile-steps A:B: steps A to B, from 1, A <= B.
+std::pair<std::int64_t, std::int64_t> parse_step_range(const std::string& text) {
+  const std::size_t colon = text.find(':');
+  auto number = [](const std::string& t) -> std::int64_t {
+    if (t.empty() || t.size() > 15 || t.find_first_not_of("0123456789") != std::string::npos) return 0;
+    return std::stoll(t);
+  };
+  const std::int64_t first = colon == std::string::npos ? 0 : number(text.substr(0, colon));
+  const std::int64_t last = colon == std::string::npos ? 0 : number(text.substr(colon + 1));
+  if (first < 1 || last < first)
+    throw UsageError(fmt::format("--profile-steps must be FIRST:LAST, steps from 1 with FIRST <= LAST (e.g. 50:60), got '{}'",
+                                 text));
+  return {first, last};
 }
 
 bool same_path(const std::string& a, const std::string& b) {
@@ -226,6 +242,7 @@ int run_train(const TrainOptions& o) {
   auto pipeline = parse_pipeline(o.pipeline);
   if (!pipeline) throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got '{}'", o.pipeline));
   run.pipeline = *pipeline;
+  if (!o.profile_steps.empty()) run.profile_steps = parse_step_range(o.profile_steps);
   run.evaluate = o.eval == "epoch" ? EvalPolicy::every_epoch : o.eval == "end" ? EvalPolicy::at_end : EvalPolicy::never;
 
   // The data: a resumed run's own, unchanged since it started (checked before reading it).
@@ -416,6 +433,9 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--seed", o->seed, "Seed of initialization, shuffling, augmentation and dropout");
   app->add_option("--out", o->out, "Output directory (default: the next free runs/<model name>/N; with --resume, that run's)");
   app->add_flag("--overwrite", o->overwrite, "Train into an --out that holds a run, replacing it");
+  app->add_option("--profile-steps", o->profile_steps,
+                  "CUDA: run steps FIRST:LAST between cudaProfilerStart/Stop, for nsys --capture-range=cudaProfilerApi "
+                  "(accepted without a GPU, with nothing to capture)");
   app->add_option("--init", o->init, "Initial weights (safetensors, PyTorch names)");
   app->add_option("--resume", o->resume, "Resume from a run's output directory");
   app->add_flag("--no-augment", o->no_augment, "No data augmentation");
