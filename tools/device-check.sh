@@ -52,9 +52,9 @@ add build 160 "KILN_BUILD_DIR=$build KILN_BUILD_TARGETS='kiln_cli kiln_gpu_tests
 add gpu 55 "$ctest_run -L '^gpu\$' -j 8 --timeout 45 --output-junit $work/ctest-gpu.xml"
 add cudnn 15 "$ctest_run -L '^cudnn\$' -j 8 --timeout 12 --output-junit $work/ctest-cudnn.xml"
 add info 5 "$kiln info --json >$work/info.json"
-add train 35 "$kiln train data/models/cifar_quick.yaml --device cuda --epochs 3 $data_flag --out $work/run-quick --json >$work/train.jsonl"
-add bench 30 "for m in cifar_quick:nchw resnet20:nchw resnet20:nhwc; do $kiln bench data/models/\${m%:*}.yaml --device cuda \
---batch 128 --layout \${m#*:} --repeats 3 --steps 10 | sed -n \"s|^train:|\$m: train:|p\" | tee -a $work/bench.txt; done"
+add train 35 "rm -rf $work/run-quick && $kiln train data/models/cifar_quick.yaml --device cuda --epochs 3 $data_flag --out $work/run-quick --json >$work/train.jsonl"
+add bench 30 "set -o pipefail; for m in cifar_quick:nchw resnet20:nchw resnet20:nhwc; do $kiln bench data/models/\${m%:*}.yaml \
+--device cuda --batch 128 --layout \${m#*:} --repeats 3 --steps 10 | sed -n \"s|^train:|\$m: train:|p\" | tee -a $work/bench.txt || exit; done"
 add sanitizer 40 "compute-sanitizer --tool memcheck --error-exitcode 7 $build/tests/kiln_gpu_tests \
 --gtest_filter='CudaExecutor.TrainingStepMatchesCpu*:CudaBatchnorm*'"
 add rest 65 "cmake --build $build -j 16 && $ctest_run -LE 'slow|gpu|cudnn' -j 16 --timeout 30 --output-junit $work/ctest-rest.xml"
