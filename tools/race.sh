@@ -6,15 +6,24 @@
 # training loop against the reference's (whitening and evaluation excluded on both sides).
 # Separate from tools/device-check.sh; run it only with device time left after the check.
 #
-#   tools/race.sh [SEEDS="0 1 2 3 4"] [EPOCHS=9.9]
+#   tools/race.sh [--print-commands] [SEEDS="0 1 2 3 4"] [EPOCHS=9.9]
 #
 # Data: $KILN_CIFAR10_DIR (the whole set: a subset would not measure the recipe). Writes the
 # runs under ${OUT:-/tmp}/race/ and prints a markdown block for data/results/gpu.md.
+# kiln: $KILN_BIN, else the device check's build, ${KILN_GPU_BUILD:-build-gpu}/kiln (never
+# compare-airbench.sh's own default, the CPU build's build/kiln). --print-commands resolves
+# every path and prints the commands the race would run, and runs nothing.
 # Never run on a GPU yet (2026-11-28): see data/results/gpu.md.
 set -euo pipefail
+dry_run=0
+[ "${1:-}" = --print-commands ] && { dry_run=1; shift; }
 data=$(realpath -e "${KILN_CIFAR10_DIR:?set KILN_CIFAR10_DIR to the CIFAR-10 binary directory (all 50,000 + 10,000 images)}")
 out=$(realpath -m "${OUT:-/tmp}/race")
+kiln=${KILN_BIN:+$(realpath -m "$KILN_BIN")}  # where it was started from; the rest from the repository
 cd "$(dirname "$0")/.."
+kiln=${kiln:-$(realpath -m "${KILN_GPU_BUILD:-build-gpu}/kiln")}
+[ -x "$kiln" ] || { echo "race: $kiln not built (tools/device-check.sh builds build-gpu/kiln; or set KILN_BIN)" >&2; exit 1; }
+export KILN_BIN=$kiln
 
 seeds=${1:-0 1 2 3 4}
 epochs=${2:-9.9}
@@ -27,17 +36,21 @@ export KILN_DEVICE=cuda
 # One interpreter for both the probe and the runs: the first with torch that sees the GPU.
 candidates="${KILN_PYTHON:-} python3 /usr/bin/python3"
 export KILN_PYTHON=
+[ $dry_run = 1 ] && candidates=""  # the probe imports torch: seconds; a dry run names no interpreter
 for py in $candidates; do
   if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     KILN_PYTHON=$py
     break
   fi
 done
-if [ -z "$KILN_PYTHON" ]; then
+if [ $dry_run = 1 ]; then
+  export KILN_COMPARE_DRY_RUN=1 KILN_PYTHON=python3
+elif [ -z "$KILN_PYTHON" ]; then
   echo "race: no Python here has torch with CUDA: kiln only, no PyTorch reference" >&2
   export KILN_COMPARE_TORCH=0 KILN_PYTHON=python3
 fi
 tools/reference/compare-airbench.sh "$data" "$epochs" "$seeds"
+[ $dry_run = 1 ] && exit 0
 {
   echo
   echo "### airbench race, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"

@@ -13,7 +13,9 @@
 # build/kiln and a Python with torch ($KILN_PYTHON, else /usr/bin/python3 when it has torch,
 # as Debian's python3-torch, else python3). Writes its runs under
 # ${KILN_COMPARE_OUT:-/tmp/kiln-compare-airbench}/ and the table to summary.txt there.
-# KILN_DEVICE=cuda runs both on the GPU; KILN_COMPARE_TORCH=0 runs kiln alone.
+# KILN_DEVICE=cuda runs both on the GPU; KILN_COMPARE_TORCH=0 runs kiln alone; KILN_BIN names
+# the kiln binary (tools/race.sh passes the device build's); KILN_COMPARE_DRY_RUN=1 prints the
+# commands, with every path resolved, and runs nothing.
 set -euo pipefail
 
 # Paths given relative to where the script was started from, made absolute before the cd.
@@ -32,7 +34,15 @@ if [ -z "$py" ]; then
   py=python3
   /usr/bin/python3 -c "import torch" 2>/dev/null && py=/usr/bin/python3
 fi
-[ -x "$kiln" ] || { echo "compare-airbench: $kiln not built (cmake --build build)" >&2; exit 1; }
+dry_run=${KILN_COMPARE_DRY_RUN:-0}
+[ -x "$kiln" ] || { echo "compare-airbench: $kiln not built (cmake --build build, or set KILN_BIN)" >&2; exit 1; }
+if [ "$dry_run" = 1 ]; then
+  for seed in $seeds; do
+    echo "$kiln train data/models/airbench.yaml --data $data --device $device --epochs $epochs --seed $seed --threads $threads --eval end --out $out/kiln-$seed"
+    if [ "$with_torch" = 1 ]; then echo "$py tools/reference/airbench_torch.py --data $data --device $device --epochs $epochs --seed $seed --threads $threads --json"; fi
+  done
+  exit 0
+fi
 if [ "$with_torch" = 1 ] && ! "$py" -c "import torch" 2>/dev/null; then
   echo "compare-airbench: $py has no torch (apt-get install python3-torch, or KILN_COMPARE_TORCH=0)" >&2
   exit 1
