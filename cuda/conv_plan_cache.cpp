@@ -63,7 +63,7 @@ ConvPlans& ConvPlanCache::build(const Graph& graph, const Layer& layer, std::int
 ExecPlan ConvPlanCache::shared(const BackendDescriptor& op, const std::string& key, std::int64_t limit, int candidates,
                                const std::string& what) {
   auto it = shared_.find(key);
-  if (it == shared_.end()) it = shared_.emplace(key, ExecPlan(handle_, op, limit, candidates, what)).first;
+  if (it == shared_.end()) it = shared_.emplace(key, ExecPlan(handle_, op, dtype_, policy_, limit, candidates, what)).first;
   return it->second.share();
 }
 

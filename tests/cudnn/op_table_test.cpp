@@ -104,7 +104,7 @@ TEST(CudaOpTable, AnUnusedConvolutionPlansForwardOnly) {
       .add(layers::linear(10).named("fc"));
   Graph g = b.build();
   const MemoryPlan memory = plan_memory(g, 4, DType::f32, PlanMode::train, Layout::nchw);
-  cuda::ConvPlanCache convs(nullptr, DType::f32, Layout::nchw);
+  cuda::ConvPlanCache convs(nullptr, DType::f32, Layout::nchw, cuda::EnginePolicy{});
   const cuda::PrepareContext probe = cuda::prepare_context(g, memory, g.layers()[2], convs, 4, -1, 1);
   EXPECT_FALSE(probe.output_grad);
   EXPECT_EQ(probe.input_grads, std::vector<bool>{true}) << "c1's gradient exists: c2 reaches the loss";
