@@ -21,8 +21,16 @@ Status conv_descriptors(ConvOps& out, const Graph& graph, const Layer& layer, st
 }
 
 GraphError no_engine_error(const Layer& layer, const char* pass, const std::string& where, const NoEngineError& e) {
-  return GraphError({cudnn_refusal(layer, fmt::format("{} convolution ({}): cuDNN has no engine for it", pass, where),
-                                   e.reason())});
+  Diagnostic d = cudnn_refusal(layer, fmt::format("{} convolution ({}): cuDNN has no engine for it", pass, where), e.reason());
+  const Padding& pad = layer.attrs.pad;
+  if (pad.top != pad.bottom || pad.left != pad.right)
+    d.hint = fmt::format("its padding differs between sides (top {}, bottom {}, left {}, right {}: pad: same with an even "
+                         "kernel), which cuDNN may not run; use an odd kernel, or explicit symmetric padding",
+                         pad.top, pad.bottom, pad.left, pad.right);
+  else if (e.reason().find("allows it") != std::string::npos)
+    d.hint = "kiln refused cuDNN's engines for their numerics (fp32 without TF32, deterministic results); "
+             "--tf32 or --nondeterministic lets it use them";
+  return GraphError({std::move(d)});
 }
 
 ConvPlans& ConvPlanCache::build(const Graph& graph, const Layer& layer, std::int64_t n, bool data_grad, bool filter_grad,
@@ -63,7 +71,7 @@ ConvPlans& ConvPlanCache::build(const Graph& graph, const Layer& layer, std::int
 ExecPlan ConvPlanCache::shared(const BackendDescriptor& op, const std::string& key, std::int64_t limit, int candidates,
                                const std::string& what) {
   auto it = shared_.find(key);
-  if (it == shared_.end()) it = shared_.emplace(key, ExecPlan(handle_, op, limit, candidates, what)).first;
+  if (it == shared_.end()) it = shared_.emplace(key, ExecPlan(handle_, op, dtype_, policy_, limit, candidates, what)).first;
   return it->second.share();
 }
 

@@ -39,7 +39,8 @@ struct ConvBinding {
 class ConvPlanCache {
  public:
   // `handle` must outlive the cache (DeviceContext is declared before it).
-  ConvPlanCache(cudnnHandle_t handle, DType dtype, Layout layout) : handle_(handle), dtype_(dtype), layout_(layout) {}
+  ConvPlanCache(cudnnHandle_t handle, DType dtype, Layout layout, const EnginePolicy& policy)
+      : handle_(handle), dtype_(dtype), layout_(layout), policy_(policy) {}
   ConvPlanCache(const ConvPlanCache&) = delete;
   ConvPlanCache& operator=(const ConvPlanCache&) = delete;
 
@@ -64,6 +65,7 @@ class ConvPlanCache {
   cudnnHandle_t handle_;
   DType dtype_;
   Layout layout_;
+  EnginePolicy policy_;
   // Declared in the order they may be destroyed last-first: descriptors outlive the plans
   // finalized from them.
   std::vector<std::unique_ptr<ConvOps>> ops_;

@@ -57,7 +57,7 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
       plan_(plan_memory(graph, batch, DType::f32, PlanMode::train, options.layout)),
       batch_sizes_(planned_batch_sizes(batch, options.batch_sizes)),
       device_(options),  // first to touch the device: kiln's message when there is none
-      convs_(device_.cudnn(), options.dtype, options.layout),
+      convs_(device_.cudnn(), options.dtype, options.layout, {.tf32 = options.tf32, .deterministic = options.deterministic}),
       staging_(batch, graph.input_shape(), options.pipeline) {
   check_memory_before_planning();
   // What `kiln check --target cuda` runs: a layer cuDNN refuses is a build error (GraphError).
@@ -240,7 +240,8 @@ void CudaExecutor::read_ema(std::size_t i, std::span<float> out) const { copy_pa
 void CudaExecutor::write_ema(std::size_t i, std::span<const float> in) { upload_param(i, in, ema_); }
 
 std::string CudaExecutor::describe() const {
-  return fmt::format("cuda, {}, fp32, {}", device_.name(), to_string(options_.layout));
+  return fmt::format("cuda, {}, fp32, {}{}{}", device_.name(), to_string(options_.layout), options_.tf32 ? ", tf32" : "",
+                     options_.deterministic ? "" : ", nondeterministic");
 }
 
 }  // namespace kiln::cuda

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "cuda/check.hpp"
 #include "kiln/device.hpp"
 #include "kiln/error.hpp"
 
@@ -38,7 +39,11 @@ DeviceContext::DeviceContext(const detail::CudaOptions& options)
     : index_(select_device(options)),
       name_(device_name(index_)),
       cudnn_(make_cudnn_handle(stream_.get())),
-      cublas_(make_cublas_handle(stream_.get())) {}
+      cublas_(make_cublas_handle(stream_.get())) {
+  // cuBLAS keeps fp32 GEMMs in fp32 unless told otherwise, but NVIDIA_TF32_OVERRIDE or a
+  // library default could change that: state the choice, as cuDNN's engine filter does.
+  KILN_CUBLAS_CHECK(cublasSetMathMode(cublas_.get(), options.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+}
 
 DeviceContext::~DeviceContext() {
   if (stream_.get()) cudaStreamSynchronize(stream_.get());

@@ -15,7 +15,9 @@ std::vector<std::string> cudnn_unsupported(const Graph& graph, const Target& tar
   if (cuda_device_count() == 0) throw DeviceError(cuda_unavailable_reason());
   const MemoryPlan memory = plan_memory(graph, target.batch, DType::f32, PlanMode::train, target.layout);
   cuda::CudnnHandle handle = cuda::make_cudnn_handle(nullptr);
-  cuda::ConvPlanCache convs(handle.get(), target.dtype, target.layout);  // destroyed before the handle
+  // kiln's default engine policy (no TF32, deterministic): what a run without --tf32 or
+  // --nondeterministic would be offered.
+  cuda::ConvPlanCache convs(handle.get(), target.dtype, target.layout, cuda::EnginePolicy{});  // destroyed before the handle
   std::vector<std::string> missing;
   for (const Layer& layer : graph.layers()) {
     const cuda::CudaOp& op = cuda::cuda_op(layer.op);

@@ -31,8 +31,8 @@ std::int64_t engine_index(const BackendDescriptor& config) {
 NoEngineError::NoEngineError(const std::string& what, std::string reason)
     : DeviceError(fmt::format("cuDNN has no engine for {}: {}", what, reason)), reason_(std::move(reason)) {}
 
-ExecPlan::ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std::int64_t workspace_limit, int candidates,
-                   const std::string& what)
+ExecPlan::ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, DType dtype, const EnginePolicy& policy,
+                   std::int64_t workspace_limit, int candidates, const std::string& what)
     : core_(std::make_shared<Core>()) {
   BackendDescriptor& graph = core_->graph;
   std::vector<Candidate>& found = core_->candidates;
@@ -54,7 +54,9 @@ ExecPlan::ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std
       last_error = cudnn_message(s);
       continue;
     }
-    constexpr int kMaxConfigs = 16;
+    // Enough that the policy's refusals (on Hopper, most of the fastest fp32 engines are
+    // TF32) still leave candidates.
+    constexpr int kMaxConfigs = 64;
     std::vector<BackendDescriptor> configs;
     std::vector<cudnnBackendDescriptor_t> raw;
     for (int i = 0; i < kMaxConfigs; ++i) {
@@ -70,6 +72,10 @@ ExecPlan::ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std
     }
     for (std::int64_t i = 0; i < std::min<std::int64_t>(returned, kMaxConfigs); ++i) {
       if (static_cast<int>(found.size()) >= std::max(1, candidates)) break;
+      if (std::string why; !engine_allowed(engine_config_notes(configs[static_cast<std::size_t>(i)].get()), dtype, policy, &why)) {
+        last_error = fmt::format("engine {} refused: {}", engine_index(configs[static_cast<std::size_t>(i)]), why);
+        continue;
+      }
       Candidate c;
       c.plan = BackendDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
       cudnnBackendDescriptor_t cfg = configs[static_cast<std::size_t>(i)].get();

@@ -1,8 +1,8 @@
 #pragma once
 
 // One cuDNN graph-API operation made executable on the device: an operation graph, engine
-// configurations from the heuristics (mode A, then FALLBACK), the first that finalizes
-// within the workspace limit (or, with autotuning, the fastest of the first few), and a
+// configurations from the heuristics (mode A, then FALLBACK), the first that the engine
+// policy allows (cuda/engine_filter.hpp) and that finalizes within the workspace limit (or, with autotuning, the fastest of the first few), and a
 // variant pack built once, since a plan's pointers never change.
 #include <cstdint>
 #include <memory>
@@ -12,6 +12,7 @@
 
 #include "cuda/check.hpp"
 #include "cuda/cudnn_backend.hpp"
+#include "cuda/engine_filter.hpp"
 #include "kiln/error.hpp"
 
 namespace kiln::cuda {
@@ -30,9 +31,10 @@ class NoEngineError : public DeviceError {
 class ExecPlan {
  public:
   // Throws NoEngineError naming `what` and quoting cuDNN when no engine runs the operation,
-  // DeviceError when a cuDNN call fails otherwise.
-  ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, std::int64_t workspace_limit, int candidates,
-           const std::string& what);
+  // DeviceError when a cuDNN call fails otherwise. Engines `policy` refuses for a `dtype`
+  // operation are skipped (the error then says which note refused the last one).
+  ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, DType dtype, const EnginePolicy& policy,
+           std::int64_t workspace_limit, int candidates, const std::string& what);
   // Another binding of the same cuDNN plan (layers of identical shapes share one): the
   // engine choice is shared, the pointers are not.
   ExecPlan share() const;

@@ -97,7 +97,8 @@ void bias_backward(const float* dy, const Dims4& dims, float* dbias, cudaStream_
 
 // ---- loss (cuda/kernels/loss.cu), math/loss.hpp -------------------------------------------
 // Per-sample softmax cross-entropy; adds the summed loss to *loss_sum and the number of
-// correct argmaxes to *correct (device accumulators, read a step later); writes
+// correct argmaxes to *correct (device accumulators, read a step later) in a fixed order
+// (one block, no atomics: the same sum every run); writes
 // dlogits * grad_scale when dlogits is not nullptr.
 void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std::int64_t n, int classes, float smoothing,
                            float grad_scale, float* dlogits, double* loss_sum, unsigned long long* correct, cudaStream_t s);

@@ -1,28 +1,37 @@
-// Softmax cross-entropy with label smoothing: one thread per sample (classes is small), the
-// row's math is math/loss.hpp's. The batch's loss and correct count are added to device
-// accumulators with atomics, so their sum order (not the per-sample values) differs from
-// the CPU's.
+// Softmax cross-entropy with label smoothing: the row's math is math/loss.hpp's. One block
+// does the whole batch (a batch is at most a few thousand rows of a few classes): each
+// thread takes rows tid, tid + kThreads, ... in order, and the block adds the threads'
+// partial sums in a fixed tree (block_sum), so the batch's loss is the same double on every
+// run. No atomics: their order varies from run to run, and so would the last bits of the
+// loss that metrics.jsonl and a resumed run report.
 #include <cstdint>
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/launch.cuh"
 #include "math/loss.hpp"
 
 namespace kiln::cuda {
 
 namespace {
 
-constexpr int kThreads = 128;
-
 __global__ void loss_kernel(const float* logits, const std::int32_t* labels, std::int64_t n, int classes, float smoothing,
                             float grad_scale, float* dlogits, double* loss_sum, unsigned long long* correct) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+  __shared__ double partial[kThreads];
+  double loss = 0;
+  double right = 0;  // counts below 2^53 are exact in a double
+  for (std::int64_t i = threadIdx.x; i < n; i += kThreads) {
     const std::int64_t row = i * classes;
     const math::SampleLoss s = math::softmax_cross_entropy(logits + row, classes, labels[i], smoothing, grad_scale,
                                                            dlogits ? dlogits + row : nullptr);
-    if (loss_sum) atomicAdd(loss_sum, static_cast<double>(s.loss));
-    if (correct && s.correct) atomicAdd(correct, 1ull);
+    loss += static_cast<double>(s.loss);
+    right += s.correct ? 1.0 : 0.0;
+  }
+  const double loss_total = block_sum(loss, partial);
+  const double right_total = block_sum(right, partial);
+  if (threadIdx.x == 0) {
+    if (loss_sum) *loss_sum += loss_total;
+    if (correct) *correct += static_cast<unsigned long long>(right_total);
   }
 }
 
@@ -31,9 +40,7 @@ __global__ void loss_kernel(const float* logits, const std::int32_t* labels, std
 void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std::int64_t n, int classes, float smoothing,
                            float grad_scale, float* dlogits, double* loss_sum, unsigned long long* correct, cudaStream_t s) {
   if (n <= 0 || classes <= 0) return;
-  const std::int64_t blocks = (n + kThreads - 1) / kThreads;
-  loss_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0, s>>>(
-      logits, labels, n, classes, smoothing, grad_scale, dlogits, loss_sum, correct);
+  loss_kernel<<<1, kThreads, 0, s>>>(logits, labels, n, classes, smoothing, grad_scale, dlogits, loss_sum, correct);
   KILN_CUDA_LAUNCH_CHECK();
 }
 

@@ -23,6 +23,8 @@ struct BenchOptions {
   Layout layout = Layout::nchw;   ///< CUDA: activation layout
   DType dtype = DType::f32;       ///< CUDA: activation type
   bool autotune = false;          ///< CUDA: time the top cuDNN engines first
+  bool tf32 = false;              ///< CUDA, fp32: allow TF32 tensor cores
+  bool nondeterministic = false;  ///< CUDA: allow nondeterministic cuDNN engines
   int warmup = 3;             ///< untimed training steps first
   int repeats = 7;            ///< timed repetitions; the median is reported
   int steps_per_repeat = 5;   ///< training steps per repetition

@@ -37,6 +37,12 @@ struct CompileOptions {
   bool autotune = false;
   /// CUDA: which device (cudaSetDevice).
   int device_index = 0;
+  /// CUDA, fp32: let cuDNN and cuBLAS round inputs to TF32 on tensor cores (faster, about
+  /// 10 bits of mantissa). Off: fp32 means fp32. Ignored for bf16/fp16 and on the CPU.
+  bool tf32 = false;
+  /// CUDA: allow cuDNN engines whose results vary from run to run (atomics); resume is then
+  /// no longer bit-exact. Off: deterministic. Ignored on the CPU.
+  bool nondeterministic = false;
   /// Seed of the initial weights (PyTorch's default initialization, as the Trainer's).
   std::uint64_t seed = 0;
   /// Per-channel normalization of uint8 pixels scaled to [0, 1], applied by Plan::predict

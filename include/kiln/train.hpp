@@ -94,6 +94,7 @@ struct TrainConfig {
   std::uint64_t seed = 0;          ///< initial weights, order, augmentation and dropout
   std::vector<float> mean{0.4914f, 0.4822f, 0.4465f};  ///< per-channel normalization of [0, 1] pixels
   std::vector<float> std{0.2470f, 0.2435f, 0.2616f};  ///< per-channel divisor after `mean`
+  bool tf32 = false;               ///< CUDA, fp32: allow TF32 tensor cores (`--tf32` also turns it on)
 };
 
 /// When fit() evaluates the test set.
@@ -124,6 +125,8 @@ struct RunOptions {
   DType dtype = DType::f32;              ///< CUDA: activation type (fp32 so far)
   std::int64_t workspace_limit = -1;     ///< CUDA: bytes of cuDNN workspace per plan; -1: no limit
   bool autotune = false;                 ///< CUDA: time the top cuDNN engines before training
+  bool tf32 = false;                     ///< CUDA, fp32: allow TF32 tensor cores (TrainConfig::tf32 also turns it on)
+  bool nondeterministic = false;         ///< CUDA: allow nondeterministic cuDNN engines; resume is then not bit-exact
   Pipeline pipeline = Pipeline::automatic;  ///< CUDA: how training batches reach the device
   int device_index = 0;                  ///< CUDA: which device (cudaSetDevice)
   /// Steps [first, last] (from 1) run between cudaProfilerStart and cudaProfilerStop, for

@@ -160,6 +160,8 @@ struct CudaOptions {
   DType dtype = DType::f32;
   std::int64_t workspace_limit = -1;  // bytes per cuDNN plan; -1: no limit
   bool autotune = false;              // time the top engine candidates before training
+  bool tf32 = false;                  // fp32 convolutions and matmuls may use TF32 tensor cores
+  bool deterministic = true;          // refuse cuDNN engines whose results vary run to run
   enum class Pipeline : std::uint8_t { automatic, resident, stream } pipeline = Pipeline::automatic;
   int device = 0;
   // Every batch size the plan will run besides its capacity (a short last batch), so that

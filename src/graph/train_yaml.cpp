@@ -181,7 +181,7 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   static const std::vector<std::string_view> known{
       "epochs", "batch",          "lr",       "momentum", "nesterov",  "weight_decay", "weight_decay_mode", "schedule",
       "label_smoothing", "reduction", "augment", "shuffle", "drop_last", "seed",         "normalize",
-      "lookahead", "tta", "whiten"};
+      "lookahead", "tta", "whiten", "tf32"};
   if (!p.keys(train, known, "train")) return c;
   p.number(train, "epochs", c.epochs, 1e-9, 1e9, false, "> 0");
   p.integer(train, "batch", c.batch, 1);
@@ -199,6 +199,7 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   if (const auto v = train["augment"]) p.augment(v, c.augment);
   p.boolean(train, "shuffle", c.shuffle);
   p.boolean(train, "drop_last", c.drop_last);
+  p.boolean(train, "tf32", c.tf32);
   p.integer(train, "seed", c.seed, 0);
   if (const auto v = train["normalize"]) p.normalize(v, c);
   if (const auto v = train["lookahead"]) p.lookahead(v, c.lookahead);

@@ -41,6 +41,8 @@ struct Settings {
   bool autotune = false;
   Pipeline pipeline = Pipeline::automatic;
   int device_index = 0;
+  bool tf32 = false;
+  bool nondeterministic = false;
 };
 
 ExecutionOptions resolve(const Settings& s) {
@@ -66,6 +68,8 @@ ExecutionOptions resolve(const Settings& s) {
                     : s.pipeline == Pipeline::stream ? CudaOptions::Pipeline::stream
                                                      : CudaOptions::Pipeline::automatic;
   o.cuda.device = s.device_index;
+  o.cuda.tf32 = s.tf32 && s.dtype == DType::f32;  // bf16/fp16 use tensor cores anyway
+  o.cuda.deterministic = !s.nondeterministic;
   return o;
 }
 
@@ -85,7 +89,9 @@ ExecutionOptions resolve_options(const RunOptions& run) {
                   .workspace_limit = run.workspace_limit,
                   .autotune = run.autotune,
                   .pipeline = run.pipeline,
-                  .device_index = run.device_index});
+                  .device_index = run.device_index,
+                  .tf32 = run.tf32,
+                  .nondeterministic = run.nondeterministic});
 }
 
 ExecutionOptions resolve_options(const Target& target, const CompileOptions& options) {
@@ -95,7 +101,9 @@ ExecutionOptions resolve_options(const Target& target, const CompileOptions& opt
                   .dtype = target.dtype,
                   .workspace_limit = options.workspace_limit,
                   .autotune = options.autotune,
-                  .device_index = options.device_index});
+                  .device_index = options.device_index,
+                  .tf32 = options.tf32,
+                  .nondeterministic = options.nondeterministic});
 }
 
 ExecutionOptions resolve_options(const BenchOptions& options) {
@@ -104,7 +112,9 @@ ExecutionOptions resolve_options(const BenchOptions& options) {
                   .layout = options.layout,
                   .dtype = options.dtype,
                   .autotune = options.autotune,
-                  .device_index = options.device_index});
+                  .device_index = options.device_index,
+                  .tf32 = options.tf32,
+                  .nondeterministic = options.nondeterministic});
 }
 
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {

@@ -15,7 +15,9 @@ BenchResult bench(const Graph& graph, const TrainConfig& config, const BenchOpti
     throw UsageError("bench: batch, repeats and steps must be at least 1");
   detail::PlanSpec spec;
   spec.batch = o.batch;
-  spec.execution = detail::resolve_options(o);
+  BenchOptions execution = o;
+  execution.tf32 = o.tf32 || config.tf32;  // the recipe's `tf32: true` or --tf32
+  spec.execution = detail::resolve_options(execution);
   spec.input = {config.mean, config.std, math::PadMode::zero};
   spec.seed = config.seed;
   const std::unique_ptr<detail::CompiledPlan> plan = detail::compile_plan(graph, spec);

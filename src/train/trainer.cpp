@@ -35,7 +35,9 @@ namespace {
 detail::PlanSpec plan_spec(const TrainConfig& config, const RunOptions& run) {
   detail::PlanSpec spec;
   spec.batch = config.batch;
-  spec.execution = detail::resolve_options(run);
+  RunOptions execution = run;
+  execution.tf32 = run.tf32 || config.tf32;  // the recipe's `tf32: true` or --tf32
+  spec.execution = detail::resolve_options(execution);
   spec.input = {config.mean, config.std, config.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero};
   spec.seed = config.seed;
   return spec;

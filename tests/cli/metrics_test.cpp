@@ -99,6 +99,25 @@ TEST_F(Metrics, RecordsCountEpochsFromOneAndJsonPrintsTheEpochRecords) {
   EXPECT_EQ(lines_of(r.out), epoch_lines) << r.out;
 }
 
+// --tf32 and --nondeterministic exist in every build; on the CPU they have nothing to act on:
+// accepted, not in the header, and the run is the same step for step.
+TEST_F(Metrics, CudaNumericsFlagsAreAcceptedAndInertOnTheCpu) {
+  const CliRun plain = train(s / "plain", "--epochs 1 --device cpu");
+  const CliRun flagged = train(s / "flagged", "--epochs 1 --device cpu --tf32 --nondeterministic");
+  EXPECT_TRUE(has(flagged.out, "device cpu\n")) << flagged.out;
+  EXPECT_FALSE(has(flagged.out, "tf32")) << flagged.out;
+  const std::vector<json> a = of_type(records(s / "plain/metrics.jsonl"), "step");
+  const std::vector<json> b = of_type(records(s / "flagged/metrics.jsonl"), "step");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].at("loss"), b[i].at("loss")) << "step " << i + 1;
+  const CliRun bench = run_kiln("bench " + kTiny + " --device cpu --batch 8 --threads 1 --repeats 1 --steps 1 --tf32 --nondeterministic");
+  EXPECT_EQ(bench.code, 0) << bench.err;
+  const CliRun help = run_kiln("train --help");
+  EXPECT_TRUE(has(help.out, "--tf32") && has(help.out, "--nondeterministic")) << help.out;
+  EXPECT_TRUE(has(help.out, "without effect on the CPU")) << help.out;
+}
+
 TEST_F(Metrics, TheTerminalCountsTheSameEpochs) {
   const std::string out = s / "run";
   CliRun r = train(out, "--epochs 2");

@@ -71,6 +71,29 @@ TEST(CudaLoss, SoftmaxCrossEntropyMatchesCpu) {
   check_loss(300, 0.0f, 1.0f, false);
 }
 
+// The batch's loss is summed in a fixed order (no atomics): the same bits every launch, which
+// bit-exact resume and identical metrics.jsonl files rely on.
+TEST(CudaLoss, TheLossSumIsDeterministic) {
+  KILN_REQUIRE_GPU();
+  const std::int64_t n = 1000, classes = 10;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> logits(static_cast<std::size_t>(n * classes));
+  for (float& v : logits) v = normal(rng);
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
+  for (auto& l : labels) l = static_cast<std::int32_t>(rng() % classes);
+  DeviceBuffer<float> d_logits(logits);
+  DeviceBuffer<std::int32_t> d_labels(labels);
+  std::vector<double> sums;
+  for (int run = 0; run < 20; ++run) {
+    DeviceBuffer<double> loss_sum(std::vector<double>{0.0});
+    cuda::softmax_cross_entropy(d_logits.get(), d_labels.get(), n, static_cast<int>(classes), 0.1f, 1.0f, nullptr,
+                                loss_sum.get(), nullptr, nullptr);
+    sums.push_back(loss_sum.download()[0]);
+  }
+  for (double v : sums) EXPECT_EQ(v, sums[0]);
+}
+
 // ---- SGD ----------------------------------------------------------------------------------
 
 TEST(CudaSgd, MatchesHostUpdate) {

@@ -93,6 +93,29 @@ TEST(CudaOpTable, NoEngineIsAGraphErrorNamingTheLayer) {
   EXPECT_EQ(d.context, detail::describe_layer(conv, true));
 }
 
+// An even kernel with `pad: same` pads unevenly; if cuDNN has no engine for it the build
+// error says so and how to avoid it. An engine refused by kiln's numerics policy names the
+// flag that allows it.
+TEST(CudaOpTable, NoEngineHintsAtTheCause) {
+  GraphBuilder b("even", Shape::chw(3, 8, 8), 10);
+  b.add(layers::conv(4, 2).pad(Padding::same_size()).named("even"))
+      .add(layers::conv(4, 3).pad(1).named("odd"))
+      .add(layers::flatten().named("flat"))
+      .add(layers::linear(10).named("fc"));
+  Graph g = b.build();
+  const cuda::NoEngineError none("x", "CUDNN_STATUS_NOT_SUPPORTED");
+  const GraphError uneven = cuda::no_engine_error(g.layers()[1], "forward", "batch 4, fp32, nchw", none);
+  EXPECT_EQ(uneven.diagnostics().at(0).layer, "even");
+  EXPECT_EQ(uneven.diagnostics().at(0).hint,
+            "its padding differs between sides (top 0, bottom 1, left 0, right 1: pad: same with an even kernel), which "
+            "cuDNN may not run; use an odd kernel, or explicit symmetric padding");
+  EXPECT_EQ(uneven.exit_code(), ExitCode::invalid_input);
+  const cuda::NoEngineError refused("x", "engine 3 refused: tensor core (TF32 on fp32 data; --tf32 allows it)");
+  const GraphError policy = cuda::no_engine_error(g.layers()[2], "forward", "batch 4, fp32, nchw", refused);
+  EXPECT_NE(policy.diagnostics().at(0).hint.find("--tf32 or --nondeterministic"), std::string::npos)
+      << policy.diagnostics().at(0).hint;
+}
+
 // A convolution whose output never reaches the loss runs forward only: its plans must not
 // include backward passes, which would be bound to a gradient that does not exist.
 TEST(CudaOpTable, AnUnusedConvolutionPlansForwardOnly) {
@@ -104,7 +127,7 @@ TEST(CudaOpTable, AnUnusedConvolutionPlansForwardOnly) {
       .add(layers::linear(10).named("fc"));
   Graph g = b.build();
   const MemoryPlan memory = plan_memory(g, 4, DType::f32, PlanMode::train, Layout::nchw);
-  cuda::ConvPlanCache convs(nullptr, DType::f32, Layout::nchw);
+  cuda::ConvPlanCache convs(nullptr, DType::f32, Layout::nchw, cuda::EnginePolicy{});
   const cuda::PrepareContext probe = cuda::prepare_context(g, memory, g.layers()[2], convs, 4, -1, 1);
   EXPECT_FALSE(probe.output_grad);
   EXPECT_EQ(probe.input_grads, std::vector<bool>{true}) << "c1's gradient exists: c2 reaches the loss";

@@ -72,7 +72,7 @@ Outputs run_cuda(const OpCase& c, const Layer& layer, const Variant& v, const Op
   options.layout = v.layout;
   options.dtype = v.dtype;
   cuda::DeviceContext device(options);
-  cuda::ConvPlanCache convs(device.cudnn(), v.dtype, v.layout);
+  cuda::ConvPlanCache convs(device.cudnn(), v.dtype, v.layout, cuda::EnginePolicy{});
   const std::int64_t capacity = std::max(c.n, c.capacity);
   auto dims = [&](const Shape& s) { return math::Dims4{c.n, s.c, s.h, s.w, v.layout == Layout::nhwc && s.is_image()}; };
   auto in_shape = [&](std::size_t k) { return g.layers()[static_cast<std::size_t>(layer.inputs[k])].shape; };

@@ -196,6 +196,44 @@ TEST(ExecutionOptions, TypedValuesReachTheBackend) {
   EXPECT_EQ(parse_pipeline("fast"), std::nullopt);
 }
 
+// fp32 means fp32 and results are deterministic unless asked; TF32 only means something for
+// fp32, and every way in (RunOptions, CompileOptions, BenchOptions) says the same.
+TEST(ExecutionOptions, Tf32AndDeterminismDefaultsAndFlags) {
+  RunOptions run;
+  run.device = Backend::cuda;
+  detail::ExecutionOptions o = detail::resolve_options(run);
+  EXPECT_FALSE(o.cuda.tf32);
+  EXPECT_TRUE(o.cuda.deterministic);
+  run.tf32 = true;
+  run.nondeterministic = true;
+  o = detail::resolve_options(run);
+  EXPECT_TRUE(o.cuda.tf32);
+  EXPECT_FALSE(o.cuda.deterministic);
+  run.dtype = DType::bf16;
+  EXPECT_FALSE(detail::resolve_options(run).cuda.tf32) << "bf16 uses tensor cores anyway: tf32 is ignored";
+
+  CompileOptions compile;
+  compile.tf32 = true;
+  compile.nondeterministic = true;
+  o = detail::resolve_options(Target{Backend::cuda, 4, DType::f32, Layout::nchw}, compile);
+  EXPECT_TRUE(o.cuda.tf32);
+  EXPECT_FALSE(o.cuda.deterministic);
+
+  BenchOptions bench;
+  bench.device = Backend::cuda;
+  EXPECT_FALSE(detail::resolve_options(bench).cuda.tf32);
+  EXPECT_TRUE(detail::resolve_options(bench).cuda.deterministic);
+  bench.tf32 = true;
+  bench.nondeterministic = true;
+  EXPECT_TRUE(detail::resolve_options(bench).cuda.tf32);
+  EXPECT_FALSE(detail::resolve_options(bench).cuda.deterministic);
+
+  RunOptions cpu;  // accepted on the CPU, which has nothing to act on
+  cpu.tf32 = true;
+  cpu.nondeterministic = true;
+  EXPECT_NO_THROW(detail::resolve_options(cpu));
+}
+
 
 // A CPU executor that records which short batches it was asked to prepare, and the sizes
 // of the batches it then stages: every short batch must be declared before it is staged

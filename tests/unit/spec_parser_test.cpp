@@ -230,7 +230,7 @@ TEST(TrainSection, EveryKeyAndItsErrors) {
   Spec s = parse_spec("name: t\ninput: [3, 8, 8]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\n"
                       "train:\n  epochs: 9.9\n  batch: 1024\n  lr: 11.5/(1024*(1+1/0.15))\n  momentum: 0.85\n  nesterov: true\n"
                       "  weight_decay: 5e-4\n  weight_decay_mode: decoupled\n  label_smoothing: 0.2\n  reduction: sum\n"
-                      "  augment: {translate: 2, flip: true}\n  shuffle: false\n  drop_last: true\n  seed: 7\n"
+                      "  augment: {translate: 2, flip: true}\n  shuffle: false\n  drop_last: true\n  seed: 7\n  tf32: true\n"
                       "  normalize: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n");
   const TrainConfig& t = s.train;
   EXPECT_DOUBLE_EQ(t.epochs, 9.9);
@@ -247,6 +247,8 @@ TEST(TrainSection, EveryKeyAndItsErrors) {
   EXPECT_FALSE(t.shuffle);
   EXPECT_TRUE(t.drop_last);
   EXPECT_EQ(t.seed, 7u);
+  EXPECT_TRUE(t.tf32);
+  EXPECT_FALSE(TrainConfig{}.tf32) << "fp32 means fp32 unless the spec or --tf32 says otherwise";
   EXPECT_EQ(t.std, (std::vector<float>{0.25f, 0.25f, 0.25f}));
   const std::string head = "name: t\ninput: [3, 8, 8]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\ntrain:\n";
   EXPECT_EQ(only_error(head + "  lr: fast\n").message, "'lr' must be a number >= 0, got 'fast'");

@@ -19,6 +19,8 @@ struct BenchCliOptions {
   std::string layout = "nchw";
   std::string dtype = "fp32";
   bool autotune = false;
+  bool tf32 = false;
+  bool nondeterministic = false;
 };
 
 int run_bench(const BenchCliOptions& o) {
@@ -34,6 +36,8 @@ int run_bench(const BenchCliOptions& o) {
   if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", o.dtype));
   b.dtype = *dtype;
   b.autotune = o.autotune;
+  b.tf32 = o.tf32;
+  b.nondeterministic = o.nondeterministic;
   BenchResult r = bench(spec.graph, spec.train, b);
   if (o.json) {
     nlohmann::json j{{"model", spec.graph.name()}, {"backend", r.backend}, {"batch", r.batch}, {"threads", r.threads},
@@ -81,6 +85,11 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
   app->add_option("--dtype", o->dtype, "CUDA: fp32 (fp16, bf16 not implemented yet)")->capture_default_str();
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines first");
+  app->add_flag("--tf32", o->tf32,
+                "CUDA, fp32: let cuDNN and cuBLAS use TF32 tensor cores (the spec's train: tf32: true does the same). "
+                "Accepted and without effect on the CPU");
+  app->add_flag("--nondeterministic", o->nondeterministic,
+                "CUDA: allow cuDNN engines whose results vary from run to run. Accepted and without effect on the CPU");
   commands.push_back({app, [o] { return run_bench(*o); }});
 }
 

@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <optional>
 #include <unistd.h>
+#include <vector>
 
 #include "cli.hpp"
 #include "commit.hpp"
@@ -45,6 +47,8 @@ struct TrainOptions {
   std::optional<std::string> dtype;   // fp32
   std::optional<double> workspace_mb;
   bool autotune = false;
+  bool tf32 = false;
+  bool nondeterministic = false;
   std::string pipeline = "auto";
   std::string eval = "epoch";
 };
@@ -239,6 +243,8 @@ int run_train(const TrainOptions& o) {
   run.dtype = *dtype;
   if (o.workspace_mb) run.workspace_limit = static_cast<std::int64_t>(*o.workspace_mb * 1024 * 1024);
   run.autotune = o.autotune;
+  run.tf32 = o.tf32;
+  run.nondeterministic = o.nondeterministic;
   auto pipeline = parse_pipeline(o.pipeline);
   if (!pipeline) throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got '{}'", o.pipeline));
   run.pipeline = *pipeline;
@@ -318,7 +324,13 @@ int run_train(const TrainOptions& o) {
   const std::size_t err_width = o.json ? 0 : terminal_width(STDERR_FILENO);
   const bool tty = err_width > 0;
   if (!o.json) {
-    const std::string device = fmt::format("device {}{}", to_string(run.device), run.layout == Layout::nhwc ? " (nhwc)" : "");
+    // TF32 and nondeterministic engines change the numbers, so the header says when they are on.
+    std::vector<std::string> notes;
+    if (run.layout == Layout::nhwc) notes.emplace_back("nhwc");
+    if (run.device == Backend::cuda && run.dtype == DType::f32 && (run.tf32 || config.tf32)) notes.emplace_back("tf32");
+    if (run.device == Backend::cuda && run.nondeterministic) notes.emplace_back("nondeterministic");
+    const std::string device = fmt::format("device {}{}", to_string(run.device),
+                                           notes.empty() ? "" : fmt::format(" ({})", fmt::join(notes, ", ")));
     const std::string head = fmt::format("training {} (", spec.graph.name()), tail = "), " + device;
     const std::size_t room = out_width > display_width(head + tail) ? out_width - display_width(head + tail) : 8;
     fmt::print("{}\n", fit(head + (out_width ? shorten_path(model, room) : model) + tail, out_width));
@@ -449,6 +461,12 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)");
   app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(non_negative());
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines of each convolution before training");
+  app->add_flag("--tf32", o->tf32,
+                "CUDA, fp32: let cuDNN and cuBLAS use TF32 tensor cores (faster, ~10-bit mantissa products; the spec's "
+                "train: tf32: true does the same). Default: fp32 is fp32. Accepted and without effect on the CPU");
+  app->add_flag("--nondeterministic", o->nondeterministic,
+                "CUDA: allow cuDNN engines whose results vary from run to run (faster; resume is then not bit-exact). "
+                "Default: deterministic. Accepted and without effect on the CPU");
   app->add_option("--pipeline", o->pipeline, "CUDA: auto, resident (dataset in device memory) or stream (pinned buffers)")
       ->check(CLI::IsMember({"auto", "resident", "stream"}))
       ->capture_default_str();
