@@ -242,8 +242,9 @@ TEST(CliErrors, CommandsAndFlagsReadWell) {
       {"check --frobnicate", "kiln check: error: unknown flag --frobnicate\n    hint: kiln check --help lists its flags"},
       {"train --lr 0", "--lr: must be a positive number, got 0"},
       {"train --epochs -1", "--epochs: must be a positive number, got -1"},
-      {"train --profile-steps 5:2", "--profile-steps must be FIRST:LAST, steps from 1 with FIRST <= LAST (e.g. 50:60), got '5:2'"},
-      {"train --profile-steps 0:3", "got '0:3'"},
+      {"train --profile-steps 5:2 no-such-model.yaml",
+       "--profile-steps must be FIRST:LAST, steps from 1 with FIRST <= LAST (e.g. 50:60), got '5:2'"},
+      {"train --profile-steps 0:3 no-such-model.yaml", "got '0:3'"},
   };
   for (const auto& [args, expected] : cases) {
     CliRun r = run_kiln(args);

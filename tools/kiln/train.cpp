@@ -204,6 +204,9 @@ void resume_from_record(const RunRecord& r, const std::string& dir, const TrainO
 }
 
 int run_train(const TrainOptions& o) {
+  // A malformed flag is a usage error before anything is read.
+  std::optional<std::pair<std::int64_t, std::int64_t>> profile_steps;
+  if (!o.profile_steps.empty()) profile_steps = parse_step_range(o.profile_steps);
   // --resume DIR where DIR has a run.yaml: the folder alone says what to run.
   std::optional<RunRecord> record;
   if (!o.resume.empty() && fs::exists(fs::path(o.resume) / "run.yaml"))
@@ -225,6 +228,7 @@ int run_train(const TrainOptions& o) {
   if (config.epochs <= 0) throw UsageError("--epochs must be positive");
 
   RunOptions run;
+  run.profile_steps = profile_steps;
   run.device = resolve_device(o.device ? *o.device : record ? record->backend : "auto", &run.device_index);
   run.threads = o.threads ? *o.threads : record ? record->threads : 0;
   // --steps counts this invocation's steps: a resumed run goes on to its end unless given.
@@ -248,7 +252,6 @@ int run_train(const TrainOptions& o) {
   auto pipeline = parse_pipeline(o.pipeline);
   if (!pipeline) throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got '{}'", o.pipeline));
   run.pipeline = *pipeline;
-  if (!o.profile_steps.empty()) run.profile_steps = parse_step_range(o.profile_steps);
   run.evaluate = o.eval == "epoch" ? EvalPolicy::every_epoch : o.eval == "end" ? EvalPolicy::at_end : EvalPolicy::never;
 
   // The data: a resumed run's own, unchanged since it started (checked before reading it).
