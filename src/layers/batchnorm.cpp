@@ -52,6 +52,11 @@ std::optional<std::int64_t> flops(const Layer& layer, std::span<const Layer>) {
 
 BackwardNeeds needs(const Layer&) { return {.input = true, .output = false}; }
 
+// PyTorch's start: weight and running variance 1, bias and running mean 0.
+float initial_value(ParamRole role) {
+  return role == ParamRole::weight || role == ParamRole::running_var ? 1.0f : 0.0f;
+}
+
 // ---- CPU: one channel per iteration, its values in a fixed order, sums in double ---------
 //
 // state: the per-channel mean [0, C) and inverse standard deviation [C, 2C) that forward
@@ -160,6 +165,7 @@ const OpDef& batchnorm_op() {
       .params = params,
       .flops = flops,
       .backward_needs = needs,
+      .initial_value = initial_value,
   };
   return def;
 }

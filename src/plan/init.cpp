@@ -21,9 +21,6 @@ void init_params(Executor& executor, std::uint64_t seed) {
     const auto initial_value = op_def(layer.op).initial_value;
     if (initial_value) {
       std::fill(values.begin(), values.end(), initial_value(param.role));
-    } else if (layer.op == OpKind::batchnorm) {  // until batchnorm.cpp sets initial_value too
-      float v = (param.role == ParamRole::weight || param.role == ParamRole::running_var) ? 1.0f : 0.0f;
-      std::fill(values.begin(), values.end(), v);
     } else {
       // fan_in: everything but the output dimension of the layer's weight.
       const Param& weight = params[static_cast<std::size_t>(layer.params[0])];
