@@ -98,7 +98,10 @@ RunRecord read_run_record(const std::string& path) {
                 ExitCode::invalid_input);
   }
   if (r.model_file.empty())
-    throw Error(fmt::format("{}: names no model file", path), ExitCode::invalid_input);
+    throw Error(fmt::format("{}: names no model file (model: file is empty)\n    hint: it is written by kiln train; "
+                            "resume with the model named (kiln train MODEL --resume DIR), or start a new run",
+                            path),
+                ExitCode::invalid_input);
   return r;
 }
 
