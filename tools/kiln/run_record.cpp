@@ -98,8 +98,8 @@ RunRecord read_run_record(const std::string& path) {
                 ExitCode::invalid_input);
   }
   if (r.model_file.empty())
-    throw Error(fmt::format("{}: names no model file (model: file is empty)\n    hint: it is written by kiln train; "
-                            "resume with the model named (kiln train MODEL --resume DIR), or start a new run",
+    throw Error(fmt::format("{}: names no model file (model: file is empty)\n    hint: kiln train writes it; this one was "
+                            "edited or cut short. To start over, train into a new --out",
                             path),
                 ExitCode::invalid_input);
   return r;
