@@ -29,11 +29,53 @@ struct Dataset {
   const std::uint8_t* image(std::int64_t i) const { return images.data() + i * sample.elements(); }
 };
 
-/// The training and test splits of a CIFAR-10-format directory.
-struct Cifar10 {
-  Dataset train;  ///< data_batch_1..5.bin
-  Dataset test;   ///< test_batch.bin
+/// The dataset formats kiln reads (`--format`), each giving the same Dataset.
+enum class DataFormat : std::uint8_t {
+  cifar10,        ///< CIFAR-10 binary: data_batch_1..5.bin, test_batch.bin; 3x32x32, 10 classes
+  cifar100,       ///< CIFAR-100 binary: train.bin, test.bin; 3x32x32, 100 fine or 20 coarse classes
+  mnist,          ///< MNIST IDX files (plain or .gz); 1x28x28, 10 classes
+  fashion_mnist,  ///< Fashion-MNIST IDX files, MNIST's layout; 1x28x28, 10 classes
 };
+
+/// The format's name as `--format` takes it: "cifar10", "cifar100", "mnist", "fashion-mnist".
+KILN_API const char* format_name(DataFormat format);
+/// The format named `name` (format_name()'s spelling); false when there is none.
+KILN_API bool parse_format(const std::string& name, DataFormat& format);
+
+/// Which of a CIFAR-100 record's two labels a dataset takes (`--label`).
+enum class Cifar100Label : std::uint8_t {
+  fine,    ///< 100 classes (fine_label_names.txt)
+  coarse,  ///< 20 superclasses (coarse_label_names.txt)
+};
+
+/// The splits read from one data directory. `val` is empty unless a validation split was
+/// held out of `train` (hold_out()).
+struct Splits {
+  DataFormat format = DataFormat::cifar10;  ///< what the files were (or what a synthetic set imitates)
+  Dataset train;                            ///< the training split
+  Dataset test;                             ///< the test split
+  Dataset val;                              ///< held out of the training files; empty when none
+};
+/// The name from when CIFAR-10 was the only format.
+using Cifar10 = Splits;
+
+/// Options of load_data().
+struct LoadOptions {
+  bool detect = true;                         ///< detect the format from the files; false: `format`
+  DataFormat format = DataFormat::cifar10;    ///< the format when `detect` is false
+  Cifar100Label label = Cifar100Label::fine;  ///< CIFAR-100's label
+};
+
+/// The format of the files in `dir`, by their names (data_batch_1.bin: CIFAR-10; train.bin
+/// and test.bin: CIFAR-100; train-images-idx3-ubyte[.gz]: MNIST, or Fashion-MNIST when the
+/// directory's name says "fashion"). Throws DataError naming the directory, what was looked
+/// for and what is there, when it holds none of them.
+KILN_API DataFormat detect_format(const std::string& dir);
+
+/// Reads `dir` in its format (detected, or options.format), validating every file before
+/// returning: present, a whole number of records (any count), every header field and label
+/// in range. Throws DataError naming the file and the record.
+KILN_API Splits load_data(const std::string& dir, const LoadOptions& options = {});
 
 /// Bytes of one CIFAR-10 binary record: a label byte and 3 x 32 x 32 pixel bytes.
 inline constexpr std::int64_t cifar10_record_bytes = 3073;
@@ -43,12 +85,32 @@ inline constexpr std::int64_t cifar10_record_bytes = 3073;
 /// every label 0..9. Throws DataError naming the file and the record.
 KILN_API Cifar10 load_cifar10(const std::string& dir);
 
+/// Reads `dir`/train.bin and test.bin (3,074-byte records: coarse label, fine label,
+/// pixels), taking the fine or the coarse label; class names from fine_label_names.txt /
+/// coarse_label_names.txt when present. Validated like load_cifar10().
+KILN_API Splits load_cifar100(const std::string& dir, Cifar100Label label = Cifar100Label::fine);
+
+/// Reads MNIST-layout IDX files from `dir`: train-images-idx3-ubyte, train-labels-idx1-ubyte,
+/// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each plain or gzip-compressed (`.gz`).
+/// Checks the big-endian headers (magic numbers, counts, 28x28) and that images and labels
+/// agree. `format` is mnist or fashion_mnist (it names the set and its classes).
+KILN_API Splits load_idx(const std::string& dir, DataFormat format);
+
 /// Options of the synthetic CIFAR-format set (`kiln synth`).
 struct SynthOptions {
   std::int64_t train = 50000;  ///< training images
   std::int64_t test = 10000;   ///< test images
   std::uint64_t seed = 0;      ///< the same seed gives the same images
+  DataFormat format = DataFormat::cifar10;  ///< whose sample shape and classes the set has
 };
+
+/// A learnable synthetic set in `options.format`'s shape and classes (make_synthetic_cifar10()
+/// for cifar10). A pure function of the options.
+KILN_API Splits make_synthetic(const SynthOptions& options);
+
+/// Writes `data` in its format (data.format) to `dir`, as the official files are laid out,
+/// each file written atomically; load_data() reads it back. Throws DataError naming the file.
+KILN_API void write_data(const Splits& data, const std::string& dir);
 
 /// A learnable synthetic 10-class set in CIFAR-10's format: shapes, stripes, rings and
 /// other patterns with random colours, positions, scale and noise. For machines without
@@ -65,5 +127,17 @@ KILN_API void write_cifar10(const Cifar10& data, const std::string& dir);
 /// is whole: one image of `sample` bytes per label, every label below `classes` (throws
 /// DataError naming the source and the record).
 KILN_API void check_dataset(const Graph& graph, const Dataset& data);
+
+/// Per-channel mean and standard deviation of a dataset's pixels scaled to [0, 1] (the
+/// normalization of formats without published constants).
+struct ChannelStats {
+  std::vector<float> mean, std;
+};
+KILN_API ChannelStats channel_stats(const Dataset& data);
+
+/// Moves `count` images of `data.train` into `data.val`: the first `count` of a fixed
+/// permutation drawn from `seed`, the rest staying in their order. Throws UsageError when
+/// `count` leaves no training image.
+KILN_API void hold_out(Splits& data, std::int64_t count, std::uint64_t seed);
 
 }  // namespace kiln
