@@ -48,7 +48,7 @@ class CudaExecutor final : public detail::Executor {
   void update(std::span<const math::SgdHyper> hyper) override;
   void collect_stats(bool wait, std::vector<detail::StepStats>& out) override;
   void finish() override;
-  bool make_resident(const Dataset& data) override;
+  std::uint64_t make_resident(const Dataset& data) override;
 
   void read_logits(std::span<float> out) const override;
   void read_param(std::size_t index, std::span<float> out) const override;

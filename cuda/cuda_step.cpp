@@ -33,7 +33,7 @@ void CudaExecutor::stage(const detail::HostBatch& batch, const detail::InputTran
   staging_.stage(batch, transform, runs_[0].y, dims, labels_, device_.stream());
 }
 
-bool CudaExecutor::make_resident(const Dataset& data) { return staging_.make_resident(data); }
+std::uint64_t CudaExecutor::make_resident(const Dataset& data) { return staging_.make_resident(data); }
 
 void CudaExecutor::time_layer(std::size_t index, bool forward) {
   auto& [start, stop] = layer_events_[index];

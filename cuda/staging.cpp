@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cuda/kernels.hpp"
+#include "data/loader.hpp"
 #include "kiln/error.hpp"
 #include "kiln/format.hpp"
 #include "trace/trace.hpp"
@@ -45,6 +46,7 @@ std::int64_t Staging::arena_bytes(std::int64_t capacity, const Shape& sample) {
 
 void Staging::bind(std::byte* region, cudaStream_t stream) {
   const SlotParts parts(capacity_, sample_);
+  stream_ = stream;
   transform_host_ = PinnedBuffer(static_cast<std::size_t>(2 * sample_.c * 4));
   std::byte* at = region;
   for (Slot& slot : slots_) {
@@ -97,7 +99,7 @@ void Staging::stage(const detail::HostBatch& batch, const detail::InputTransform
   next_ ^= 1;
   // The pinned slot was last read by a copy issued two batches ago: normally long done.
   KILN_CUDA_CHECK(cudaEventSynchronize(slot.copied.get()));
-  auto resident = batch.dataset ? resident_.find(batch.dataset) : resident_.end();
+  auto resident = batch.resident ? resident_.find(batch.resident) : resident_.end();
   const bool gather = resident != resident_.end() && batch.indices;
   const std::size_t aug_bytes = static_cast<std::size_t>(n) * sizeof(math::AugmentParams);
   if (batch.augment) std::memcpy(slot.augment, batch.augment, aug_bytes);
@@ -127,9 +129,10 @@ void Staging::stage(const detail::HostBatch& batch, const detail::InputTransform
   KILN_CUDA_CHECK(cudaEventRecord(slot.consumed.get(), stream));
 }
 
-bool Staging::make_resident(const Dataset& data) {
-  if (pipeline_ == detail::CudaOptions::Pipeline::stream) return false;
-  if (resident_.count(&data)) return true;
+std::uint64_t Staging::make_resident(const Dataset& data) {
+  if (pipeline_ == detail::CudaOptions::Pipeline::stream) return 0;
+  const std::uint64_t key = detail::content_key(data);
+  if (resident_.count(key)) return key;
   std::size_t free_bytes = 0, total_bytes = 0;
   KILN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const std::size_t bytes = data.images.size() + data.labels.size();
@@ -139,13 +142,34 @@ bool Staging::make_resident(const Dataset& data) {
       throw DeviceError(fmt::format("--pipeline resident: the dataset ({}) does not fit in half of the free device memory ({})",
                                     format_bytes(static_cast<std::int64_t>(bytes)),
                                     format_bytes(static_cast<std::int64_t>(free_bytes))));
-    return false;
+    return 0;
   }
+  trace::Range range("data/resident");
   Resident r{DeviceBuffer(data.images.size()), DeviceBuffer(data.labels.size())};
-  KILN_CUDA_CHECK(cudaMemcpy(r.images.data(), data.images.data(), data.images.size(), cudaMemcpyHostToDevice));
-  KILN_CUDA_CHECK(cudaMemcpy(r.labels.data(), data.labels.data(), data.labels.size(), cudaMemcpyHostToDevice));
-  resident_.emplace(&data, std::move(r));
-  return true;
+  upload(r.images.data(), data.images.data(), data.images.size());
+  upload(r.labels.data(), data.labels.data(), data.labels.size());
+  resident_.emplace(key, std::move(r));
+  return key;
+}
+
+void Staging::upload(std::byte* device, const std::uint8_t* host, std::size_t bytes) {
+  // Two pinned chunks in turn: the host fills one while the other's copy runs. On the
+  // compute stream, so every kernel queued after this reads the finished copy.
+  constexpr std::size_t kChunk = std::size_t{8} << 20;
+  const std::size_t chunk = std::min(kChunk, bytes);
+  if (chunk == 0) return;
+  std::array<PinnedBuffer, 2> bounce{PinnedBuffer(chunk), PinnedBuffer(chunk)};
+  std::array<Event, 2> copied;
+  for (std::size_t at = 0, i = 0; at < bytes; at += chunk, ++i) {
+    const std::size_t n = std::min(chunk, bytes - at);
+    PinnedBuffer& b = bounce[i % 2];
+    if (i >= 2) KILN_CUDA_CHECK(cudaEventSynchronize(copied[i % 2].get()));  // its last copy has read it
+    std::memcpy(b.data(), host + at, n);
+    KILN_CUDA_CHECK(cudaMemcpyAsync(device + at, b.data(), n, cudaMemcpyHostToDevice, stream_));
+    KILN_CUDA_CHECK(cudaEventRecord(copied[i % 2].get(), stream_));
+  }
+  // The bounce buffers are freed on return: wait for the copies that read them.
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 }  // namespace kiln::cuda

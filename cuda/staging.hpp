@@ -37,7 +37,13 @@ class Staging {
   // change.
   void stage(const detail::HostBatch& batch, const detail::InputTransform& transform, float* input, const math::Dims4& dims,
              std::int32_t* labels, cudaStream_t stream);
-  bool make_resident(const Dataset& data);
+  // Copies `data` to device memory, on the compute stream (so the first gather is ordered
+  // after it) through pinned bounce buffers, and returns its content key
+  // (detail::content_key): the batches' HostBatch::resident. Copies are kept by key, so a
+  // dataset with the same contents is not uploaded again, and another dataset, even at the
+  // same address, never reads a stale copy. 0 when streaming (--pipeline stream, or it
+  // does not fit in half of the free device memory under --pipeline auto).
+  std::uint64_t make_resident(const Dataset& data);
 
  private:
   struct Slot {
@@ -56,6 +62,7 @@ class Staging {
     DeviceBuffer images, labels;
   };
   bool transform_changed(const detail::InputTransform& t) const;
+  void upload(std::byte* device, const std::uint8_t* host, std::size_t bytes);
 
   std::int64_t capacity_;
   Shape sample_;
@@ -68,7 +75,8 @@ class Staging {
   float* inv_std_ = nullptr;
   PinnedBuffer transform_host_;       // mean, then inv_std: what the device copy reads
   bool transform_set_ = false;
-  std::map<const Dataset*, Resident> resident_;
+  cudaStream_t stream_ = nullptr;  // the compute stream (bind)
+  std::map<std::uint64_t, Resident> resident_;  // by content key
 };
 
 }  // namespace kiln::cuda

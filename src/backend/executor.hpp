@@ -25,7 +25,9 @@ struct HostBatch {
   const std::uint8_t* images = nullptr;
   const std::uint8_t* labels = nullptr;
   const math::AugmentParams* augment = nullptr;
-  const Dataset* dataset = nullptr;
+  // The content key of a device copy of the batch's dataset (Executor::make_resident): with
+  // `indices`, a device backend gathers the batch there instead of uploading `images`. 0: none.
+  std::uint64_t resident = 0;
   const std::int64_t* indices = nullptr;
 };
 
@@ -113,9 +115,12 @@ class Executor {
   // runs one: the CUDA backend builds the cuDNN plans of a short last batch here, so that
   // none is built in the middle of an epoch. The CPU needs nothing.
   virtual void prepare_batches(std::span<const std::int64_t> sizes) { (void)sizes; }
-  // Keeps `data` in device memory so batches from it are gathered there (resident data);
-  // false when the backend does not (the CPU) or it does not fit.
-  virtual bool make_resident(const Dataset&) { return false; }
+  // Keeps `data` in device memory so batches from it are gathered there (resident data),
+  // and returns the copy's key (detail::content_key) for HostBatch::resident; 0 when the
+  // backend does not (the CPU) or it does not fit. Called again with the same contents, it
+  // returns the same key without uploading; with other contents, even at the same address,
+  // it makes a new copy.
+  virtual std::uint64_t make_resident(const Dataset&) { return 0; }
 
   // n x classes logits of the last forward.
   virtual void read_logits(std::span<float> out) const = 0;

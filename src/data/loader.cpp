@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <condition_variable>
 #include <cstring>
 #include <fmt/format.h>
@@ -172,7 +173,7 @@ struct Loader::Impl {
     out.images = slot->images.data();
     out.labels = slot->labels.data();
     out.augment = options.augment.enabled ? slot->augment.data() : nullptr;
-    out.dataset = &data;
+    out.resident = options.resident;
     out.indices = order.data() + slot->batch * options.batch;
     return true;
   }
@@ -197,6 +198,36 @@ struct Loader::Impl {
     return result;
   }
 };
+
+namespace {
+
+// Four independent multiply-rotate lanes over 8-byte words (the loop vectorizes and keeps
+// the multiplier busy), then a splitmix64 finish.
+std::uint64_t hash_bytes(const std::uint8_t* p, std::size_t n, std::uint64_t seed) {
+  constexpr std::uint64_t kMul = 0x9E3779B97F4A7C15ull;
+  std::array<std::uint64_t, 4> lane{seed, seed ^ 0x243F6A8885A308D3ull, seed ^ 0x13198A2E03707344ull, seed ^ 0xA4093822299F31D0ull};
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (std::size_t l = 0; l < 4; ++l) {
+      std::uint64_t w;
+      std::memcpy(&w, p + i + 8 * l, 8);
+      lane[l] = std::rotl(lane[l] ^ (w * kMul), 29) * kMul;
+    }
+  std::uint64_t h = n;
+  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
+  for (std::uint64_t l : lane) h = std::rotl(h ^ l, 27) * kMul;
+  return math::mix64(h);
+}
+
+}  // namespace
+
+std::uint64_t content_key(const Dataset& data) {
+  std::uint64_t h = math::mix64(static_cast<std::uint64_t>(data.sample.c) << 40 ^ static_cast<std::uint64_t>(data.sample.h) << 20 ^
+                                     static_cast<std::uint64_t>(data.sample.w) ^ static_cast<std::uint64_t>(data.classes) << 56);
+  h = hash_bytes(data.images.data(), data.images.size(), h);
+  h = hash_bytes(data.labels.data(), data.labels.size(), h);
+  return h == 0 ? 1 : h;
+}
 
 Loader::Loader(const Dataset& data, LoaderOptions options) : impl_(std::make_unique<Impl>(data, options)) {}
 

@@ -30,7 +30,13 @@ struct LoaderOptions {
   std::uint64_t seed = 0;
   AugmentOptions augment;
   bool prefetch = true;  // assemble the next batch on a background thread
+  std::uint64_t resident = 0;  // HostBatch::resident of every batch: the data's device copy, if any
 };
+
+// A 64-bit key of a dataset's contents (sample shape, classes, images, labels): equal
+// contents, equal keys; any changed byte, another key (but for a 2^-64 chance). Never 0.
+// Reads every byte once, at memory speed (about 20 ms for CIFAR-10's training set).
+std::uint64_t content_key(const Dataset& data);
 
 class Loader {
  public:

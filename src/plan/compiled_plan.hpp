@@ -61,7 +61,7 @@ class CompiledPlan {
     executor_->collect_stats(wait, stats_);
     return stats_;
   }
-  bool make_resident(const Dataset& data) { return executor_->make_resident(data); }
+  std::uint64_t make_resident(const Dataset& data) { return executor_->make_resident(data); }
   // Waits for every queued step, updates included (Executor::finish).
   void finish() { executor_->finish(); }
   // Gets ready for the short last batch of `records` split into batches of `batch` (at most

@@ -26,6 +26,7 @@ Evaluation evaluate(CompiledPlan& plan, const Dataset& data, const EvalOptions& 
   LoaderOptions o;
   o.batch = plan.capacity();
   o.shuffle = false;
+  o.resident = plan.make_resident(data);  // uploads only contents not already on the device
   Loader loader(data, o);
   loader.start_epoch(0);
   plan.prepare_remainder(data.size(), plan.capacity());

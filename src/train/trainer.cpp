@@ -159,12 +159,14 @@ struct Trainer::Impl {
       if (config.lookahead.every > 0) plan->lookahead_init();
       fresh = false;
     }
-    plan->make_resident(data.train);
-    if (data.test.size() > 0) plan->make_resident(data.test);
+    const std::uint64_t resident = plan->make_resident(data.train);
+    if (data.test.size() > 0) plan->make_resident(data.test);  // evaluate() finds it by its contents
     if (!config.drop_last) plan->prepare_remainder(data.train.size(), config.batch);
     if (run.evaluate != EvalPolicy::never) plan->prepare_remainder(data.test.size(), plan->capacity());
     const auto start = Clock::now();
-    detail::Loader loader(data.train, loader_options(true));
+    detail::LoaderOptions train_options = loader_options(true);
+    train_options.resident = resident;
+    detail::Loader loader(data.train, train_options);
     const std::int64_t per_epoch = loader.batches_per_epoch();
     if (per_epoch == 0)
       throw DataError(data.train.source, -1,

@@ -100,10 +100,12 @@ void compare_step(Layout layout, bool resident, std::int64_t n) {
     gpu->write_param(p, v);
   }
   Batch b = make_batch(g, n);
+  std::uint64_t key = 0;
   if (resident) {
-    ASSERT_TRUE(gpu->make_resident(b.data));
+    key = gpu->make_resident(b.data);
+    ASSERT_NE(key, 0u);
   }
-  detail::HostBatch hb{n, b.images.data(), b.labels.data(), b.augment.data(), &b.data, b.indices.data()};
+  detail::HostBatch hb{n, b.images.data(), b.labels.data(), b.augment.data(), key, b.indices.data()};
   detail::InputTransform t;
   t.pad = math::PadMode::reflect;
   t.mean = {0.5f, 0.4f, 0.3f};
@@ -156,6 +158,45 @@ TEST(CudaExecutor, ResidentPipelineAndShortBatch) {
   KILN_REQUIRE_GPU();
   compare_step(Layout::nchw, true, 5);  // a short batch compiles its own conv plans
   compare_step(Layout::nhwc, true, 8);
+}
+
+// Evaluation logits of one batch staged from the host and gathered from a resident copy.
+std::vector<float> eval_logits(detail::Executor& ex, const Batch& b, std::int64_t n, std::uint64_t key) {
+  detail::HostBatch hb{n, b.images.data(), b.labels.data(), nullptr, key, b.indices.data()};
+  detail::InputTransform t;
+  t.mean = {0.5f, 0.4f, 0.3f};
+  t.inv_std = {4.0f, 5.0f, 6.0f};
+  ex.stage(hb, t);
+  ex.forward(false, 1);
+  std::vector<float> logits(static_cast<std::size_t>(n * 10));
+  ex.read_logits(logits);
+  return logits;
+}
+
+// Defect: resident copies were kept by the Dataset's address, so new contents at the same
+// address (a dataset reloaded into the same object) were gathered from the stale copy.
+TEST(CudaExecutor, ResidentCopyFollowsTheContentsNotTheAddress) {
+  KILN_REQUIRE_GPU();
+  Graph g = mixed_net();
+  const std::int64_t n = 8;
+  detail::CudaOptions o;
+  o.pipeline = detail::CudaOptions::Pipeline::resident;
+  auto gpu = detail::make_cuda_executor(g, n, o);
+  detail::init_params(*gpu, 3);
+  Batch b = make_batch(g, n);
+  const std::uint64_t first = gpu->make_resident(b.data);
+  ASSERT_NE(first, 0u);
+  EXPECT_EQ(gpu->make_resident(b.data), first) << "the same contents are not uploaded again";
+  // New pixels in the same Dataset object; the host batch is rebuilt from them.
+  for (auto& p : b.data.images) p = static_cast<std::uint8_t>(255 - p);
+  b.images.clear();
+  for (std::int64_t record : b.indices) b.images.insert(b.images.end(), b.data.image(record), b.data.image(record) + g.input_shape().elements());
+  const std::uint64_t second = gpu->make_resident(b.data);
+  ASSERT_NE(second, 0u);
+  EXPECT_NE(second, first);
+  const std::vector<float> uploaded = eval_logits(*gpu, b, n, 0);
+  const std::vector<float> gathered = eval_logits(*gpu, b, n, second);
+  EXPECT_EQ(gathered, uploaded) << "the gather read another copy than the one holding these contents";
 }
 
 TEST(CudaExecutor, WeightsRoundTripInBothLayouts) {

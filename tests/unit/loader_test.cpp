@@ -340,5 +340,55 @@ TEST(Loader, RejectsBadArguments) {
   EXPECT_FALSE(loader.next(b));
 }
 
+// The key a device keeps a resident copy under: the contents, not the object.
+TEST(ContentKey, FollowsTheContentsNotTheObject) {
+  const Dataset a = numbered(40);
+  Dataset copy_of_a = a;
+  const std::uint64_t key = detail::content_key(a);
+  EXPECT_NE(key, 0u);
+  EXPECT_EQ(detail::content_key(copy_of_a), key) << "equal contents in another object";
+  copy_of_a.source = "renamed";
+  EXPECT_EQ(detail::content_key(copy_of_a), key) << "the source is a name, not contents";
+
+  // Any byte anywhere (the tail past the last whole 32-byte block included), any label,
+  // the shape and the class count each change the key.
+  for (std::size_t at : {std::size_t{0}, std::size_t{31}, a.images.size() / 2, a.images.size() - 1}) {
+    Dataset d = a;
+    d.images[at] ^= 1;
+    EXPECT_NE(detail::content_key(d), key) << "image byte " << at;
+  }
+  Dataset label = a;
+  label.labels[17] = static_cast<std::uint8_t>((label.labels[17] + 1) % 10);
+  EXPECT_NE(detail::content_key(label), key);
+  Dataset shape = a;
+  shape.sample = Shape::chw(3, 64, 16);
+  EXPECT_NE(detail::content_key(shape), key);
+  Dataset classes = a;
+  classes.classes = 100;
+  EXPECT_NE(detail::content_key(classes), key);
+  // Moving bytes between images and labels is another dataset.
+  Dataset moved = a;
+  moved.labels.push_back(moved.images.back());
+  moved.images.pop_back();
+  EXPECT_NE(detail::content_key(moved), key);
+}
+
+// Each batch carries the key it was given, for the device to gather from.
+TEST(ContentKey, BatchesCarryTheResidentKey) {
+  const Dataset data = numbered(10);
+  LoaderOptions o;
+  o.batch = 4;
+  o.resident = 1234;
+  Loader loader(data, o);
+  loader.start_epoch(0);
+  HostBatch b;
+  int batches = 0;
+  while (loader.next(b)) {
+    EXPECT_EQ(b.resident, 1234u);
+    ++batches;
+  }
+  EXPECT_EQ(batches, 3);
+}
+
 }  // namespace
 }  // namespace kiln::test
