@@ -96,6 +96,7 @@ def main():
         colour = colours[i % len(colours)]
         per_epoch = steps_per_epoch(steps, epochs)
         tested = [e for e in epochs if e.get("test_accuracy") is not None]
+        validated = [e for e in epochs if e.get("val_accuracy") is not None]
         for col, x_of in enumerate((lambda r: r["step"], lambda r: r["step"] / per_epoch)):
             loss, accuracy = axes[0][col], axes[1][col]
             if steps:
@@ -114,6 +115,13 @@ def main():
                               label=f"{name} test")
                 accuracy.plot(xs, [100 * e["test_accuracy"] for e in tested], "s--", color=colour, markersize=4,
                               label=f"{name} test")
+            if validated:
+                xs = [x_of(e) for e in validated]
+                if all(e.get("val_loss") is not None for e in validated):
+                    loss.plot(xs, [e["val_loss"] for e in validated], "^:", color=colour, markersize=4,
+                              label=f"{name} validation")
+                accuracy.plot(xs, [100 * e["val_accuracy"] for e in validated], "^:", color=colour, markersize=4,
+                              label=f"{name} validation")
 
     for col, xlabel in enumerate(("step", "epoch")):
         axes[0][col].set_ylabel("loss")

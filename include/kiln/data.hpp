@@ -135,9 +135,14 @@ struct ChannelStats {
 };
 KILN_API ChannelStats channel_stats(const Dataset& data);
 
-/// Moves `count` images of `data.train` into `data.val`: the first `count` of a fixed
-/// permutation drawn from `seed`, the rest staying in their order. Throws UsageError when
-/// `count` leaves no training image.
+/// The normalization a format trains with when the spec gives none: CIFAR-10's published
+/// constants for cifar10, channel_stats() of the training split otherwise.
+KILN_API ChannelStats default_normalization(const Splits& data);
+
+/// Moves `count` images of `data.train` into `data.val`: those at the first `count`
+/// positions of a permutation drawn from `seed` (a function of seed and the split's size),
+/// both parts keeping the files' order. Throws UsageError when `count` leaves no
+/// validation or no training image, or a split was already held out.
 KILN_API void hold_out(Splits& data, std::int64_t count, std::uint64_t seed);
 
 }  // namespace kiln

@@ -160,6 +160,8 @@ struct EpochEvent {
   double train_accuracy = 0;             ///< fraction of training images classified right, in [0, 1]
   std::optional<double> test_loss;       ///< mean per-sample loss on the test set, when it was evaluated
   std::optional<double> test_accuracy;   ///< when the test set was evaluated
+  std::optional<double> val_loss;        ///< mean per-sample loss on the validation split, when there is one
+  std::optional<double> val_accuracy;    ///< when the validation split was evaluated
   double lr = 0;                         ///< learning rate at the epoch's last step
   double images_per_sec = 0;             ///< training throughput over the epoch
   double train_seconds = 0;              ///< the epoch's training loop alone
@@ -171,9 +173,14 @@ struct EpochEvent {
 KILN_API std::string metrics_record(const StepEvent& event);
 /// An epoch's line in OUT/metrics.jsonl, also what `kiln train --json` prints:
 /// {"type":"epoch","step","epoch" (from 1),"train_loss","train_accuracy","test_loss",
-/// "test_accuracy" (both null when the test set was not evaluated after this epoch),"lr",
-/// "images_per_sec","train_seconds","elapsed"}.
+/// "test_accuracy" (both null when the test set was not evaluated after this epoch),
+/// "val_loss","val_accuracy" (null without a validation split),"lr","images_per_sec",
+/// "train_seconds","elapsed"}.
 KILN_API std::string metrics_record(const EpochEvent& event);
+/// The validation line that follows an epoch's line when the validation split was
+/// evaluated: {"type":"val","step","epoch" (from 1),"val_loss","val_accuracy"}; empty
+/// when it was not.
+KILN_API std::string metrics_val_record(const EpochEvent& event);
 
 /// Accuracy of a model on a dataset.
 struct Evaluation {
@@ -190,6 +197,7 @@ struct TrainResult {
   std::int64_t epochs_completed = 0;     ///< whole epochs done
   bool interrupted = false;              ///< stopped by request_stop() (a signal in the CLI)
   std::optional<double> test_accuracy;   ///< the last evaluation's, when one ran
+  std::optional<double> val_accuracy;    ///< the last validation's, with a validation split
   double seconds = 0;                    ///< wall time of fit()
 };
 
@@ -211,11 +219,12 @@ class KILN_API Trainer {
   /// Called after every epoch (and after a partial last one).
   void on_epoch(std::function<void(const EpochEvent&)> callback);
 
-  /// Trains on `data.train`, evaluating on `data.test` after each epoch. Writes
+  /// Trains on `data.train`, evaluating after each epoch on `data.val` when it holds a
+  /// validation split (the test set then once, at the end), else on `data.test`. Writes
   /// OUT/metrics.jsonl, OUT/train_state.safetensors after each epoch and
   /// OUT/model.safetensors at the end when RunOptions::out is set; with
   /// EvalPolicy::every_epoch also OUT/best.safetensors, the weights of the epoch with the
-  /// best test accuracy so far (the test set stands in for a validation split kiln lacks).
+  /// best validation accuracy so far (test accuracy without a validation split).
   TrainResult fit(const Cifar10& data);
   /// Asks a running fit() to stop after the current step, save and return (signal-safe).
   void request_stop();

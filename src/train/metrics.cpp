@@ -28,11 +28,20 @@ std::string metrics_record(const EpochEvent& e) {
            {"train_accuracy", e.train_accuracy}};
   j["test_loss"] = optional_number(e.test_loss);
   j["test_accuracy"] = optional_number(e.test_accuracy);
+  j["val_loss"] = optional_number(e.val_loss);
+  j["val_accuracy"] = optional_number(e.val_accuracy);
   j["lr"] = e.lr;
   j["images_per_sec"] = e.images_per_sec;
   j["train_seconds"] = e.train_seconds;
   j["elapsed"] = e.elapsed_sec;
   return j.dump();
+}
+
+std::string metrics_val_record(const EpochEvent& e) {
+  if (!e.val_accuracy) return {};
+  return Record{{"type", "val"}, {"step", e.step}, {"epoch", e.epoch + 1}, {"val_loss", optional_number(e.val_loss)},
+                {"val_accuracy", *e.val_accuracy}}
+      .dump();
 }
 
 namespace detail {
@@ -47,8 +56,10 @@ std::optional<double> keep_metrics_until(const std::filesystem::path& path, std:
     if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer() || j["step"].get<std::int64_t>() > step)
       continue;
     kept += line + '\n';
-    if (j.value("type", "") == "epoch" && j.contains("test_accuracy") && j["test_accuracy"].is_number()) {
-      const double accuracy = j["test_accuracy"].get<double>();
+    // best.safetensors follows validation accuracy when there is a validation split.
+    const char* key = j.contains("val_accuracy") && j["val_accuracy"].is_number() ? "val_accuracy" : "test_accuracy";
+    if (j.value("type", "") == "epoch" && j.contains(key) && j[key].is_number()) {
+      const double accuracy = j[key].get<double>();
       if (!best || accuracy > *best) best = accuracy;
     }
   }

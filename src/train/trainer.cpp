@@ -63,7 +63,7 @@ struct Trainer::Impl {
   detail::RunPosition position;
   bool fresh = true;             // initialized here, not from --init or --resume: data-dependent init still due
   std::int64_t saved_epoch = -1;  // the epoch after which the last training state was written
-  std::optional<double> best_accuracy;  // the best test accuracy after an epoch so far: best.safetensors's
+  std::optional<double> best_accuracy;  // the best validation (or, without a split, test) accuracy after an epoch so far: best.safetensors's
 
   Impl(Graph g, TrainConfig c, RunOptions r) : graph(std::move(g)), config(std::move(c)), run(std::move(r)) {
     plan = detail::compile_plan(graph, plan_spec(config, run));
@@ -154,6 +154,8 @@ struct Trainer::Impl {
   TrainResult fit(const Cifar10& data) {
     check_dataset(graph, data.train);
     check_dataset(graph, data.test);
+    const bool validate = data.val.size() > 0;
+    if (validate) check_dataset(graph, data.val);
     if (fresh) {
       detail::init_whitening(*plan, data.train, config.whiten_images, config.whiten_eps);
       if (config.lookahead.every > 0) plan->lookahead_init();
@@ -161,6 +163,7 @@ struct Trainer::Impl {
     }
     const std::uint64_t resident = plan->make_resident(data.train);
     if (data.test.size() > 0) plan->make_resident(data.test);  // evaluate() finds it by its contents
+    if (validate) plan->make_resident(data.val);
     if (!config.drop_last) plan->prepare_remainder(data.train.size(), config.batch);
     if (run.evaluate != EvalPolicy::never) plan->prepare_remainder(data.test.size(), plan->capacity());
     const auto start = Clock::now();
@@ -271,7 +274,15 @@ struct Trainer::Impl {
       const bool evaluate_now = run.evaluate == EvalPolicy::every_epoch ? (epoch_done || last) : (run.evaluate == EvalPolicy::at_end && last);
       // A stop request (Ctrl-C, SIGTERM) saves and returns at once: evaluating the test set
       // first kept a user waiting (about 20 s for cifar_quick on two cores).
-      if (evaluate_now && data.test.size() > 0 && !stop.load()) {
+      // With a validation split, it is what every epoch is judged on, and the test set is
+      // evaluated once, after the last epoch.
+      if (evaluate_now && validate && !stop.load()) {
+        const Evaluation val = evaluate(data.val);
+        ev.val_loss = val.loss;
+        ev.val_accuracy = val.accuracy;
+        result.val_accuracy = ev.val_accuracy;
+      }
+      if (evaluate_now && (!validate || last) && data.test.size() > 0 && !stop.load()) {
         const Evaluation test = evaluate(data.test);
         ev.test_loss = test.loss;
         ev.test_accuracy = test.accuracy;
@@ -280,9 +291,12 @@ struct Trainer::Impl {
       ev.elapsed_sec = seconds_since(start);
       if (metrics) {
         metrics << metrics_record(ev) << '\n';
+        if (ev.val_accuracy) metrics << metrics_val_record(ev) << '\n';
         metrics.flush();
       }
-      if (ev.test_accuracy && run.evaluate == EvalPolicy::every_epoch) keep_if_best(*ev.test_accuracy);
+      if (const std::optional<double> judged = validate ? ev.val_accuracy : ev.test_accuracy;
+          judged && run.evaluate == EvalPolicy::every_epoch)
+        keep_if_best(*judged);
       if (epoch_callback) epoch_callback(ev);
       save_checkpoint(last);
     }

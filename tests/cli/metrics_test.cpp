@@ -84,7 +84,7 @@ TEST_F(Metrics, RecordsCountEpochsFromOneAndJsonPrintsTheEpochRecords) {
     std::vector<std::string> keys;
     for (const auto& [key, value] : j.items()) keys.push_back(key);
     EXPECT_EQ(keys, (std::vector<std::string>{"type", "step", "epoch", "train_loss", "train_accuracy", "test_loss",
-                                              "test_accuracy", "lr", "images_per_sec", "train_seconds", "elapsed"}));
+                                              "test_accuracy", "val_loss", "val_accuracy", "lr", "images_per_sec", "train_seconds", "elapsed"}));
     ASSERT_TRUE(j.at("test_loss").is_number()) << j.dump();
     EXPECT_GT(j.at("test_loss").get<double>(), 0.1);  // cross-entropy of an untrained 10-class model: about ln 10
     EXPECT_LT(j.at("test_loss").get<double>(), 10.0);

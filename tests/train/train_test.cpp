@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <unistd.h>
 
@@ -183,12 +184,59 @@ TEST(Training, EpochEventCarriesTheTestLoss) {
   EXPECT_GT(last.train_seconds, 0.0);
   const std::string record = metrics_record(last);
   EXPECT_TRUE(contains(record, "{\"type\":\"epoch\",\"step\":4,\"epoch\":" + std::to_string(last.epoch + 1) + ",")) << record;
-  EXPECT_TRUE(contains(record, "\"test_loss\":") && !contains(record, "null")) << record;
+  EXPECT_TRUE(contains(record, "\"test_loss\":") && !contains(record, "\"test_loss\":null")) << record;
+  EXPECT_TRUE(contains(record, "\"val_loss\":null,\"val_accuracy\":null")) << "no validation split: " << record;
+  EXPECT_EQ(metrics_val_record(last), "");
   StepEvent step;
   step.step = 1;
   step.loss = 2.5;
   step.lr = 0.125;
   EXPECT_EQ(metrics_record(step), "{\"type\":\"step\",\"step\":1,\"epoch\":1,\"loss\":2.5,\"lr\":0.125}");
+}
+
+// With a validation split every epoch is judged on it, the test set is evaluated once at
+// the end, metrics.jsonl has a "val" line per epoch, and best.safetensors follows validation.
+TEST(Training, ValidationSplitIsEvaluatedEveryEpochAndTestOnce) {
+  TempDir tmp("val");
+  Splits data = small_data();
+  hold_out(data, 128, 7);
+  ASSERT_EQ(data.val.size(), 128);
+  ASSERT_EQ(data.train.size(), 512);
+  RunOptions run;
+  run.threads = 1;
+  run.out = tmp.str("run");
+  TrainConfig c = recipe();
+  c.epochs = 3;
+  Trainer t(dropout_bn_net(), c, run);
+  std::vector<EpochEvent> events;
+  t.on_epoch([&](const EpochEvent& e) { events.push_back(e); });
+  const TrainResult r = t.fit(data);
+  ASSERT_EQ(events.size(), 3u);
+  for (const EpochEvent& e : events) {
+    ASSERT_TRUE(e.val_accuracy && e.val_loss) << "epoch " << e.epoch + 1;
+    EXPECT_EQ(e.test_accuracy.has_value(), e.epoch == 2) << "the test set is evaluated after the last epoch only";
+  }
+  ASSERT_TRUE(r.val_accuracy && r.test_accuracy);
+  EXPECT_EQ(*r.val_accuracy, *events.back().val_accuracy);
+  const Evaluation val = t.evaluate(data.val);
+  EXPECT_EQ(*events.back().val_accuracy, val.accuracy);
+  EXPECT_EQ(*events.back().val_loss, val.loss);
+
+  std::ifstream in(tmp.str("run/metrics.jsonl"));
+  std::string line;
+  std::vector<std::string> types;
+  while (std::getline(in, line))
+    if (!contains(line, "\"type\":\"step\"")) types.push_back(line.substr(0, line.find(',')));
+  EXPECT_EQ(types, (std::vector<std::string>{"{\"type\":\"epoch\"", "{\"type\":\"val\"", "{\"type\":\"epoch\"",
+                                             "{\"type\":\"val\"", "{\"type\":\"epoch\"", "{\"type\":\"val\""}));
+  // best.safetensors holds the epoch with the best validation accuracy: evaluating it gives it back.
+  double best = 0;
+  for (const EpochEvent& e : events) best = std::max(best, *e.val_accuracy);
+  RunOptions again;
+  again.threads = 1;
+  again.init = tmp.str("run/best.safetensors");
+  Trainer reloaded(dropout_bn_net(), c, again);
+  EXPECT_EQ(reloaded.evaluate(data.val).accuracy, best);
 }
 
 TEST(Training, WeightsRoundTripAndPredict) {
