@@ -128,6 +128,11 @@ KILN_API void write_cifar10(const Cifar10& data, const std::string& dir);
 /// DataError naming the source and the record).
 KILN_API void check_dataset(const Graph& graph, const Dataset& data);
 
+/// check_dataset() on every split, with the format named: a model built for another
+/// format's images (1x28x28 MNIST fed 3x32x32 CIFAR, or the reverse) is a GraphError that
+/// names both shapes and the format, at the model's input line.
+KILN_API void check_data(const Graph& graph, const Splits& data);
+
 /// Per-channel mean and standard deviation of a dataset's pixels scaled to [0, 1] (the
 /// normalization of formats without published constants).
 struct ChannelStats {

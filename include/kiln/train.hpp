@@ -95,6 +95,13 @@ struct TrainConfig {
   std::vector<float> mean{0.4914f, 0.4822f, 0.4465f};  ///< per-channel normalization of [0, 1] pixels
   std::vector<float> std{0.2470f, 0.2435f, 0.2616f};  ///< per-channel divisor after `mean`
   bool tf32 = false;               ///< CUDA, fp32: allow TF32 tensor cores (`--tf32` also turns it on)
+  /// `mean` and `std` came from the spec's `normalize:`. Otherwise they are CIFAR-10's
+  /// published values, and `kiln train` replaces them with the data's (default_normalization()).
+  bool normalize_given = false;
+  /// The data the model is for (`format:` in the spec): where `kiln train` looks without
+  /// `--data`, and the format of the synthetic set it falls back to. Empty: CIFAR-10.
+  std::optional<DataFormat> format;
+  Cifar100Label label = Cifar100Label::fine;  ///< CIFAR-100's label (`label:` in the spec, `--label`)
 };
 
 /// When fit() evaluates the test set.

@@ -43,6 +43,33 @@ ChannelStats channel_stats(const Dataset& data) {
   return stats;
 }
 
+void check_data(const Graph& graph, const Splits& data) {
+  const Dataset& train = data.train;
+  std::vector<Diagnostic> diags;
+  if (graph.input_shape() != train.sample) {
+    Diagnostic d;
+    d.loc = graph.layers()[0].loc;
+    const Shape s = train.sample;
+    d.message = fmt::format("model '{}' takes input {}, but the {} data in '{}' has samples of {} ({} channel{}, {}x{})",
+                            graph.name(), graph.input_shape().str(), format_name(data.format), train.source, s.str(), s.c,
+                            s.c == 1 ? "" : "s", s.h, s.w);
+    d.hint = fmt::format("a model for {} takes input: [{}, {}, {}]{}", format_name(data.format), s.c, s.h, s.w,
+                         graph.input_shape().c != s.c ? "; its first conv's channels follow the input's" : "");
+    diags.push_back(std::move(d));
+  }
+  if (graph.classes() != train.classes) {
+    Diagnostic d;
+    d.loc = graph.output().loc;
+    d.message = fmt::format("model '{}' has classes: {}, but the {} data in '{}' has {} classes", graph.name(), graph.classes(),
+                            format_name(data.format), train.source, train.classes);
+    d.hint = fmt::format("set classes: {} and end the model with a linear layer of out: {}", train.classes, train.classes);
+    diags.push_back(std::move(d));
+  }
+  if (!diags.empty()) throw GraphError(std::move(diags));
+  for (const Dataset* d : {&data.train, &data.test, &data.val})
+    if (d->size() > 0) check_dataset(graph, *d);
+}
+
 ChannelStats default_normalization(const Splits& data) {
   // CIFAR-10's published constants (what every CIFAR-10 recipe uses); the rest from the
   // training images themselves.

@@ -181,7 +181,7 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   static const std::vector<std::string_view> known{
       "epochs", "batch",          "lr",       "momentum", "nesterov",  "weight_decay", "weight_decay_mode", "schedule",
       "label_smoothing", "reduction", "augment", "shuffle", "drop_last", "seed",         "normalize",
-      "lookahead", "tta", "whiten", "tf32"};
+      "lookahead", "tta", "whiten", "tf32", "format", "label"};
   if (!p.keys(train, known, "train")) return c;
   p.number(train, "epochs", c.epochs, 1e-9, 1e9, false, "> 0");
   p.integer(train, "batch", c.batch, 1);
@@ -201,7 +201,18 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   p.boolean(train, "drop_last", c.drop_last);
   p.boolean(train, "tf32", c.tf32);
   p.integer(train, "seed", c.seed, 0);
-  if (const auto v = train["normalize"]) p.normalize(v, c);
+  if (const auto v = train["normalize"]) {
+    p.normalize(v, c);
+    c.normalize_given = true;
+  }
+  if (const auto v = train["format"])
+    if (auto name = p.choice(v, "format", {"cifar10", "cifar100", "mnist", "fashion-mnist"})) {
+      DataFormat f{};
+      parse_format(*name, f);
+      c.format = f;
+    }
+  if (const auto v = train["label"])
+    if (auto name = p.choice(v, "label", {"fine", "coarse"})) c.label = *name == "coarse" ? Cifar100Label::coarse : Cifar100Label::fine;
   if (const auto v = train["lookahead"]) p.lookahead(v, c.lookahead);
   p.boolean(train, "tta", c.tta);
   if (const auto v = train["whiten"]) p.whiten(v, c);

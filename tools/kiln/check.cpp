@@ -18,6 +18,7 @@ struct CheckOptions {
   std::string layout = "nchw";
   std::string target = "cpu";
   std::string data;
+  std::string format, label;
   bool json = false;
 };
 
@@ -42,8 +43,11 @@ int run_check(const CheckOptions& o) {
     const Target target{cuda ? Backend::cuda : Backend::cpu, batch, *dtype, *layout};
     MemoryPlan plan = plan_memory(graph, target);
     if (!o.data.empty()) {
-      Cifar10 data = load_cifar10(o.data);
-      check_dataset(graph, data.train);
+      std::string description;
+      const Splits data = resolve_data(data_request(o.data, o.format, o.label, spec.train), false, description);
+      check_data(graph, data);
+    } else if (!o.format.empty() || !o.label.empty()) {
+      throw UsageError("--format and --label describe --data: give --data DIR too");
     }
     std::optional<CudnnReport> cudnn;
     std::vector<std::string> no_engine;
@@ -171,7 +175,9 @@ void add_check(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--target", o->target, "Compile for: cpu, or cuda (cuDNN descriptors; needs no GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  app->add_option("--data", o->data, "A CIFAR-10 binary directory to check against the model's input and classes");
+  app->add_option("--data", o->data, "A data directory (any format kiln reads) to check against the model's input and classes");
+  app->add_option("--format", o->format, "--data's format: cifar10, cifar100, mnist or fashion-mnist (default: detected)");
+  app->add_option("--label", o->label, "CIFAR-100: fine (default) or coarse");
   app->add_flag("--json", o->json, "Print the result as JSON");
   commands.push_back({app, [o] { return run_check(*o); }});
 }

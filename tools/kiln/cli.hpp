@@ -29,15 +29,33 @@ void add_info(CLI::App& root, std::vector<Command>& commands);
 // beside the executable.
 std::string default_model();
 
-// The data a command trains or evaluates on: --data DIR, else $KILN_CIFAR10_DIR, else
-// data/cifar-10-batches-bin if present, else (when `allow_synthetic`) a synthetic set made
-// in memory, saying so on stderr. `description` says which; `resolved_dir`, where given, gets
-// the directory read (empty for the synthetic set).
-Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& description,
-                     std::string* resolved_dir = nullptr);
+// What a command asks of its data: --data, --format and --label, with the spec's format:
+// and label: beneath them.
+struct DataRequest {
+  std::string dir;                              // --data; empty: the usual places
+  std::optional<DataFormat> format;             // --format or the spec's; empty: detected (CIFAR-10 when nothing is found)
+  Cifar100Label label = Cifar100Label::fine;    // --label or the spec's
+  bool label_flag = false;                      // --label was given (it needs CIFAR-100 data)
+};
 
-// The synthetic set made in memory (what resolve_data falls back to), saying so on stderr.
-Cifar10 synthetic_data(std::string& description);
+// The data a command trains or evaluates on: --data DIR (its format detected unless
+// --format names it), else the format's environment variable ($KILN_CIFAR10_DIR,
+// $KILN_CIFAR100_DIR, $KILN_MNIST_DIR, $KILN_FASHION_MNIST_DIR), else its folder under data/
+// (cifar-10-batches-bin, cifar-100-binary, mnist, fashion-mnist; Fashion-MNIST also
+// /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist), else (when
+// `allow_synthetic`) a synthetic set in that format made in memory, saying so on stderr.
+// `description` says which; `resolved_dir`, where given, gets the directory read (empty for
+// the synthetic set).
+Splits resolve_data(const DataRequest& want, bool allow_synthetic, std::string& description,
+                    std::string* resolved_dir = nullptr);
+
+// The synthetic set made in memory (what resolve_data falls back to).
+Splits synthetic_data(const DataRequest& want, std::string& description);
+
+// --format's value; anything else is a usage error (exit 2) with a did-you-mean.
+DataFormat parse_format_flag(const std::string& text);
+// The request of a command with --data, --format and --label over a spec's recipe.
+DataRequest data_request(const std::string& dir, const std::string& format, const std::string& label, const TrainConfig& spec);
 
 // "cpu", "cuda", or "auto" (cuda when built with CUDA and a device is present).
 Backend resolve_device(const std::string& device, int* index = nullptr);

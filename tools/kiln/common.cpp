@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.hpp"
+#include "util/text.hpp"
 
 namespace kiln::cli {
 
@@ -39,34 +40,101 @@ std::string default_model() {
   return path.empty() ? "data/models/cifar_quick.yaml" : path;
 }
 
-Cifar10 synthetic_data(std::string& description) {
-  description = "synthetic (kiln synth, seed 0)";
-  Cifar10 data = make_synthetic_cifar10({});
-  data.train.source = "synthetic";
-  data.test.source = "synthetic";
+namespace {
+
+struct FormatPlaces {
+  DataFormat format;
+  const char* env;       // its environment variable
+  const char* folder;    // under data/ (and share/kiln/ when installed)
+  const char* marker;    // a file inside it that says it is there
+  const char* system;    // a system-wide copy (a Debian package), or null
+  const char* fetch;     // how to get it
+};
+
+constexpr FormatPlaces kPlaces[] = {
+    {DataFormat::cifar10, "KILN_CIFAR10_DIR", "cifar-10-batches-bin", "data_batch_1.bin", nullptr, "tools/fetch-cifar10.sh"},
+    {DataFormat::cifar100, "KILN_CIFAR100_DIR", "cifar-100-binary", "train.bin", nullptr, "tools/fetch-cifar100.sh"},
+    {DataFormat::mnist, "KILN_MNIST_DIR", "mnist", "", nullptr, "tools/fetch-mnist.sh"},
+    {DataFormat::fashion_mnist, "KILN_FASHION_MNIST_DIR", "fashion-mnist", "", "/usr/share/datasets/fashion-mnist",
+     "tools/fetch-fashion-mnist.sh or apt-get install dataset-fashion-mnist"},
+};
+
+const FormatPlaces& places(DataFormat f) {
+  for (const FormatPlaces& p : kPlaces)
+    if (p.format == f) return p;
+  return kPlaces[0];
+}
+
+// An IDX directory holds train-images-idx3-ubyte, plain or compressed.
+bool holds(const fs::path& dir, const FormatPlaces& p) {
+  std::error_code ec;
+  if (*p.marker) return fs::exists(dir / p.marker, ec);
+  return fs::exists(dir / "train-images-idx3-ubyte", ec) || fs::exists(dir / "train-images-idx3-ubyte.gz", ec);
+}
+
+}  // namespace
+
+Splits synthetic_data(const DataRequest& want, std::string& description) {
+  SynthOptions options;
+  options.format = want.format.value_or(DataFormat::cifar10);
+  description = fmt::format("synthetic {} (kiln synth --format {}, seed 0)", format_name(options.format), format_name(options.format));
+  Splits data = make_synthetic(options);
+  data.train.source = data.test.source = "synthetic";
   return data;
 }
 
-Cifar10 resolve_data(const std::string& dir, bool allow_synthetic, std::string& description, std::string* resolved_dir) {
-  auto from = [&](const std::string& d, std::string what) {
-    description = std::move(what);
-    if (resolved_dir) *resolved_dir = d;
-    return load_cifar10(d);
-  };
-  if (!dir.empty()) return from(dir, dir);
-  if (const char* env = std::getenv("KILN_CIFAR10_DIR"); env && *env) return from(env, fmt::format("{} (KILN_CIFAR10_DIR)", env));
-  std::string local = find_file("data/cifar-10-batches-bin/data_batch_1.bin", "cifar-10-batches-bin/data_batch_1.bin");
-  if (!local.empty()) {
-    const std::string d = fs::path(local).parent_path().string();
-    return from(d, d);
+DataFormat parse_format_flag(const std::string& text) {
+  DataFormat f{};
+  if (parse_format(text, f)) return f;
+  const std::vector<std::string_view> names{"cifar10", "cifar100", "mnist", "fashion-mnist"};
+  const std::string guess = detail::closest(text, names);
+  throw UsageError(fmt::format("--format must be cifar10, cifar100, mnist or fashion-mnist, got '{}'{}", text,
+                               guess.empty() ? "" : fmt::format("; did you mean '{}'?", guess)));
+}
+
+DataRequest data_request(const std::string& dir, const std::string& format, const std::string& label, const TrainConfig& spec) {
+  DataRequest r;
+  r.dir = dir;
+  r.format = format.empty() ? spec.format : std::optional<DataFormat>(parse_format_flag(format));
+  r.label = spec.label;
+  if (!label.empty()) {
+    if (label != "fine" && label != "coarse") throw UsageError(fmt::format("--label must be fine or coarse, got '{}'", label));
+    r.label = label == "coarse" ? Cifar100Label::coarse : Cifar100Label::fine;
+    r.label_flag = true;
   }
+  return r;
+}
+
+Splits resolve_data(const DataRequest& want, bool allow_synthetic, std::string& description, std::string* resolved_dir) {
+  auto from = [&](const std::string& d, std::string what, std::optional<DataFormat> format) {
+    LoadOptions options;
+    options.detect = !format;
+    if (format) options.format = *format;
+    options.label = want.label;
+    Splits data = load_data(d, options);
+    if (want.label_flag && data.format != DataFormat::cifar100)
+      throw UsageError(fmt::format("--label picks CIFAR-100's fine or coarse label; the data in '{}' is {}, which has one",
+                                   d, format_name(data.format)));
+    description = fmt::format("{} ({})", what, format_name(data.format));
+    if (resolved_dir) *resolved_dir = d;
+    return data;
+  };
+  if (!want.dir.empty()) return from(want.dir, want.dir, want.format);
+  const FormatPlaces& p = places(want.format.value_or(DataFormat::cifar10));
+  const DataFormat format = p.format;
+  if (const char* env = std::getenv(p.env); env && *env) return from(env, fmt::format("{} ({})", env, p.env), format);
+  std::error_code ec;
+  for (const fs::path& base : {fs::current_path(ec), executable_dir().parent_path()})
+    if (holds(base / "data" / p.folder, p)) return from((base / "data" / p.folder).string(), (base / "data" / p.folder).string(), format);
+  if (p.system && holds(p.system, p)) return from(p.system, p.system, format);
   if (!allow_synthetic)
-    throw UsageError("no data: give --data DIR, set KILN_CIFAR10_DIR, or get CIFAR-10 with tools/fetch-cifar10.sh");
+    throw UsageError(fmt::format("no {} data: give --data DIR, set {}, or get it with {}", format_name(format), p.env, p.fetch));
   fmt::print(stderr,
-             "kiln: no CIFAR-10 found (--data, KILN_CIFAR10_DIR, data/cifar-10-batches-bin):\n"
-             "      training on a synthetic set made in memory; get CIFAR-10 with tools/fetch-cifar10.sh\n");
+             "kiln: no {} found (--data, {}, data/{}{}{}):\n"
+             "      training on a synthetic set made in memory; get the real one with {}\n",
+             format_name(format), p.env, p.folder, p.system ? ", " : "", p.system ? p.system : "", p.fetch);
   if (resolved_dir) resolved_dir->clear();
-  return synthetic_data(description);
+  return synthetic_data(want, description);
 }
 
 std::optional<int> cuda_index(const std::string& device) {

@@ -1,8 +1,11 @@
 // kiln eval: accuracy, per-class accuracy and the confusion matrix of saved weights on the
-// test split.
+// test split, of a run folder (its model, data, format and normalization from run.yaml) or
+// of a model spec with --weights.
+#include <filesystem>
 #include <fmt/format.h>
 
 #include "cli.hpp"
+#include "run_record.hpp"
 
 namespace kiln::cli {
 
@@ -12,6 +15,7 @@ struct EvalOptions {
   std::string model;
   std::string weights;
   std::string data;
+  std::string format, label;
   std::optional<std::int64_t> batch;
   std::string device = "auto";
   int threads = 0;
@@ -19,17 +23,45 @@ struct EvalOptions {
 };
 
 int run_eval(const EvalOptions& o) {
-  Spec spec = load_spec(o.model);
+  namespace fs = std::filesystem;
+  // A run folder says everything: its model, data (format, label), normalization and weights.
+  std::optional<RunRecord> record;
+  std::error_code ec;
+  if (fs::is_directory(o.model, ec)) {
+    const fs::path file = fs::path(o.model) / "run.yaml";
+    if (!fs::exists(file, ec))
+      throw UsageError(fmt::format("{} is a directory without a run.yaml: give a run folder (written by kiln train) or a "
+                                   "model spec with --weights",
+                                   o.model));
+    record = read_run_record(file.string());
+  }
+  const std::string model = record ? record->model_file : o.model;
+  const std::string weights = !o.weights.empty() ? o.weights : record ? (fs::path(o.model) / "model.safetensors").string() : "";
+  if (weights.empty()) throw UsageError(fmt::format("--weights is needed with a model spec ({}); a run folder has its own", o.model));
+  Spec spec = load_spec(model);
   print_warnings(spec.graph);
   TrainConfig config = spec.train;
   if (o.batch) config.batch = *o.batch;
   RunOptions run;
   run.device = resolve_device(o.device, &run.device_index);
   run.threads = o.threads;
-  run.init = o.weights;
+  run.init = weights;
   std::string description;
-  Cifar10 data = resolve_data(o.data, false, description);
-  check_dataset(spec.graph, data.test);
+  DataRequest want = data_request(!o.data.empty() ? o.data : record ? record->data_dir : "", o.format, o.label, spec.train);
+  if (record && o.format.empty()) want.format = parse_format_flag(record->data_format);
+  if (record && o.label.empty() && !record->data_label.empty())
+    want.label = record->data_label == "coarse" ? Cifar100Label::coarse : Cifar100Label::fine;
+  // A run on the synthetic set is evaluated on the same synthetic set.
+  Splits data = record && want.dir.empty() ? synthetic_data(want, description) : resolve_data(want, false, description);
+  check_data(spec.graph, data);
+  if (record) {  // what the run trained with
+    config.mean = record->train.mean;
+    config.std = record->train.std;
+  } else if (!config.normalize_given) {
+    const ChannelStats s = default_normalization(data);
+    config.mean = s.mean;
+    config.std = s.std;
+  }
   Trainer trainer(spec.graph, config, run);
   Evaluation e = trainer.evaluate(data.test);
   const auto& names = data.test.class_names;
@@ -40,7 +72,7 @@ int run_eval(const EvalOptions& o) {
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  fmt::print("{} with {} on {} ({} test images)\n", spec.graph.name(), o.weights, description, e.count);
+  fmt::print("{} with {} on {} ({} test images)\n", spec.graph.name(), weights, description, e.count);
   fmt::print("accuracy {:.2f}%  loss {:.4f}\n", 100.0 * e.accuracy, e.loss);
   for (std::size_t k = 0; k < e.class_accuracy.size(); ++k) fmt::print("  {:<12} {:6.2f}%\n", name(k), 100.0 * e.class_accuracy[k]);
   fmt::print("confusion matrix (rows: true class, columns: predicted)\n");
@@ -57,9 +89,11 @@ int run_eval(const EvalOptions& o) {
 void add_eval(CLI::App& root, std::vector<Command>& commands) {
   auto o = std::make_shared<EvalOptions>();
   CLI::App* app = root.add_subcommand("eval", "Evaluate saved weights on the test split");
-  app->add_option("model", o->model, "Model spec (YAML)")->required();
-  app->add_option("--weights", o->weights, "Weights (safetensors)")->required();
-  app->add_option("--data", o->data, "CIFAR-10 binary directory (default: $KILN_CIFAR10_DIR or data/cifar-10-batches-bin)");
+  app->add_option("model", o->model, "A run folder (its run.yaml says the rest), or a model spec (YAML) with --weights")->required();
+  app->add_option("--weights", o->weights, "Weights (safetensors; default for a run folder: its model.safetensors)");
+  app->add_option("--data", o->data, "Data directory (default: the run's, else the format's $KILN_*_DIR or data/ folder)");
+  app->add_option("--format", o->format, "The data's format: cifar10, cifar100, mnist or fashion-mnist (default: detected)");
+  app->add_option("--label", o->label, "CIFAR-100: fine (default) or coarse");
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
   app->add_option("--device", o->device, "auto (default), cpu, cuda or cuda:N (a device index, see kiln info)")->check(device_choice());
   app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(positive());

@@ -27,13 +27,24 @@ std::string to_yaml(const RunRecord& r) {
   std::string command;
   for (const std::string& a : r.command) command += (command.empty() ? "" : ", ") + quoted(a);
   const TrainConfig& c = r.train;
+  std::string names;
+  for (const std::string& n : r.class_names) names += (names.empty() ? "" : ", ") + quoted(n);
+  // Shortest round-trip text of each float: read back, they are the same floats.
+  auto floats = [](const std::vector<float>& v) {
+    std::string s;
+    for (float x : v) s += fmt::format("{}{}", s.empty() ? "" : ", ", x);
+    return s;
+  };
   return fmt::format(
       "# Written by kiln train when the run started; `kiln train --resume DIR` reads it back.\n"
       "kiln: {{version: {}, commit: {}, build: {}}}\n"
       "command: [{}]\n"
       "cwd: {}\n"
       "model: {{file: {}, name: {}}}\n"
-      "data: {{dir: {}, description: {}, fingerprint: {}}}\n"
+      "data: {{dir: {}, description: {}, fingerprint: {}, format: {}, label: {}}}\n"
+      "val_split: {{count: {}, seed: {}}}\n"
+      "classes: [{}]\n"
+      "normalize: {{mean: [{}], std: [{}]}}\n"
       "device: {{backend: {}, layout: {}, dtype: {}, threads: {}}}\n"
       "train:\n"
       "  epochs: {}\n"
@@ -49,7 +60,8 @@ std::string to_yaml(const RunRecord& r) {
       "  seed: {}\n"
       "  init: {}\n",
       quoted(r.version), quoted(r.commit), quoted(r.build), command, quoted(r.cwd), quoted(r.model_file), quoted(r.model_name),
-      quoted_or_null(r.data_dir), quoted(r.data_description), quoted(r.data_fingerprint), r.backend, r.layout, r.dtype,
+      quoted_or_null(r.data_dir), quoted(r.data_description), quoted(r.data_fingerprint), quoted(r.data_format),
+      quoted_or_null(r.data_label), r.val_count, r.val_seed, names, floats(c.mean), floats(c.std), r.backend, r.layout, r.dtype,
       r.threads, number(c.epochs), r.steps ? std::to_string(*r.steps) : "null", c.batch, number(c.lr), number(c.momentum),
       c.nesterov, number(c.weight_decay), number(c.label_smoothing), c.augment.crop, c.augment.translate, c.augment.flip,
       c.augment.alternate_flip, c.shuffle, c.seed, quoted_or_null(r.init));
@@ -70,6 +82,17 @@ RunRecord read_run_record(const std::string& path) {
     r.data_dir = text(y["data"]["dir"]);
     r.data_description = text(y["data"]["description"]);
     r.data_fingerprint = text(y["data"]["fingerprint"]);
+    if (const std::string f = text(y["data"]["format"]); !f.empty()) r.data_format = f;
+    r.data_label = text(y["data"]["label"]);
+    if (const YAML::Node v = y["val_split"]) {
+      r.val_count = v["count"].as<std::int64_t>();
+      r.val_seed = v["seed"].as<std::uint64_t>();
+    }
+    for (const auto& n : y["classes"]) r.class_names.push_back(n.as<std::string>());
+    if (const YAML::Node n = y["normalize"]) {
+      r.train.mean = n["mean"].as<std::vector<float>>();
+      r.train.std = n["std"].as<std::vector<float>>();
+    }
     r.backend = text(y["device"]["backend"]);
     r.layout = text(y["device"]["layout"]);
     r.dtype = text(y["device"]["dtype"]);
@@ -97,6 +120,11 @@ RunRecord read_run_record(const std::string& path) {
                             path, e.what()),
                 ExitCode::invalid_input);
   }
+  if (DataFormat f{}; !parse_format(r.data_format, f))
+    throw Error(fmt::format("{}: data format '{}' is not one kiln reads (cifar10, cifar100, mnist, fashion-mnist)\n    hint: "
+                            "it is written by kiln train; to start over, train into a new --out",
+                            path, r.data_format),
+                ExitCode::invalid_input);
   if (r.model_file.empty())
     throw Error(fmt::format("{}: names no model file (model: file is empty)\n    hint: kiln train writes it; this one was "
                             "edited or cut short. To start over, train into a new --out",

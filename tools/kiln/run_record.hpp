@@ -19,9 +19,14 @@ struct RunRecord {
   std::string data_dir;                // absolute; empty: the synthetic set made in memory
   std::string data_description;
   std::string data_fingerprint;        // "file size hash; ..." of the data files (data_fingerprint())
+  std::string data_format = "cifar10"; // format_name() (a record without one is from when CIFAR-10 was the only format)
+  std::string data_label;              // CIFAR-100: "fine" or "coarse"; empty otherwise
+  std::int64_t val_count = 0;          // --val-split: images held out (hold_out), 0: none
+  std::uint64_t val_seed = 0;          // ... with this seed
+  std::vector<std::string> class_names;  // the data's, in label order (empty when it names none)
   std::string backend, layout, dtype;
   int threads = 0;
-  TrainConfig train;                   // the recipe with every flag applied (the fields below)
+  TrainConfig train;                   // the recipe with every flag applied (the fields below), mean and std included
   std::optional<std::int64_t> steps;   // --steps of the command that started the run
   std::string init;                    // --init, absolute; empty: none
 };

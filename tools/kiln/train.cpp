@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <cerrno>
 #include <csignal>
@@ -28,6 +30,9 @@ namespace {
 struct TrainOptions {
   std::string model;
   std::optional<std::string> data;
+  std::string format;                 // --format (empty: detected)
+  std::string label;                  // --label (empty: the spec's, else fine)
+  std::string val_split;              // --val-split N or a fraction
   std::optional<std::string> device;  // auto (default; a resumed run: its device)
   std::optional<double> epochs;
   std::optional<std::int64_t> steps;
@@ -169,6 +174,9 @@ void resume_from_record(const RunRecord& r, const std::string& dir, const TrainO
   if (other_model) differs("model", o.model, r.model_file);
   if (o.data && (r.data_dir.empty() || !same_path(*o.data, r.data_dir)))
     differs("--data", *o.data, r.data_dir.empty() ? "the synthetic set made in memory" : r.data_dir);
+  if (!o.format.empty() && o.format != r.data_format) differs("--format", o.format, r.data_format);
+  if (!o.label.empty() && o.label != r.data_label) differs("--label", o.label, r.data_label.empty() ? "none" : r.data_label);
+  if (!o.val_split.empty()) differs("--val-split", o.val_split, r.val_count ? std::to_string(r.val_count) : "none");
   if (o.batch && *o.batch != r.train.batch) differs("--batch", std::to_string(*o.batch), std::to_string(r.train.batch));
   if (o.lr && *o.lr != r.train.lr) differs("--lr", fmt::format("{}", *o.lr), fmt::format("{}", r.train.lr));
   if (o.seed && *o.seed != r.train.seed) differs("--seed", std::to_string(*o.seed), std::to_string(r.train.seed));
@@ -201,6 +209,23 @@ void resume_from_record(const RunRecord& r, const std::string& dir, const TrainO
   config.augment = r.train.augment;
   config.shuffle = r.train.shuffle;
   config.epochs = o.epochs ? *o.epochs : r.train.epochs;
+  config.mean = r.train.mean;  // the normalization the run trained with, whatever the spec says now
+  config.std = r.train.std;
+  config.normalize_given = true;
+}
+
+// --val-split: a count ("5000") or a fraction of the training images ("0.1").
+std::int64_t val_count(const std::string& text, std::int64_t train) {
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text.c_str(), &end);
+  const bool number = !text.empty() && end == text.c_str() + text.size() && errno == 0 && v > 0;
+  const bool fraction = number && v < 1;
+  if (!number || (!fraction && v != std::floor(v)))
+    throw UsageError(fmt::format("--val-split must be a count of training images (e.g. 5000) or a fraction of them "
+                                 "(e.g. 0.1), got '{}'",
+                                 text));
+  return fraction ? std::max<std::int64_t>(1, std::llround(v * static_cast<double>(train))) : static_cast<std::int64_t>(v);
 }
 
 int run_train(const TrainOptions& o) {
@@ -282,10 +307,30 @@ int run_train(const TrainOptions& o) {
     }
   }
   std::string data_description;
-  // A resumed run that had the synthetic set has it again: KILN_CIFAR10_DIR and the default
-  // folder count only for a new run.
-  Cifar10 data = record && data_dir.empty() ? synthetic_data(data_description)
-                                             : resolve_data(data_dir, true, data_description, &data_dir);
+  DataRequest want = data_request(data_dir, o.format, o.label, spec.train);
+  if (record) {  // the run's own format and label, never detected again
+    want.format = parse_format_flag(record->data_format);
+    want.label = record->data_label == "coarse" ? Cifar100Label::coarse : Cifar100Label::fine;
+    want.label_flag = false;
+  }
+  // A resumed run that had the synthetic set has it again: the environment variables and the
+  // default folders count only for a new run.
+  Splits data = record && data_dir.empty() ? synthetic_data(want, data_description)
+                                            : resolve_data(want, true, data_description, &data_dir);
+  // The validation split: held out after a shuffle seeded by the run's seed, so a resumed
+  // run holds out the same images.
+  const std::int64_t held = record ? record->val_count : o.val_split.empty() ? 0 : val_count(o.val_split, data.train.size());
+  if (held > 0) hold_out(data, held, record ? record->val_seed : config.seed);
+  check_data(spec.graph, data);
+  // Normalization: the spec's normalize:, else the format's (CIFAR-10's published values,
+  // or the training images' own statistics), computed now and kept in run.yaml.
+  std::string normalize_source = record ? "the run's" : "the spec's";
+  if (!config.normalize_given) {
+    const ChannelStats s = default_normalization(data);
+    config.mean = s.mean;
+    config.std = s.std;
+    normalize_source = data.format == DataFormat::cifar10 ? "CIFAR-10's published values" : "from the training images";
+  }
   Trainer trainer(spec.graph, config, run);
   // A resumed run keeps the run.yaml it started with (its epochs updated when --epochs
   // extends it); a new one (or --overwrite) writes its own, and --overwrite first clears the
@@ -310,6 +355,11 @@ int run_train(const TrainOptions& o) {
     r.data_dir = absolute(data_dir);
     r.data_description = data_description;
     r.data_fingerprint = data_dir.empty() ? "" : data_fingerprint(data_dir);
+    r.data_format = format_name(data.format);
+    r.data_label = data.format == DataFormat::cifar100 ? (want.label == Cifar100Label::coarse ? "coarse" : "fine") : "";
+    r.val_count = held;
+    r.val_seed = config.seed;
+    r.class_names = data.train.class_names;
     r.backend = run.device == Backend::cuda && run.device_index > 0 ? fmt::format("cuda:{}", run.device_index)
                                                                     : std::string(to_string(run.device));
     r.layout = std::string(to_string(run.layout));
@@ -337,8 +387,16 @@ int run_train(const TrainOptions& o) {
     const std::string head = fmt::format("training {} (", spec.graph.name()), tail = "), " + device;
     const std::size_t room = out_width > display_width(head + tail) ? out_width - display_width(head + tail) : 8;
     fmt::print("{}\n", fit(head + (out_width ? shorten_path(model, room) : model) + tail, out_width));
-    fmt::print("{}\n", fit(fmt::format("data: {}, {} train / {} test images", data_description, data.train.size(),
-                                        data.test.size()),
+    fmt::print("{}\n", fit(fmt::format("data: {}, {} train / {}{} test images", data_description, data.train.size(),
+                                        held ? fmt::format("{} validation / ", data.val.size()) : "", data.test.size()),
+                            out_width));
+    auto values = [](const std::vector<float>& v) {
+      std::string s;
+      for (float x : v) s += fmt::format("{}{:.4f}", s.empty() ? "" : ", ", x);
+      return s;
+    };
+    fmt::print("{}\n", fit(fmt::format("normalize: mean [{}], std [{}] ({})", values(config.mean), values(config.std),
+                                        normalize_source),
                             out_width));
     // What will run: --steps stops early, the schedule still spans the epochs.
     const std::string length = run.max_steps ? fmt::format("{} steps (schedule of {} epochs)", *run.max_steps, config.epochs)
@@ -392,13 +450,21 @@ int run_train(const TrainOptions& o) {
     } else {
       // Within 80 columns with the img/s, which a narrower terminal loses first (the lr and
       // the rest are in metrics.jsonl and --json).
+      // With a validation split the epoch is judged on it; the test set comes once, at the end.
+      const bool val = held > 0;
+      const std::optional<double>& loss = val ? e.val_loss : e.test_loss;
+      const std::optional<double>& acc = val ? e.val_accuracy : e.test_accuracy;
       const std::string head =
-          fmt::format("epoch {}/{}  train loss {:.4f} acc {}  test loss {} acc {}", e.epoch + 1,
-                      std::max(progress->epochs, e.epoch + 1), e.train_loss, percent(e.train_accuracy),
-                      e.test_loss ? fmt::format("{:.4f}", *e.test_loss) : "-", e.test_accuracy ? percent(*e.test_accuracy) : "-");
+          fmt::format("epoch {}/{}  train loss {:.4f} acc {}  {} loss {} acc {}", e.epoch + 1,
+                      std::max(progress->epochs, e.epoch + 1), e.train_loss, percent(e.train_accuracy), val ? "val" : "test",
+                      loss ? fmt::format("{:.4f}", *loss) : "-", acc ? percent(*acc) : "-");
       std::string line = fmt::format("{}  {:.0f} img/s  {}", head, e.images_per_sec, duration(e.elapsed_sec));
       if (out_width && display_width(line) > out_width) line = fmt::format("{}  {}", head, duration(e.elapsed_sec));
       fmt::print("{}\n", fit(line, out_width));
+      if (val && e.test_accuracy)
+        fmt::print("{}\n", fit(fmt::format("test loss {:.4f} acc {} (after the last epoch)", e.test_loss.value_or(0),
+                                            percent(*e.test_accuracy)),
+                                out_width));
     }
     std::fflush(stdout);
   });
@@ -439,7 +505,13 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   auto o = std::make_shared<TrainOptions>();
   CLI::App* app = root.add_subcommand("train", "Train a model spec (default: data/models/cifar_quick.yaml)");
   app->add_option("model", o->model, "Model spec (YAML)");
-  app->add_option("--data", o->data, "CIFAR-10 binary directory (default: $KILN_CIFAR10_DIR, data/cifar-10-batches-bin, else synthetic)");
+  app->add_option("--data", o->data,
+                  "Data directory, its format detected (default: the format's $KILN_*_DIR or data/ folder, else a synthetic set)");
+  app->add_option("--format", o->format, "The data's format: cifar10, cifar100, mnist or fashion-mnist (default: detected)");
+  app->add_option("--label", o->label, "CIFAR-100: fine (100 classes, default) or coarse (20)");
+  app->add_option("--val-split", o->val_split,
+                  "Hold out N training images (or a fraction, e.g. 0.1) for per-epoch validation; the test set is then "
+                  "evaluated once, at the end");
   app->add_option("--device", o->device, "auto (default), cpu, cuda or cuda:N (a device index, see kiln info)")->check(device_choice());
   app->add_option("--epochs", o->epochs, "Epochs (may be fractional)")->check(positive());
   app->add_option("--steps", o->steps, "Stop after this many optimizer steps")->check(positive());
