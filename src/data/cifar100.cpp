@@ -68,7 +68,7 @@ void append_file(const std::string& path, int label_byte, Dataset& out) {
     throw DataError(path, whole,
                     fmt::format("{}: {} bytes is not a whole number of 3,074-byte records: record {} is truncated "
                                 "({} of 3,074 bytes); the file is cut short or not CIFAR-100 binary",
-                                path, format_count(size), whole, size - whole * kRecordBytes));
+                                path, format_count(size), whole, format_count(size - whole * kRecordBytes)));
   }
   const std::int64_t records = size / kRecordBytes;
   for (std::int64_t r = 0; r < records; ++r) {
