@@ -1,7 +1,8 @@
 #pragma once
 
 /// @file
-/// Datasets: the CIFAR-10 binary reader and writer, and the synthetic set.
+/// Datasets: the readers and writers of CIFAR-10, CIFAR-100 and MNIST-layout IDX files,
+/// format detection, and the synthetic sets.
 
 #include <cstdint>
 #include <string>
@@ -66,10 +67,12 @@ struct LoadOptions {
   Cifar100Label label = Cifar100Label::fine;  ///< CIFAR-100's label
 };
 
-/// The format of the files in `dir`, by their names (data_batch_1.bin: CIFAR-10; train.bin
-/// and test.bin: CIFAR-100; train-images-idx3-ubyte[.gz]: MNIST, or Fashion-MNIST when the
-/// directory's name says "fashion"). Throws DataError naming the directory, what was looked
-/// for and what is there, when it holds none of them.
+/// The format of the files in `dir`, by their names (data_batch_1.bin or test_batch.bin:
+/// CIFAR-10; train.bin or test.bin: CIFAR-100; train-images-idx3-ubyte or
+/// t10k-images-idx3-ubyte, plain or .gz: MNIST, or Fashion-MNIST when the last component of
+/// `dir` contains "fashion" in any case). One file is enough to name the format, so that the
+/// format's reader then names any file that is missing. Throws DataError naming the
+/// directory, what was looked for and the first entries there, when it holds none of them.
 KILN_API DataFormat detect_format(const std::string& dir);
 
 /// Reads `dir` in its format (detected, or options.format), validating every file before
@@ -105,11 +108,18 @@ struct SynthOptions {
 };
 
 /// A learnable synthetic set in `options.format`'s shape and classes (make_synthetic_cifar10()
-/// for cifar10). A pure function of the options.
+/// for cifar10). mnist, fashion_mnist: the same pattern families in grey levels at 1x28x28,
+/// named as the format's classes. cifar100: 100 fine classes, each a pattern family in one
+/// of ten foreground hues, numbered so that CIFAR-100's official superclass mapping (which
+/// write_data() uses for the coarse label) groups five hues of one family. A pure function
+/// of the options.
 KILN_API Splits make_synthetic(const SynthOptions& options);
 
 /// Writes `data` in its format (data.format) to `dir`, as the official files are laid out,
-/// each file written atomically; load_data() reads it back. Throws DataError naming the file.
+/// each file written atomically; load_data() reads it back. IDX files are written plain
+/// (uncompressed). CIFAR-100 needs the fine labels (classes == 100): each record's coarse
+/// label is the official superclass of its fine one. Refuses, before writing anything, what
+/// the reader would reject; throws DataError naming the file.
 KILN_API void write_data(const Splits& data, const std::string& dir);
 
 /// A learnable synthetic 10-class set in CIFAR-10's format: shapes, stripes, rings and

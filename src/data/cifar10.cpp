@@ -1,11 +1,10 @@
-// CIFAR-10 binary reader: data_batch_1..5.bin, test_batch.bin, batches.meta.txt. Every
-// file is validated before anything is returned, so training never starts on bad data.
-#include <cerrno>
+// CIFAR-10 binary reader and writer: data_batch_1..5.bin, test_batch.bin, batches.meta.txt.
+// Every file is validated before anything is returned, so training never starts on bad data.
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
-#include <fstream>
 
+#include "data/data_files.hpp"
 #include "kiln/data.hpp"
 #include "kiln/format.hpp"
 
@@ -21,26 +20,8 @@ constexpr const char* kTestFile = "test_batch.bin";
 constexpr const char* kGetHint =
     "get CIFAR-10 with tools/fetch-cifar10.sh, or make a synthetic set in the same format with kiln synth --out DIR";
 
-std::vector<std::uint8_t> read_file(const std::string& path) {
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (fs::is_directory(status)) throw DataError(path, -1, fmt::format("{}: is a directory, not a CIFAR-10 batch file", path));
-  // Opening a FIFO would wait for a writer forever: refuse anything but a file before opening.
-  if (fs::exists(status) && !fs::is_regular_file(status))
-    throw DataError(path, -1, fmt::format("{}: cannot read: not a regular file", path));
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw DataError(path, -1, fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
-  const std::streamoff size = in.tellg();
-  if (size < 0) throw DataError(path, -1, fmt::format("{}: cannot read: not a regular file", path));
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-  in.seekg(0);
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
-    throw DataError(path, -1, fmt::format("{}: read failed: {}", path, std::strerror(errno)));
-  return bytes;
-}
-
 void append_batch(const std::string& path, Dataset& out) {
-  std::vector<std::uint8_t> bytes = read_file(path);
+  std::vector<std::uint8_t> bytes = detail::read_file(path, "a CIFAR-10 batch file");
   auto size = static_cast<std::int64_t>(bytes.size());
   if (size == 0) throw DataError(path, -1, fmt::format("{}: is empty (0 bytes); a CIFAR-10 batch holds 3,073-byte records", path));
   if (size % cifar10_record_bytes != 0) {
@@ -69,36 +50,59 @@ void append_batch(const std::string& path, Dataset& out) {
   }
 }
 
-std::vector<std::string> read_class_names(const std::string& path) {
-  std::vector<std::string> names;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (!line.empty()) names.push_back(line);
+// The records [first, first + count) of a split as CIFAR-10 binary.
+std::string records(const Dataset& data, std::int64_t first, std::int64_t count) {
+  const std::int64_t pixels = cifar10_record_bytes - 1;
+  std::string out(static_cast<std::size_t>(count * cifar10_record_bytes), '\0');
+  for (std::int64_t r = 0; r < count; ++r) {
+    char* rec = out.data() + r * cifar10_record_bytes;
+    rec[0] = static_cast<char>(data.labels[static_cast<std::size_t>(first + r)]);
+    std::memcpy(rec + 1, data.image(first + r), static_cast<std::size_t>(pixels));
   }
-  return names;
+  return out;
 }
 
-// Whether `path` exists. A search permission denied on the way is not "missing": it says so.
-bool present(const fs::path& path) {
-  std::error_code ec;
-  bool there = fs::exists(path, ec);
-  if (ec) throw DataError(path.string(), -1, fmt::format("{}: cannot read: {}", path.string(), ec.message()));
-  return there;
+// One output file: the records [first, first + count) of a split.
+struct Part {
+  fs::path file;
+  const Dataset* data;
+  const char* split;
+  std::int64_t first;
+  std::int64_t count;
+};
+
+// Refuses, before any file is written, what load_cifar10 would reject, naming the file and
+// the record as the reader would.
+void check_part(const Part& part) {
+  const Dataset& data = *part.data;
+  std::string file = part.file.string();
+  if (data.sample != Shape::chw(3, 32, 32))
+    throw DataError(file, -1,
+                    fmt::format("{}: the {} split has samples of {}; CIFAR-10 binary records hold 3x32x32 images", file,
+                                part.split, data.sample.str()));
+  if (static_cast<std::int64_t>(data.images.size()) != data.size() * data.sample.elements())
+    throw DataError(file, -1,
+                    fmt::format("{}: the {} split has {} labels but {} image bytes (expected {} per image)", file, part.split,
+                                data.size(), data.images.size(), data.sample.elements()));
+  if (part.count == 0)
+    throw DataError(file, -1,
+                    fmt::format("{}: would be empty: the {} split has {} images, too few to give every file one "
+                                "(load_cifar10 rejects empty batch files)",
+                                file, part.split, data.size()));
+  for (std::int64_t r = 0; r < part.count; ++r) {
+    std::uint8_t label = data.labels[static_cast<std::size_t>(part.first + r)];
+    if (label >= 10)
+      throw DataError(file, r,
+                      fmt::format("{}: record {} ({} image {}) has label {}; CIFAR-10 labels are 0..9", file, r, part.split,
+                                  part.first + r, label));
+  }
 }
 
 }  // namespace
 
 Cifar10 load_cifar10(const std::string& dir) {
-  std::error_code ec;
-  if (!present(dir))
-    throw DataError(dir, -1, fmt::format("CIFAR-10 directory '{}' does not exist\n    hint: {}", dir, kGetHint));
-  if (!fs::is_directory(dir, ec))
-    throw DataError(dir, -1,
-                    fmt::format("'{}' is not a directory; --data names the directory holding data_batch_1.bin … "
-                                "test_batch.bin",
-                                dir));
+  using detail::present;
+  detail::require_directory(dir, "CIFAR-10", "data_batch_1.bin … test_batch.bin", kGetHint);
   std::vector<std::string> missing;
   for (const char* f : kTrainFiles)
     if (!present(fs::path(dir) / f)) missing.emplace_back(f);
@@ -110,16 +114,35 @@ Cifar10 load_cifar10(const std::string& dir) {
                                 dir, fmt::join(missing, ", "), kGetHint));
 
   Cifar10 data;
+  data.format = DataFormat::cifar10;
   data.train.source = dir;
   data.test.source = dir;
   for (const char* f : kTrainFiles) append_batch((fs::path(dir) / f).string(), data.train);
   append_batch((fs::path(dir) / kTestFile).string(), data.test);
-  auto meta = fs::path(dir) / "batches.meta.txt";
-  if (fs::is_regular_file(meta, ec)) {  // optional; a FIFO or directory there is not it
-    data.train.class_names = read_class_names(meta.string());
-    data.test.class_names = data.train.class_names;
-  }
+  data.train.class_names = detail::read_class_names((fs::path(dir) / "batches.meta.txt").string());
+  data.test.class_names = data.train.class_names;
   return data;
+}
+
+void write_cifar10(const Cifar10& data, const std::string& dir) {
+  const fs::path root(dir);
+  constexpr int kTrainFiles = 5;
+  std::vector<Part> parts;
+  std::int64_t n = data.train.size(), first = 0;
+  for (int k = 0; k < kTrainFiles; ++k) {
+    std::int64_t count = n / kTrainFiles + (k < n % kTrainFiles ? 1 : 0);
+    parts.push_back({root / fmt::format("data_batch_{}.bin", k + 1), &data.train, "train", first, count});
+    first += count;
+  }
+  parts.push_back({root / "test_batch.bin", &data.test, "test", 0, data.test.size()});
+  for (const Part& part : parts) check_part(part);
+
+  detail::make_directory(dir);
+
+  for (const Part& part : parts) detail::write_atomically(part.file, records(*part.data, part.first, part.count));
+  detail::write_atomically(root / "batches.meta.txt", detail::name_lines(data.train.class_names));
+  // The renames are durable only once the directory itself is on disk.
+  detail::sync_directory(dir);
 }
 
 void check_dataset(const Graph& graph, const Dataset& data) {

@@ -1,4 +1,5 @@
-// The synthetic CIFAR-format set and the CIFAR-10 binary writer.
+// The synthetic sets: CIFAR-10's, and in the shapes and classes of CIFAR-100, MNIST and
+// Fashion-MNIST.
 //
 // Each class is a family of patterns, not a template: shape, colours, position, scale,
 // rotation, phase, background gradient, clutter, occluders and noise are all drawn per
@@ -6,26 +7,30 @@
 // class, so a network has to learn shape and texture (colour, brightness and position carry
 // no label information). An image is a pure function of (seed, split, index), which keeps
 // the set reproducible in any thread order and makes train and test disjoint streams.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+//
+// MNIST and Fashion-MNIST: the same ten pattern families, in grey levels (foreground and
+// background at least 52 levels apart), drawn at 32x32 and area-resampled to 28x28.
+// CIFAR-100: each fine class is a pattern family and one of ten foreground hues (red ..
+// magenta); here the colour carries label information by design, the shape still has to be
+// learnt for the family. The fine classes are numbered so that the official superclass
+// mapping (kCifar100Coarse) groups them coherently: superclass s is family s / 2 in the
+// hues 0..4 (s even) or 5..9 (s odd), so writing the set as CIFAR-100 gives coarse labels
+// that are learnable too.
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <fmt/format.h>
 #include <numbers>
 
+#include "data/data_files.hpp"
 #include "kiln/data.hpp"
 #include "kiln/error.hpp"
 #include "math/rng.hpp"
 
 namespace kiln {
 
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -43,6 +48,7 @@ constexpr float kPi = std::numbers::pi_v<float>;
 struct Draw {
   std::uint64_t key;
   std::uint64_t counter = 0;
+  bool grey = false;  // every colour drawn is a grey level (the same three draws as a colour)
 
   std::uint64_t bits() { return math::random_u64(key, counter++); }
   float uniform() { return math::random_uniform(key, counter++); }
@@ -55,7 +61,34 @@ struct Rgb {
   float r = 0, g = 0, b = 0;
 };
 
-Rgb random_colour(Draw& d) { return {d.uniform(0, 255), d.uniform(0, 255), d.uniform(0, 255)}; }
+Rgb random_colour(Draw& d) {
+  Rgb c{d.uniform(0, 255), d.uniform(0, 255), d.uniform(0, 255)};
+  if (d.grey) c.g = c.b = c.r;
+  return c;
+}
+
+constexpr int kHues = 10;
+constexpr std::array<const char*, kHues> kHueNames = {"red",  "orange", "yellow", "lime",   "green",
+                                                      "cyan", "azure",  "blue",   "violet", "magenta"};
+
+// A saturated, bright colour of hue `hue` (0..9, 36 degrees apart), slightly varied.
+Rgb hue_colour(Draw& d, int hue) {
+  float h = (static_cast<float>(hue) + d.uniform(-0.15f, 0.15f)) * 6.0f / kHues;
+  h -= 6.0f * std::floor(h / 6.0f);
+  float value = d.uniform(200, 255), saturation = d.uniform(0.8f, 1.0f);
+  float chroma = value * saturation, low = value - chroma;
+  float x = chroma * (1 - std::abs(std::fmod(h, 2.0f) - 1));
+  Rgb c;
+  switch (static_cast<int>(h)) {
+    case 0: c = {chroma, x, 0}; break;
+    case 1: c = {x, chroma, 0}; break;
+    case 2: c = {0, chroma, x}; break;
+    case 3: c = {0, x, chroma}; break;
+    case 4: c = {x, 0, chroma}; break;
+    default: c = {chroma, 0, x}; break;
+  }
+  return {c.r + low, c.g + low, c.b + low};
+}
 
 float distance(Rgb a, Rgb b) { return std::sqrt((a.r - b.r) * (a.r - b.r) + (a.g - b.g) * (a.g - b.g) + (a.b - b.b) * (a.b - b.b)); }
 
@@ -308,18 +341,61 @@ float normal(std::uint64_t bits) {
   return (sum - 2.0f) * std::sqrt(3.0f);
 }
 
-void render(std::uint64_t key, int label, std::uint8_t* out) {
+// What a class looks like: a pattern family, in a fixed hue or (hue < 0) any colour.
+struct Look {
+  int family = 0;
+  int hue = -1;
+};
+
+// Resamples a 32x32 plane to 28x28 by area: each output pixel averages the 8/7 x 8/7 source
+// pixels under it.
+void area_resample_28(const float* in, std::uint8_t* out) {
+  constexpr int kOut = 28;
+  constexpr float kScale = static_cast<float>(kSide) / kOut;
+  std::array<float, kOut * kSide> rows{};  // resampled along y first
+  for (int y = 0; y < kOut; ++y) {
+    float lo = static_cast<float>(y) * kScale, hi = lo + kScale;
+    for (int sy = static_cast<int>(lo); sy < kSide && static_cast<float>(sy) < hi; ++sy) {
+      float w = std::min(hi, static_cast<float>(sy + 1)) - std::max(lo, static_cast<float>(sy));
+      for (int x = 0; x < kSide; ++x) rows[static_cast<std::size_t>(y * kSide + x)] += w * in[sy * kSide + x];
+    }
+  }
+  for (int y = 0; y < kOut; ++y)
+    for (int x = 0; x < kOut; ++x) {
+      float lo = static_cast<float>(x) * kScale, hi = lo + kScale, sum = 0;
+      for (int sx = static_cast<int>(lo); sx < kSide && static_cast<float>(sx) < hi; ++sx)
+        sum += (std::min(hi, static_cast<float>(sx + 1)) - std::max(lo, static_cast<float>(sx))) *
+               rows[static_cast<std::size_t>(y * kSide + sx)];
+      out[y * kOut + x] = static_cast<std::uint8_t>(std::clamp(std::lround(sum / (kScale * kScale)), 0l, 255l));
+    }
+}
+
+// One image of `look` into `out`: 3x32x32 bytes, or 1x28x28 in grey levels when `grey`.
+void render(std::uint64_t key, Look look, bool grey, std::uint8_t* out) {
   Draw d{key};
+  d.grey = grey;
   Canvas canvas;
-  Rgb bg = random_colour(d);
-  Rgb fg = contrasting_colour(d, bg, 90);
+  Rgb bg, fg;
+  if (look.hue < 0) {
+    bg = random_colour(d);
+    fg = contrasting_colour(d, bg, 90);
+  } else {
+    fg = hue_colour(d, look.hue);
+    bg = contrasting_colour(d, fg, 90);
+  }
   paint_background(canvas, d, bg);
   paint_clutter(canvas, d, fg, d.below(5));
-  paint_pattern(canvas, d, label, fg);
+  paint_pattern(canvas, d, look.family, fg);
   if (d.chance(0.3f)) paint_occluder(canvas, d);
   // Per-channel noise plus a shared luminance part, of a strength drawn per image.
   float sigma = d.uniform(4, 22);
   Draw noise{key, kNoiseCounter};
+  if (grey) {
+    std::array<float, kPixels> plane{};
+    for (int i = 0; i < kPixels; ++i) plane[static_cast<std::size_t>(i)] = canvas.px[i] + sigma * normal(noise.bits());
+    area_resample_28(plane.data(), out);
+    return;
+  }
   for (int i = 0; i < kPixels; ++i) {
     float shared = 0.5f * normal(noise.bits());
     for (int c = 0; c < 3; ++c) {
@@ -329,159 +405,120 @@ void render(std::uint64_t key, int label, std::uint8_t* out) {
   }
 }
 
-// Labels come in blocks of ten holding each class once, in a random order: every class has
-// size/10 images (+1 for some when size is not a multiple of ten), with no periodic pattern.
-std::uint8_t label_of(std::uint64_t split_key, std::int64_t index) {
-  std::uint64_t block_key = math::random_u64(split_key, static_cast<std::uint64_t>(index / kClasses) ^ (1ull << 62));
-  std::array<std::uint8_t, kClasses> perm{};
-  for (int i = 0; i < kClasses; ++i) perm[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i);
-  for (int i = kClasses - 1; i > 0; --i) {
+constexpr int kMaxClasses = 100;
+
+// Labels come in blocks of `classes` holding each class once, in a random order: every class
+// has size/classes images (+1 for some when size is not a multiple), with no periodic pattern.
+std::uint8_t label_of(std::uint64_t split_key, std::int64_t index, int classes) {
+  std::uint64_t block_key = math::random_u64(split_key, static_cast<std::uint64_t>(index / classes) ^ (1ull << 62));
+  std::array<std::uint8_t, kMaxClasses> perm{};
+  for (int i = 0; i < classes; ++i) perm[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i);
+  for (int i = classes - 1; i > 0; --i) {
     auto j = math::random_below(block_key, static_cast<std::uint64_t>(i), static_cast<std::uint32_t>(i + 1));
     std::swap(perm[static_cast<std::size_t>(i)], perm[j]);
   }
-  return perm[static_cast<std::size_t>(index % kClasses)];
+  return perm[static_cast<std::size_t>(index % classes)];
 }
 
-Dataset make_split(const SynthOptions& options, std::uint64_t split, std::int64_t count, const char* name) {
-  if (count < 0) throw UsageError(fmt::format("synthetic set: {} count must not be negative (got {})", name, count));
-  Dataset out;
-  out.source = fmt::format("synthetic CIFAR-10 ({}, seed {})", name, options.seed);
-  out.class_names.assign(kClassNames.begin(), kClassNames.end());
-  out.labels.resize(static_cast<std::size_t>(count));
-  out.images.resize(static_cast<std::size_t>(count * kPixels * 3));
-  std::uint64_t split_key = math::stream_key(options.seed, math::kStreamSynth, split);
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < count; ++i) {
-    std::uint8_t label = label_of(split_key, i);
-    out.labels[static_cast<std::size_t>(i)] = label;
-    render(math::random_u64(split_key, static_cast<std::uint64_t>(i)), label, out.images.data() + i * kPixels * 3);
+// The family and hue of each synthetic CIFAR-100 fine class: superclass s (the official
+// mapping) is family s / 2, its five fine classes (in order) the hues (s % 2) * 5 + 0..4.
+std::array<Look, 100> cifar100_looks() {
+  std::array<Look, 100> looks{};
+  std::array<int, 20> seen{};
+  for (int fine = 0; fine < 100; ++fine) {
+    int coarse = detail::kCifar100Coarse[fine];
+    looks[static_cast<std::size_t>(fine)] = {coarse / 2, (coarse % 2) * 5 + seen[static_cast<std::size_t>(coarse)]++};
   }
-  return out;
+  return looks;
 }
 
-// Writes `bytes` to `path` through a temporary file in the same directory, fsynced and
-// renamed over the target, so a crash leaves either the old file or the new one.
-void write_atomically(const fs::path& path, const std::string& bytes) {
-  std::string target = path.string();
-  std::string tmpl = (path.parent_path() / fmt::format(".{}.XXXXXX", path.filename().string())).string();
-  int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) throw DataError(target, -1, fmt::format("{}: cannot create a temporary file: {}", target, std::strerror(errno)));
-  auto fail = [&](const char* what) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmpl.c_str());
-    throw DataError(target, -1, fmt::format("{}: {}: {}", target, what, std::strerror(err)));
-  };
-  const char* p = bytes.data();
-  std::size_t left = bytes.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("write failed");
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
-  if (::fchmod(fd, 0644) != 0) fail("cannot set permissions");
-  if (::fsync(fd) != 0) fail("fsync failed");
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmpl.c_str());
-    throw DataError(target, -1, fmt::format("{}: close failed: {}", target, std::strerror(err)));
-  }
-  if (::rename(tmpl.c_str(), target.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmpl.c_str());
-    throw DataError(target, -1, fmt::format("{}: cannot rename the temporary file into place: {}", target, std::strerror(err)));
-  }
-}
-
-// The records [first, first + count) of a split as CIFAR-10 binary.
-std::string records(const Dataset& data, std::int64_t first, std::int64_t count) {
-  const std::int64_t pixels = cifar10_record_bytes - 1;
-  std::string out(static_cast<std::size_t>(count * cifar10_record_bytes), '\0');
-  for (std::int64_t r = 0; r < count; ++r) {
-    char* rec = out.data() + r * cifar10_record_bytes;
-    rec[0] = static_cast<char>(data.labels[static_cast<std::size_t>(first + r)]);
-    std::memcpy(rec + 1, data.image(first + r), static_cast<std::size_t>(pixels));
-  }
-  return out;
-}
-
-// One output file: the records [first, first + count) of a split.
-struct Part {
-  fs::path file;
-  const Dataset* data;
-  const char* split;
-  std::int64_t first;
-  std::int64_t count;
+// What a synthetic set of `format` is: its samples, classes and names, and how a label looks.
+struct Kind {
+  DataFormat format;
+  const char* title;
+  Shape sample;
+  int classes;
+  std::vector<std::string> class_names;
+  std::array<Look, 100> looks;
 };
 
-// Refuses, before any file is written, what load_cifar10 would reject, naming the file and
-// the record as the reader would.
-void check_part(const Part& part) {
-  const Dataset& data = *part.data;
-  std::string file = part.file.string();
-  if (data.sample != Shape::chw(3, 32, 32))
-    throw DataError(file, -1,
-                    fmt::format("{}: the {} split has samples of {}; CIFAR-10 binary records hold 3x32x32 images", file,
-                                part.split, data.sample.str()));
-  if (static_cast<std::int64_t>(data.images.size()) != data.size() * data.sample.elements())
-    throw DataError(file, -1,
-                    fmt::format("{}: the {} split has {} labels but {} image bytes (expected {} per image)", file, part.split,
-                                data.size(), data.images.size(), data.sample.elements()));
-  if (part.count == 0)
-    throw DataError(file, -1,
-                    fmt::format("{}: would be empty: the {} split has {} images, too few to give every file one "
-                                "(load_cifar10 rejects empty batch files)",
-                                file, part.split, data.size()));
-  for (std::int64_t r = 0; r < part.count; ++r) {
-    std::uint8_t label = data.labels[static_cast<std::size_t>(part.first + r)];
-    if (label >= 10)
-      throw DataError(file, r,
-                      fmt::format("{}: record {} ({} image {}) has label {}; CIFAR-10 labels are 0..9", file, r, part.split,
-                                  part.first + r, label));
+Kind kind_of(DataFormat format) {
+  Kind kind{format, "CIFAR-10", Shape::chw(3, 32, 32), kClasses, {kClassNames.begin(), kClassNames.end()}, {}};
+  for (int c = 0; c < kClasses; ++c) kind.looks[static_cast<std::size_t>(c)] = {c, -1};
+  switch (format) {
+    case DataFormat::cifar10: break;
+    case DataFormat::cifar100:
+      kind.title = "CIFAR-100";
+      kind.classes = 100;
+      kind.looks = cifar100_looks();
+      kind.class_names = detail::synthetic_cifar100_names(Cifar100Label::fine);
+      break;
+    case DataFormat::mnist:
+    case DataFormat::fashion_mnist:
+      // Named as the format's classes, so that the set reads back from its IDX files as written.
+      kind.title = format == DataFormat::mnist ? "MNIST" : "Fashion-MNIST";
+      kind.sample = Shape::chw(1, 28, 28);
+      kind.class_names = detail::idx_class_names(format);
+      break;
   }
+  return kind;
+}
+
+Dataset make_split(const SynthOptions& options, const Kind& kind, std::uint64_t split, std::int64_t count, const char* name) {
+  if (count < 0) throw UsageError(fmt::format("synthetic set: {} count must not be negative (got {})", name, count));
+  Dataset out;
+  out.source = fmt::format("synthetic {} ({}, seed {})", kind.title, name, options.seed);
+  out.sample = kind.sample;
+  out.classes = kind.classes;
+  out.class_names = kind.class_names;
+  const std::int64_t bytes = kind.sample.elements();
+  const bool grey = kind.sample.c == 1;
+  out.labels.resize(static_cast<std::size_t>(count));
+  out.images.resize(static_cast<std::size_t>(count * bytes));
+  // Each format its own streams (CIFAR-10's are those it always had).
+  const std::uint64_t stream = split + 2 * static_cast<std::uint64_t>(kind.format);
+  std::uint64_t split_key = math::stream_key(options.seed, math::kStreamSynth, stream);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < count; ++i) {
+    std::uint8_t label = label_of(split_key, i, kind.classes);
+    out.labels[static_cast<std::size_t>(i)] = label;
+    render(math::random_u64(split_key, static_cast<std::uint64_t>(i)), kind.looks[label], grey,
+           out.images.data() + i * bytes);
+  }
+  return out;
 }
 
 }  // namespace
 
-Cifar10 make_synthetic_cifar10(const SynthOptions& options) {
-  Cifar10 data;
-  data.train = make_split(options, 0, options.train, "train");
-  data.test = make_split(options, 1, options.test, "test");
+namespace detail {
+
+std::vector<std::string> synthetic_cifar100_names(Cifar100Label label) {
+  std::vector<std::string> names;
+  if (label == Cifar100Label::coarse) {
+    for (int s = 0; s < 20; ++s)
+      names.push_back(fmt::format("{}-{}", kClassNames[static_cast<std::size_t>(s / 2)], s % 2 == 0 ? "red-to-green" : "cyan-to-magenta"));
+    return names;
+  }
+  for (const Look& look : cifar100_looks())
+    names.push_back(fmt::format("{}-{}", kClassNames[static_cast<std::size_t>(look.family)], kHueNames[static_cast<std::size_t>(look.hue)]));
+  return names;
+}
+
+}  // namespace detail
+
+Splits make_synthetic(const SynthOptions& options) {
+  const Kind kind = kind_of(options.format);
+  Splits data;
+  data.format = options.format;
+  data.train = make_split(options, kind, 0, options.train, "train");
+  data.test = make_split(options, kind, 1, options.test, "test");
   return data;
 }
 
-void write_cifar10(const Cifar10& data, const std::string& dir) {
-  const fs::path root(dir);
-  constexpr int kTrainFiles = 5;
-  std::vector<Part> parts;
-  std::int64_t n = data.train.size(), first = 0;
-  for (int k = 0; k < kTrainFiles; ++k) {
-    std::int64_t count = n / kTrainFiles + (k < n % kTrainFiles ? 1 : 0);
-    parts.push_back({root / fmt::format("data_batch_{}.bin", k + 1), &data.train, "train", first, count});
-    first += count;
-  }
-  parts.push_back({root / "test_batch.bin", &data.test, "test", 0, data.test.size()});
-  for (const Part& part : parts) check_part(part);
-
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  if (ec || !fs::is_directory(root))
-    throw DataError(dir, -1,
-                    fmt::format("{}: cannot create the directory: {}", dir,
-                                ec ? ec.message() : std::string("a file of that name exists")));
-
-  for (const Part& part : parts) write_atomically(part.file, records(*part.data, part.first, part.count));
-  std::string meta;
-  for (const auto& name : data.train.class_names) meta += name + "\n";
-  write_atomically(root / "batches.meta.txt", meta);
-  // The renames are durable only once the directory itself is on disk.
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+Cifar10 make_synthetic_cifar10(const SynthOptions& options) {
+  SynthOptions cifar10 = options;
+  cifar10.format = DataFormat::cifar10;
+  return make_synthetic(cifar10);
 }
 
 }  // namespace kiln
