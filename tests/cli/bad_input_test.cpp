@@ -111,7 +111,7 @@ TEST(BadInput, CifarMissingFilesAndDirectories) {
   fs::remove(dir + "/test_batch.bin");
   // (fmt::format, not "'" + string: GCC 12 warns falsely, -Wrestrict, about the latter.)
   expect_refused(check_data(dir), fmt::format("'{}' is not a CIFAR-10 binary directory: missing data_batch_5.bin, test_batch.bin", dir));
-  expect_refused(check_data(s / "nowhere"), fmt::format("CIFAR-10 directory '{}' does not exist", s / "nowhere"));
+  expect_refused(check_data(s / "nowhere"), fmt::format("data directory '{}' does not exist", s / "nowhere"));
   write(s / "plain", "x");
   expect_refused(check_data(s / "plain"), fmt::format("'{}' is not a directory", s / "plain"));
 }

@@ -160,9 +160,10 @@ TEST(CliCheck, DataInTheWrongForm) {
   std::ofstream(model) << "name: mnist_mlp\ninput: [1, 28, 28]\nclasses: 10\nlayers:\n  - {op: flatten}\n  - {op: linear, out: 10}\n";
   CliRun r = run_kiln("check " + model + " --data " + dir);
   EXPECT_EQ(r.code, 1);
-  EXPECT_TRUE(has(r.err, model + ":2:8: error: model 'mnist_mlp' takes input 1x28x28, but the dataset '" + dir +
-                             "' has samples of 3x32x32"))
+  EXPECT_TRUE(has(r.err, model + ":2:8: error: model 'mnist_mlp' takes input 1x28x28, but the cifar10 data in '" + dir +
+                             "' has samples of 3x32x32 (3 channels, 32x32)"))
       << r.err;
+  EXPECT_TRUE(has(r.err, "hint: a model for cifar10 takes input: [3, 32, 32]")) << r.err;
   std::filesystem::remove_all(dir);
   std::filesystem::remove(model);
 }
@@ -170,7 +171,7 @@ TEST(CliCheck, DataInTheWrongForm) {
 TEST(CliCheck, BadDataDirectories) {
   CliRun missing = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --data /nonexistent/cifar");
   EXPECT_EQ(missing.code, 1);
-  EXPECT_TRUE(has(missing.err, "CIFAR-10 directory '/nonexistent/cifar' does not exist")) << missing.err;
+  EXPECT_TRUE(has(missing.err, "data directory '/nonexistent/cifar' does not exist")) << missing.err;
   std::string dir = make_tiny_cifar("label", 1);
   CliRun label = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --data " + dir);
   EXPECT_EQ(label.code, 1);

@@ -43,7 +43,7 @@ if [ -n "$leaked" ]; then
 fi
 
 for expected in 'kiln::compile(kiln::Graph const&, kiln::Target const&, kiln::CompileOptions const&)' \
-                'kiln::Plan::predict(unsigned char const*, long)' 'kiln::Trainer::fit(kiln::Cifar10 const&)' \
+                'kiln::Plan::predict(unsigned char const*, long)' 'kiln::Trainer::fit(kiln::Splits const&)' \
                 'kiln::GraphBuilder::build() const' 'kiln::load_spec(' 'kiln::cuda_device_count()' \
                 'typeinfo for kiln::GraphError' 'typeinfo for kiln::Error' 'vtable for kiln::CheckpointError'; do
   if ! grep -qF "$expected" <<<"$symbols"; then
