@@ -33,7 +33,8 @@ std::string default_model();
 // and label: beneath them.
 struct DataRequest {
   std::string dir;                              // --data; empty: the usual places
-  std::optional<DataFormat> format;             // --format or the spec's; empty: detected (CIFAR-10 when nothing is found)
+  std::optional<DataFormat> format;             // --format: read as this, no detection; empty: detected
+  std::optional<DataFormat> spec_format;        // the spec's format: where to look without --data (else CIFAR-10)
   Cifar100Label label = Cifar100Label::fine;    // --label or the spec's
   bool label_flag = false;                      // --label was given (it needs CIFAR-100 data)
 };

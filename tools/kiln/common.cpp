@@ -76,7 +76,7 @@ bool holds(const fs::path& dir, const FormatPlaces& p) {
 
 Splits synthetic_data(const DataRequest& want, std::string& description) {
   SynthOptions options;
-  options.format = want.format.value_or(DataFormat::cifar10);
+  options.format = want.format ? *want.format : want.spec_format.value_or(DataFormat::cifar10);
   description = fmt::format("synthetic {} (kiln synth --format {}, seed 0)", format_name(options.format), format_name(options.format));
   Splits data = make_synthetic(options);
   data.train.source = data.test.source = "synthetic";
@@ -95,7 +95,8 @@ DataFormat parse_format_flag(const std::string& text) {
 DataRequest data_request(const std::string& dir, const std::string& format, const std::string& label, const TrainConfig& spec) {
   DataRequest r;
   r.dir = dir;
-  r.format = format.empty() ? spec.format : std::optional<DataFormat>(parse_format_flag(format));
+  if (!format.empty()) r.format = parse_format_flag(format);
+  r.spec_format = spec.format;
   r.label = spec.label;
   if (!label.empty()) {
     if (label != "fine" && label != "coarse") throw UsageError(fmt::format("--label must be fine or coarse, got '{}'", label));
@@ -120,7 +121,8 @@ Splits resolve_data(const DataRequest& want, bool allow_synthetic, std::string& 
     return data;
   };
   if (!want.dir.empty()) return from(want.dir, want.dir, want.format);
-  const FormatPlaces& p = places(want.format.value_or(DataFormat::cifar10));
+  // Without a directory: the format asked for, else the one the model is for.
+  const FormatPlaces& p = places(want.format ? *want.format : want.spec_format.value_or(DataFormat::cifar10));
   const DataFormat format = p.format;
   if (const char* env = std::getenv(p.env); env && *env) return from(env, fmt::format("{} ({})", env, p.env), format);
   std::error_code ec;

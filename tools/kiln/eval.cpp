@@ -41,6 +41,7 @@ int run_eval(const EvalOptions& o) {
   Spec spec = load_spec(model);
   print_warnings(spec.graph);
   TrainConfig config = spec.train;
+  if (record) config.batch = record->train.batch;  // the batch the run evaluated with
   if (o.batch) config.batch = *o.batch;
   RunOptions run;
   run.device = resolve_device(o.device, &run.device_index);
