@@ -33,9 +33,11 @@ packages=(
   libopenblas0-pthread              # libopenblas.so.0 (also libblas.so.3, liblapack.so.3)
   libgfortran5 libquadmath0         # libopenblas.so.0 NEEDs libgfortran.so.5; that NEEDs libquadmath.so.0.
                                     # Not part of a CUDA image or of a plain Ubuntu base.
+  zlib1g-dev zlib1g                 # the IDX readers inflate .gz files (zlib.h, libz.so)
 )
-# Depends: that are deliberately not bundled: present on any image that can run g++/nvcc.
-assumed_present='^(libc6|libgcc-s1|libstdc\+\+6|gcc-12-base|googletest)$'
+# Depends: that are deliberately not bundled: present on any image that can run g++/nvcc
+# (libc6-dev: its C headers, which zlib1g-dev needs).
+assumed_present='^(libc6|libc6-dev|libgcc-s1|libstdc\+\+6|gcc-12-base|googletest)$'
 # (googletest is libgtest-dev's dependency holding GoogleTest's *sources* in /usr/src; the
 #  prebuilt static libraries are in libgtest-dev itself, so it is not needed.)
 
