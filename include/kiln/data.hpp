@@ -36,6 +36,7 @@ enum class DataFormat : std::uint8_t {
   cifar100,       ///< CIFAR-100 binary: train.bin, test.bin; 3x32x32, 100 fine or 20 coarse classes
   mnist,          ///< MNIST IDX files (plain or .gz); 1x28x28, 10 classes
   fashion_mnist,  ///< Fashion-MNIST IDX files, MNIST's layout; 1x28x28, 10 classes
+  folder,         ///< PNG/JPEG files in one folder per class; brought to the model's input size
 };
 
 /// The format's name as `--format` takes it: "cifar10", "cifar100", "mnist", "fashion-mnist".
@@ -65,7 +66,38 @@ struct LoadOptions {
   bool detect = true;                         ///< detect the format from the files; false: `format`
   DataFormat format = DataFormat::cifar10;    ///< the format when `detect` is false
   Cifar100Label label = Cifar100Label::fine;  ///< CIFAR-100's label
+  /// Image folders: the sample shape every image is brought to (the model's input).
+  Shape sample = Shape::chw(3, 32, 32);
+  /// Image folders: resize images of another size (resize_image()); false refuses them.
+  bool resize = true;
+  /// Image folders: where decoded images are cached, outside the data folder. Empty:
+  /// $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln.
+  std::string cache_dir;
+  /// Image folders: no cache at all (decode every file on every load).
+  bool no_cache = false;
 };
+
+/// A decoded image: 8-bit channels, C planes of H x W bytes (channel-major, CIFAR's layout);
+/// C is 1 (grey) or 3 (RGB).
+struct Image {
+  int c = 0, h = 0, w = 0;
+  std::vector<std::uint8_t> pixels;  ///< c * h * w bytes
+};
+
+/// Decodes a PNG or JPEG file (by its contents, not its name) with libpng / libjpeg-turbo.
+/// Alpha is dropped (composited on black), 16-bit PNG is reduced to 8 bits, palette and grey
+/// PNGs expand to RGB or grey as they are. Throws DataError naming the file when it is not
+/// an image either library decodes.
+KILN_API Image decode_image(const std::string& path);
+/// The same from bytes in memory; `name` is what errors say.
+KILN_API Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name);
+
+/// Brings `image` to `sample` (C x H x W): grey to RGB by copying the grey plane into the
+/// three channels, RGB to grey by ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B, rounded);
+/// a different size by bilinear interpolation with half-pixel centres (as PIL's and
+/// torchvision's bilinear resize without antialiasing), unless `resize` is false, when it
+/// throws DataError naming `name` and both sizes.
+KILN_API Image fit_image(const Image& image, const Shape& sample, bool resize, const std::string& name);
 
 /// The format of the files in `dir`, by their names (data_batch_1.bin or test_batch.bin:
 /// CIFAR-10; train.bin or test.bin: CIFAR-100; train-images-idx3-ubyte or
