@@ -85,8 +85,8 @@ struct Image {
 };
 
 /// Decodes a PNG or JPEG file (by its contents, not its name) with libpng / libjpeg-turbo.
-/// Alpha is dropped (composited on black), 16-bit PNG is reduced to 8 bits, palette and grey
-/// PNGs expand to RGB or grey as they are. Throws DataError naming the file when it is not
+/// Alpha is composited onto black (in linear light, as libpng's simplified API does), 16-bit
+/// PNG is reduced to 8 bits, palette PNGs become RGB and grey ones stay grey. Throws DataError naming the file when it is not
 /// an image either library decodes.
 KILN_API Image decode_image(const std::string& path);
 /// The same from bytes in memory; `name` is what errors say.
@@ -130,6 +130,16 @@ KILN_API Splits load_cifar100(const std::string& dir, Cifar100Label label = Cifa
 /// Checks the big-endian headers (magic numbers, counts, 28x28) and that images and labels
 /// agree. `format` is mnist or fashion_mnist (it names the set and its classes).
 KILN_API Splits load_idx(const std::string& dir, DataFormat format);
+
+/// Reads an image folder: DIR/train/<class>/ and DIR/test/<class>/ (the test classes a
+/// subset of the training ones), or DIR/<class>/ alone (then everything is `train` and
+/// `test` is empty). Classes are the training folders' names in sorted order; files in
+/// sorted order. PNG and JPEG files (by extension, any case) are decoded and fitted to
+/// `options.sample` (fit_image(), `options.resize`); other files are skipped and counted in
+/// one line on stderr; an image file that does not decode throws DataError naming it. The
+/// decoded images are cached (LoadOptions::cache_dir) and reused while each file's size and
+/// modification time are unchanged; the data folder itself is only read.
+KILN_API Splits load_image_folder(const std::string& dir, const LoadOptions& options);
 
 /// Options of the synthetic CIFAR-format set (`kiln synth`).
 struct SynthOptions {

@@ -51,6 +51,9 @@ struct CompileOptions {
   std::vector<float> mean = TrainConfig{}.mean;
   /// See `mean`.
   std::vector<float> std = TrainConfig{}.std;
+  /// Plan::predict and Plan::evaluate average airbench's six test-time views (a spec's
+  /// `train: tta: true`).
+  bool tta = false;
 };
 
 class Plan;
@@ -103,6 +106,12 @@ class KILN_API Plan {
   /// The same for a buffer of whole images; throws UsageError when its size is not a
   /// multiple of one image's bytes.
   std::vector<float> predict(std::span<const std::uint8_t> images);
+  /// Logits of decoded images (decode_image()), each brought to the model's input shape by
+  /// fit_image() (resized unless `resize` is false, when another size throws DataError).
+  std::vector<float> predict(std::span<const Image> images, bool resize = true);
+  /// Logits of one PNG or JPEG file: decode_image(), then as above. Throws DataError naming
+  /// the file when it is missing or does not decode.
+  std::vector<float> predict(const std::string& path, bool resize = true);
 
   /// Accuracy, mean loss, per-class accuracy and the confusion matrix of the plan's current
   /// weights on `data`. Throws GraphError when the dataset's sample shape or class count

@@ -239,7 +239,8 @@ class KILN_API Trainer {
   /// The current weights (the averaged ones with lookahead) on `data`, with TTA when the
   /// recipe asks for it.
   Evaluation evaluate(const Dataset& data);
-  /// Logits of `n` uint8 images (CIFAR layout), normalized as in training.
+  /// Logits of `n` uint8 images (CIFAR layout), normalized as in training, averaged over
+  /// the test-time views when the recipe has `tta` (as evaluate() does).
   std::vector<float> predict(const std::uint8_t* images, std::int64_t n);
 
   /// Weights as a safetensors file (PyTorch names; batchnorm's num_batches_tracked).

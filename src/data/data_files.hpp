@@ -53,4 +53,8 @@ std::vector<std::string> synthetic_cifar100_names(Cifar100Label label);
 // "0" .. "9" for MNIST; "T-shirt/top" .. "Ankle boot" for Fashion-MNIST.
 std::vector<std::string> idx_class_names(DataFormat format);
 
+// How many images load_image_folder() has decoded in this process (not taken from its
+// cache): what tests of the cache count.
+std::int64_t folder_decodes();
+
 }  // namespace kiln::detail

@@ -16,8 +16,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<DataFormat, 4> kFormats = {DataFormat::cifar10, DataFormat::cifar100, DataFormat::mnist,
-                                                DataFormat::fashion_mnist};
+constexpr std::array<DataFormat, 5> kFormats = {DataFormat::cifar10, DataFormat::cifar100, DataFormat::mnist,
+                                                DataFormat::fashion_mnist, DataFormat::folder};
 // How many of a directory's entries a detection error lists.
 constexpr std::size_t kListed = 8;
 
@@ -29,6 +29,21 @@ bool names_fashion(const std::string& dir) {
   std::string name = path.filename().string();
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return name.find("fashion") != std::string::npos;
+}
+
+// Whether `dir` has a subdirectory holding a .png/.jpg/.jpeg file (an image folder's class).
+bool holds_class_folders(const fs::path& dir) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_directory(ec)) continue;
+    for (fs::directory_iterator f(it->path(), ec); !ec && f != end; f.increment(ec)) {
+      std::string e = f->path().extension().string();
+      std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      if (e == ".png" || e == ".jpg" || e == ".jpeg") return true;
+    }
+    ec.clear();
+  }
+  return false;
 }
 
 // The first kListed entries of `dir` in name order, and how many there are.
@@ -56,6 +71,7 @@ const char* format_name(DataFormat format) {
     case DataFormat::cifar100: return "cifar100";
     case DataFormat::mnist: return "mnist";
     case DataFormat::fashion_mnist: return "fashion-mnist";
+    case DataFormat::folder: return "folder";
   }
   return "unknown";
 }
@@ -80,10 +96,11 @@ DataFormat detect_format(const std::string& dir) {
   for (const char* name : {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte",
                            "t10k-images-idx3-ubyte.gz"})
     if (present(root / name)) return names_fashion(dir) ? DataFormat::fashion_mnist : DataFormat::mnist;
+  if (holds_class_folders(root / "train") || holds_class_folders(root)) return DataFormat::folder;
   throw DataError(dir, -1,
                   fmt::format("cannot tell the dataset format of '{}': looked for data_batch_1.bin (CIFAR-10), train.bin "
                               "and test.bin (CIFAR-100), train-images-idx3-ubyte[.gz] (MNIST; Fashion-MNIST when the "
-                              "directory's name says \"fashion\"), and found {}\n    hint: point --data at the directory "
+                              "directory's name says \"fashion\"), class folders of PNG/JPEG files (an image folder), and found {}\n    hint: point --data at the directory "
                               "that holds the files themselves, or name the format with --format",
                               dir, listing(dir)));
 }
@@ -95,6 +112,7 @@ Splits load_data(const std::string& dir, const LoadOptions& options) {
     case DataFormat::cifar100: return load_cifar100(dir, options.label);
     case DataFormat::mnist:
     case DataFormat::fashion_mnist: return load_idx(dir, format);
+    case DataFormat::folder: return load_image_folder(dir, options);
   }
   throw UsageError(fmt::format("load_data: unknown data format {}", static_cast<int>(format)));
 }
@@ -105,7 +123,10 @@ void write_data(const Splits& data, const std::string& dir) {
     case DataFormat::cifar100: return detail::write_cifar100(data, dir);
     case DataFormat::mnist:
     case DataFormat::fashion_mnist: return detail::write_idx(data, dir);
+    case DataFormat::folder: break;
   }
+  if (data.format == DataFormat::folder)
+    throw UsageError("write_data: kiln reads image folders but does not write them (write PNG files yourself)");
   throw UsageError(fmt::format("write_data: unknown data format {}", static_cast<int>(data.format)));
 }
 

@@ -445,8 +445,11 @@ struct Kind {
 Kind kind_of(DataFormat format) {
   Kind kind{format, "CIFAR-10", Shape::chw(3, 32, 32), kClasses, {kClassNames.begin(), kClassNames.end()}, {}};
   for (int c = 0; c < kClasses; ++c) kind.looks[static_cast<std::size_t>(c)] = {c, -1};
+  if (format == DataFormat::folder)
+    throw UsageError("there is no synthetic image folder: kiln synth writes cifar10, cifar100, mnist or fashion-mnist");
   switch (format) {
-    case DataFormat::cifar10: break;
+    case DataFormat::cifar10:
+    case DataFormat::folder: break;
     case DataFormat::cifar100:
       kind.title = "CIFAR-100";
       kind.classes = 100;

@@ -1,6 +1,9 @@
 #include "plan/evaluation.hpp"
 
 #include <algorithm>
+#include <fmt/format.h>
+
+#include "kiln/error.hpp"
 
 #include "data/loader.hpp"
 #include "math/loss.hpp"
@@ -65,6 +68,33 @@ Evaluation evaluate(CompiledPlan& plan, const Dataset& data, const EvalOptions& 
     e.class_accuracy.push_back(total ? static_cast<double>(e.confusion[k][k]) / static_cast<double>(total) : 0.0);
   }
   return e;
+}
+
+std::vector<float> predict(CompiledPlan& plan, const std::uint8_t* images, std::int64_t n, bool tta) {
+  if (!tta) return plan.predict(images, n);
+  if (n < 0) throw UsageError(fmt::format("predict: the number of images must not be negative, got {}", n));
+  const auto classes = static_cast<std::size_t>(plan.graph().classes());
+  const std::int64_t plane = plan.graph().input_shape().elements();
+  std::vector<float> out(static_cast<std::size_t>(n) * classes, 0.0f), logits(static_cast<std::size_t>(plan.capacity()) * classes);
+  std::vector<math::AugmentParams> params(static_cast<std::size_t>(plan.capacity()));
+  const std::vector<std::uint8_t> no_labels(static_cast<std::size_t>(plan.capacity()), 0);
+  plan.prepare_remainder(n, plan.capacity());
+  for (std::int64_t first = 0; first < n; first += plan.capacity()) {
+    const std::int64_t count = std::min(plan.capacity(), n - first);
+    float* rows = out.data() + static_cast<std::size_t>(first) * classes;
+    for (const TtaView& view : tta_views(true)) {
+      std::fill(params.begin(), params.end(), view.params);
+      HostBatch b;
+      b.n = count;
+      b.images = images + first * plane;
+      b.labels = no_labels.data();
+      b.augment = params.data();
+      plan.eval_batch(b, logits);
+      // The same sum, in the same order, as evaluate()'s.
+      for (std::size_t i = 0; i < static_cast<std::size_t>(count) * classes; ++i) rows[i] += static_cast<float>(view.weight) * logits[i];
+    }
+  }
+  return out;
 }
 
 }  // namespace kiln::detail

@@ -29,4 +29,9 @@ struct TtaView {
 };
 std::vector<TtaView> tta_views(bool tta);
 
+// Logits of `n` images (CompiledPlan::predict), averaged over the test-time views with
+// their weights when `tta` (the views and weights evaluate() uses), so a prediction and an
+// evaluation of the same image agree.
+std::vector<float> predict(CompiledPlan& plan, const std::uint8_t* images, std::int64_t n, bool tta);
+
 }  // namespace kiln::detail

@@ -14,6 +14,7 @@ namespace kiln {
 struct Plan::Impl {
   Target target;
   std::unique_ptr<detail::CompiledPlan> compiled;
+  bool tta = false;  // CompileOptions::tta
   // Batchnorm's num_batches_tracked as last loaded, written back by weights() so that a
   // checkpoint survives a round trip through a plan.
   std::int64_t batches_tracked = 0;
@@ -36,6 +37,7 @@ Plan compile(const Graph& graph, const Target& target, const CompileOptions& opt
   auto impl = std::make_unique<Plan::Impl>();
   impl->target = target;
   impl->compiled = detail::compile_plan(graph, spec);
+  impl->tta = options.tta;
   return Plan(std::move(impl));
 }
 
@@ -50,7 +52,25 @@ std::int64_t Plan::batch() const { return impl_->compiled->capacity(); }
 const MemoryPlan& Plan::memory() const { return impl_->compiled->memory(); }
 std::string Plan::describe() const { return impl_->compiled->describe(); }
 
-std::vector<float> Plan::predict(const std::uint8_t* images, std::int64_t n) { return impl_->compiled->predict(images, n); }
+std::vector<float> Plan::predict(const std::uint8_t* images, std::int64_t n) {
+  return detail::predict(*impl_->compiled, images, n, impl_->tta);
+}
+
+std::vector<float> Plan::predict(std::span<const Image> images, bool resize) {
+  const Shape input = graph().input_shape();
+  std::vector<std::uint8_t> pixels;
+  pixels.reserve(images.size() * static_cast<std::size_t>(input.elements()));
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const Image fitted = fit_image(images[i], input, resize, fmt::format("image {}", i));
+    pixels.insert(pixels.end(), fitted.pixels.begin(), fitted.pixels.end());
+  }
+  return predict(pixels.data(), static_cast<std::int64_t>(images.size()));
+}
+
+std::vector<float> Plan::predict(const std::string& path, bool resize) {
+  const Image fitted = fit_image(decode_image(path), graph().input_shape(), resize, path);
+  return predict(fitted.pixels.data(), 1);
+}
 
 std::vector<float> Plan::predict(std::span<const std::uint8_t> images) {
   const auto plane = static_cast<std::size_t>(graph().input_shape().elements());
@@ -60,7 +80,7 @@ std::vector<float> Plan::predict(std::span<const std::uint8_t> images) {
   return predict(images.data(), static_cast<std::int64_t>(images.size() / plane));
 }
 
-Evaluation Plan::evaluate(const Dataset& data) { return detail::evaluate(*impl_->compiled, data, {}); }
+Evaluation Plan::evaluate(const Dataset& data) { return detail::evaluate(*impl_->compiled, data, {impl_->tta, 0.0f}); }
 
 std::vector<float> Plan::read_param(std::size_t index) const {
   const Param& p = graph().params()[impl_->checked_index(index)];

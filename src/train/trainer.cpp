@@ -153,7 +153,7 @@ struct Trainer::Impl {
 
   TrainResult fit(const Cifar10& data) {
     check_dataset(graph, data.train);
-    check_dataset(graph, data.test);
+    if (data.test.size() > 0) check_dataset(graph, data.test);  // an image folder of one level has none
     const bool validate = data.val.size() > 0;
     if (validate) check_dataset(graph, data.val);
     if (fresh) {
@@ -326,7 +326,9 @@ Evaluation Trainer::evaluate(const Dataset& data) { return impl_->evaluate(data)
 const Graph& Trainer::graph() const { return impl_->graph; }
 const TrainConfig& Trainer::config() const { return impl_->config; }
 
-std::vector<float> Trainer::predict(const std::uint8_t* images, std::int64_t n) { return impl_->plan->predict(images, n); }
+std::vector<float> Trainer::predict(const std::uint8_t* images, std::int64_t n) {
+  return detail::predict(*impl_->plan, images, n, impl_->config.tta);
+}
 
 void Trainer::save_weights(const std::string& path) const {
   write_safetensors(path, detail::weights_file(*impl_->plan, impl_->position.step));

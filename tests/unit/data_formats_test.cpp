@@ -164,7 +164,9 @@ TEST(DataFormats, SyntheticCifar100SuperclassesAreCoherent) {
   DataDir dir;
   Splits d = synth(DataFormat::cifar100, 300, 100);
   write_data(d, dir.str());
-  Splits coarse = load_data(dir.str(), {.label = Cifar100Label::coarse});
+  LoadOptions options;
+  options.label = Cifar100Label::coarse;
+  Splits coarse = load_data(dir.str(), options);
   ASSERT_EQ(coarse.train.classes, 20);
   ASSERT_EQ(coarse.train.class_names.size(), 20u);
   std::array<std::set<int>, 20> fine_of{};

@@ -44,7 +44,7 @@ int run_check(const CheckOptions& o) {
     MemoryPlan plan = plan_memory(graph, target);
     if (!o.data.empty()) {
       std::string description;
-      const Splits data = resolve_data(data_request(o.data, o.format, o.label, spec.train), false, description);
+      const Splits data = resolve_data(data_request(o.data, o.format, o.label, spec), false, description);
       check_data(graph, data);
     } else if (!o.format.empty() || !o.label.empty()) {
       throw UsageError("--format and --label describe --data: give --data DIR too");

@@ -24,6 +24,7 @@ void add_eval(CLI::App& root, std::vector<Command>& commands);
 void add_bench(CLI::App& root, std::vector<Command>& commands);
 void add_synth(CLI::App& root, std::vector<Command>& commands);
 void add_info(CLI::App& root, std::vector<Command>& commands);
+void add_predict(CLI::App& root, std::vector<Command>& commands);
 
 // The default model (data/models/cifar_quick.yaml), found from the working directory or
 // beside the executable.
@@ -37,6 +38,8 @@ struct DataRequest {
   std::optional<DataFormat> spec_format;        // the spec's format: where to look without --data (else CIFAR-10)
   Cifar100Label label = Cifar100Label::fine;    // --label or the spec's
   bool label_flag = false;                      // --label was given (it needs CIFAR-100 data)
+  Shape sample = Shape::chw(3, 32, 32);         // image folders: the model's input, what images are brought to
+  bool resize = true;                           // image folders: false (--no-resize) refuses other sizes
 };
 
 // The data a command trains or evaluates on: --data DIR (its format detected unless
@@ -56,7 +59,7 @@ Splits synthetic_data(const DataRequest& want, std::string& description);
 // --format's value; anything else is a usage error (exit 2) with a did-you-mean.
 DataFormat parse_format_flag(const std::string& text);
 // The request of a command with --data, --format and --label over a spec's recipe.
-DataRequest data_request(const std::string& dir, const std::string& format, const std::string& label, const TrainConfig& spec);
+DataRequest data_request(const std::string& dir, const std::string& format, const std::string& label, const Spec& spec);
 
 // "cpu", "cuda", or "auto" (cuda when built with CUDA and a device is present).
 Backend resolve_device(const std::string& device, int* index = nullptr);

@@ -92,8 +92,10 @@ DataFormat parse_format_flag(const std::string& text) {
                                guess.empty() ? "" : fmt::format("; did you mean '{}'?", guess)));
 }
 
-DataRequest data_request(const std::string& dir, const std::string& format, const std::string& label, const TrainConfig& spec) {
+DataRequest data_request(const std::string& dir, const std::string& format, const std::string& label, const Spec& model) {
+  const TrainConfig& spec = model.train;
   DataRequest r;
+  r.sample = model.graph.input_shape();
   r.dir = dir;
   if (!format.empty()) r.format = parse_format_flag(format);
   r.spec_format = spec.format;
@@ -112,6 +114,8 @@ Splits resolve_data(const DataRequest& want, bool allow_synthetic, std::string& 
     options.detect = !format;
     if (format) options.format = *format;
     options.label = want.label;
+    options.sample = want.sample;
+    options.resize = want.resize;
     Splits data = load_data(d, options);
     if (want.label_flag && data.format != DataFormat::cifar100)
       throw UsageError(fmt::format("--label picks CIFAR-100's fine or coarse label; the data in '{}' is {}, which has one",

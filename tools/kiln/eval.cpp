@@ -25,16 +25,7 @@ struct EvalOptions {
 int run_eval(const EvalOptions& o) {
   namespace fs = std::filesystem;
   // A run folder says everything: its model, data (format, label), normalization and weights.
-  std::optional<RunRecord> record;
-  std::error_code ec;
-  if (fs::is_directory(o.model, ec)) {
-    const fs::path file = fs::path(o.model) / "run.yaml";
-    if (!fs::exists(file, ec))
-      throw UsageError(fmt::format("{} is a directory without a run.yaml: give a run folder (written by kiln train) or a "
-                                   "model spec with --weights",
-                                   o.model));
-    record = read_run_record(file.string());
-  }
+  const std::optional<RunRecord> record = open_run_folder(o.model, "eval");
   const std::string model = record ? record->model_file : o.model;
   const std::string weights = !o.weights.empty() ? o.weights : record ? (fs::path(o.model) / "model.safetensors").string() : "";
   if (weights.empty()) throw UsageError(fmt::format("--weights is needed with a model spec ({}); a run folder has its own", o.model));
@@ -48,12 +39,18 @@ int run_eval(const EvalOptions& o) {
   run.threads = o.threads;
   run.init = weights;
   std::string description;
-  DataRequest want = data_request(!o.data.empty() ? o.data : record ? record->data_dir : "", o.format, o.label, spec.train);
+  DataRequest want = data_request(!o.data.empty() ? o.data : record ? record->data_dir : "", o.format, o.label, spec);
   if (record && o.format.empty()) want.format = parse_format_flag(record->data_format);
+  if (record) want.resize = record->resize;
   if (record && o.label.empty() && !record->data_label.empty())
     want.label = record->data_label == "coarse" ? Cifar100Label::coarse : Cifar100Label::fine;
   // A run on the synthetic set is evaluated on the same synthetic set.
   Splits data = record && want.dir.empty() ? synthetic_data(want, description) : resolve_data(want, false, description);
+  if (data.test.size() == 0)
+    throw Error(fmt::format("{} has no test split to evaluate (an image folder of one level of class folders; arrange it "
+                            "as DIR/train/<class>/ and DIR/test/<class>/)",
+                            data.train.source),
+                ExitCode::invalid_input);
   check_data(spec.graph, data);
   if (record) {  // what the run trained with
     config.mean = record->train.mean;

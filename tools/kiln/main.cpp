@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   cli::add_check(app, commands);
   cli::add_train(app, commands);
   cli::add_eval(app, commands);
+  cli::add_predict(app, commands);
   cli::add_bench(app, commands);
   cli::add_synth(app, commands);
   cli::add_info(app, commands);

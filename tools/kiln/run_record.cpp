@@ -41,7 +41,7 @@ std::string to_yaml(const RunRecord& r) {
       "command: [{}]\n"
       "cwd: {}\n"
       "model: {{file: {}, name: {}}}\n"
-      "data: {{dir: {}, description: {}, fingerprint: {}, format: {}, label: {}}}\n"
+      "data: {{dir: {}, description: {}, fingerprint: {}, format: {}, label: {}, resize: {}}}\n"
       "val_split: {{count: {}, seed: {}}}\n"
       "classes: [{}]\n"
       "normalize: {{mean: [{}], std: [{}]}}\n"
@@ -61,7 +61,7 @@ std::string to_yaml(const RunRecord& r) {
       "  init: {}\n",
       quoted(r.version), quoted(r.commit), quoted(r.build), command, quoted(r.cwd), quoted(r.model_file), quoted(r.model_name),
       quoted_or_null(r.data_dir), quoted(r.data_description), quoted(r.data_fingerprint), quoted(r.data_format),
-      quoted_or_null(r.data_label), r.val_count, r.val_seed, names, floats(c.mean), floats(c.std), r.backend, r.layout, r.dtype,
+      quoted_or_null(r.data_label), r.resize, r.val_count, r.val_seed, names, floats(c.mean), floats(c.std), r.backend, r.layout, r.dtype,
       r.threads, number(c.epochs), r.steps ? std::to_string(*r.steps) : "null", c.batch, number(c.lr), number(c.momentum),
       c.nesterov, number(c.weight_decay), number(c.label_smoothing), c.augment.crop, c.augment.translate, c.augment.flip,
       c.augment.alternate_flip, c.shuffle, c.seed, quoted_or_null(r.init));
@@ -84,6 +84,7 @@ RunRecord read_run_record(const std::string& path) {
     r.data_fingerprint = text(y["data"]["fingerprint"]);
     if (const std::string f = text(y["data"]["format"]); !f.empty()) r.data_format = f;
     r.data_label = text(y["data"]["label"]);
+    if (const YAML::Node n = y["data"]["resize"]) r.resize = n.as<bool>();
     if (const YAML::Node v = y["val_split"]) {
       r.val_count = v["count"].as<std::int64_t>();
       r.val_seed = v["seed"].as<std::uint64_t>();
@@ -131,6 +132,17 @@ RunRecord read_run_record(const std::string& path) {
                             path),
                 ExitCode::invalid_input);
   return r;
+}
+
+std::optional<RunRecord> open_run_folder(const std::string& path, const char* command) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return std::nullopt;
+  const fs::path file = fs::path(path) / "run.yaml";
+  if (!fs::exists(file, ec))
+    throw UsageError(fmt::format("kiln {}: {} is a directory without a run.yaml: give a run folder (written by kiln train) "
+                                 "or a model spec with --weights",
+                                 command, path));
+  return read_run_record(file.string());
 }
 
 void write_run_record(const std::string& dir, const RunRecord& r) {

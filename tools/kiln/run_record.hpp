@@ -24,6 +24,7 @@ struct RunRecord {
   std::int64_t val_count = 0;          // --val-split: images held out (hold_out), 0: none
   std::uint64_t val_seed = 0;          // ... with this seed
   std::vector<std::string> class_names;  // the data's, in label order (empty when it names none)
+  bool resize = true;                  // image folders: images of another size were resized (--no-resize: refused)
   std::string backend, layout, dtype;
   int threads = 0;
   TrainConfig train;                   // the recipe with every flag applied (the fields below), mean and std included
@@ -36,6 +37,10 @@ std::string to_yaml(const RunRecord& r);
 
 // Reads `path`; throws Error (exit 1) naming the file and what is wrong with it.
 RunRecord read_run_record(const std::string& path);
+
+// `path` as the first argument of eval and predict: a run folder's record, or nothing for a
+// model spec. A directory without run.yaml is a usage error saying what to give.
+std::optional<RunRecord> open_run_folder(const std::string& path, const char* command);
 
 // Writes DIR/run.yaml atomically (a temporary file renamed over it).
 void write_run_record(const std::string& dir, const RunRecord& r);

@@ -33,6 +33,7 @@ struct TrainOptions {
   std::string format;                 // --format (empty: detected)
   std::string label;                  // --label (empty: the spec's, else fine)
   std::string val_split;              // --val-split N or a fraction
+  bool no_resize = false;             // image folders: refuse images of another size
   std::optional<std::string> device;  // auto (default; a resumed run: its device)
   std::optional<double> epochs;
   std::optional<std::int64_t> steps;
@@ -307,7 +308,8 @@ int run_train(const TrainOptions& o) {
     }
   }
   std::string data_description;
-  DataRequest want = data_request(data_dir, o.format, o.label, spec.train);
+  DataRequest want = data_request(data_dir, o.format, o.label, spec);
+  want.resize = record ? record->resize : !o.no_resize;
   if (record) {  // the run's own format and label, never detected again
     want.format = parse_format_flag(record->data_format);
     want.label = record->data_label == "coarse" ? Cifar100Label::coarse : Cifar100Label::fine;
@@ -320,6 +322,11 @@ int run_train(const TrainOptions& o) {
   // The validation split: held out after a shuffle seeded by the run's seed, so a resumed
   // run holds out the same images.
   const std::int64_t held = record ? record->val_count : o.val_split.empty() ? 0 : val_count(o.val_split, data.train.size());
+  if (data.format == DataFormat::folder && data.test.size() == 0 && held == 0)
+    throw UsageError(fmt::format("'{}' holds class folders but no train/ and test/ folders: give --val-split N (or a fraction, "
+                                 "e.g. 0.1) to validate on part of it, or arrange it as {}/train/<class>/ and "
+                                 "{}/test/<class>/",
+                                 data.train.source, data.train.source, data.train.source));
   if (held > 0) hold_out(data, held, record ? record->val_seed : config.seed);
   check_data(spec.graph, data);
   // Normalization: the spec's normalize:, else the format's (CIFAR-10's published values,
@@ -360,6 +367,7 @@ int run_train(const TrainOptions& o) {
     r.val_count = held;
     r.val_seed = config.seed;
     r.class_names = data.train.class_names;
+    r.resize = want.resize;
     r.backend = run.device == Backend::cuda && run.device_index > 0 ? fmt::format("cuda:{}", run.device_index)
                                                                     : std::string(to_string(run.device));
     r.layout = std::string(to_string(run.layout));
@@ -387,8 +395,13 @@ int run_train(const TrainOptions& o) {
     const std::string head = fmt::format("training {} (", spec.graph.name()), tail = "), " + device;
     const std::size_t room = out_width > display_width(head + tail) ? out_width - display_width(head + tail) : 8;
     fmt::print("{}\n", fit(head + (out_width ? shorten_path(model, room) : model) + tail, out_width));
-    fmt::print("{}\n", fit(fmt::format("data: {}, {} train / {}{} test images", data_description, data.train.size(),
-                                        held ? fmt::format("{} validation / ", data.val.size()) : "", data.test.size()),
+    fmt::print("{}\n", fit(data.test.size() > 0 ? fmt::format("data: {}, {} train / {}{} test images", data_description,
+                                                                data.train.size(),
+                                                                held ? fmt::format("{} validation / ", data.val.size()) : "",
+                                                                data.test.size())
+                                                  : fmt::format("data: {}, {} train / {} validation images, no test split: no "
+                                                                "test evaluation",
+                                                                data_description, data.train.size(), data.val.size()),
                             out_width));
     auto values = [](const std::vector<float>& v) {
       std::string s;
@@ -509,6 +522,7 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
                   "Data directory, its format detected (default: the format's $KILN_*_DIR or data/ folder, else a synthetic set)");
   app->add_option("--format", o->format, "The data's format: cifar10, cifar100, mnist or fashion-mnist (default: detected)");
   app->add_option("--label", o->label, "CIFAR-100: fine (100 classes, default) or coarse (20)");
+  app->add_flag("--no-resize", o->no_resize, "Image folders: refuse images whose size differs from the model's input");
   app->add_option("--val-split", o->val_split,
                   "Hold out N training images (or a fraction, e.g. 0.1) for per-epoch validation; the test set is then "
                   "evaluated once, at the end");
