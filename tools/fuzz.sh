@@ -5,7 +5,7 @@
 # between runs). Prints the executions and the findings of each; exits 1 if any harness found
 # a crash, hang, leak or sanitizer report, leaving the input in BUILD/artifacts/NAME/.
 #
-#   tools/fuzz.sh [SECONDS] [NAME...]      NAME: spec cifar10 cifar100 idx safetensors train_state (default: all)
+#   tools/fuzz.sh [SECONDS] [NAME...]      NAME: spec cifar10 cifar100 idx image safetensors train_state (default: all)
 #
 # Environment: KILN_FUZZ_BUILD (default build-fuzz), KILN_FUZZ_JOBS (fuzzing processes per
 # harness, default 1), KILN_JOBS (build jobs).
@@ -18,9 +18,9 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(spec cifar10 cifar100 idx safetensors train_state)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(spec cifar10 cifar100 idx image safetensors train_state)
 if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
-  echo "usage: tools/fuzz.sh [SECONDS per harness] [spec|cifar10|cifar100|idx|safetensors|train_state ...]" >&2
+  echo "usage: tools/fuzz.sh [SECONDS per harness] [spec|cifar10|cifar100|idx|image|safetensors|train_state ...]" >&2
   exit 2
 fi
 for h in "${harnesses[@]}"; do

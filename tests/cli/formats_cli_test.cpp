@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "../image_files.hpp"
+#include "kiln/kiln.hpp"
 #include "run.hpp"
 
 namespace kiln::test {
@@ -156,6 +159,75 @@ TEST_F(Formats, TheSpecsFormatPicksTheSyntheticSet) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(has(r.err, "kiln: no mnist found")) << r.err;
   EXPECT_TRUE(has(r.out, "data: synthetic mnist")) << r.out;
+}
+
+// An image folder of three easily told classes: horizontal stripes, vertical stripes and
+// a checkerboard, with random periods, phases and colours, 48x48 (so loading resizes them
+// to the model's 32x32), PNG and JPEG alternately; a notes file in a class folder.
+void write_folder(const std::string& root, bool two_level) {
+  const char* names[] = {"checker", "hstripes", "vstripes"};
+  std::uint64_t state = 12345;
+  auto next = [&](int n) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<int>((state >> 33) % static_cast<std::uint64_t>(n));
+  };
+  int n = 0;
+  for (const std::string& split : std::vector<std::string>{"train", "test"})
+    for (int i = 0; i < (split == "train" ? 240 : 60); ++i) {
+      const int label = i % 3, period = 3 + next(4), phase = next(8);
+      const std::string dir = root + "/" + (two_level ? split + "/" : std::string()) + names[label];
+      fs::create_directories(dir);
+      std::vector<std::uint8_t> image(3 * 48 * 48);
+      int a[3], b[3];
+      for (int c = 0; c < 3; ++c) a[c] = next(256), b[c] = next(256);
+      for (int y = 0; y < 48; ++y)
+        for (int x = 0; x < 48; ++x) {
+          const int u = (y + phase) / period, v = (x + phase) / period;
+          const bool on = label == 0 ? (u + v) % 2 == 0 : label == 1 ? u % 2 == 0 : v % 2 == 0;
+          for (int c = 0; c < 3; ++c) image[static_cast<std::size_t>((c * 48 + y) * 48 + x)] = static_cast<std::uint8_t>(on ? a[c] : b[c]);
+        }
+      const std::string file = fmt::format("{}/{:05}.{}", dir, n, n % 2 ? "jpg" : "png");
+      if (n % 2) write_jpeg(file, image.data(), 3, 48, 48, 95);
+      else write_png(file, image.data(), 3, 48, 48);
+      ++n;
+    }
+  std::ofstream(root + "/" + (two_level ? "train/" : "") + "checker/notes.txt") << "not an image";
+}
+
+// A folder of PNG and JPEG files trains, learns, evaluates and predicts with its folder
+// names; the one-level layout needs --val-split and says there is no test evaluation.
+TEST_F(Formats, ImageFoldersTrainEvaluateAndPredict) {
+  const std::string folder = s / "pictures", flat = s / "flat", model = small_model(s, "pictures_small", 3, 32, 3);
+  write_folder(folder, true);
+  write_folder(flat, false);
+  const std::string cache = "KILN_CACHE_DIR=" + (s / "cache") + " ";
+  CliRun r = run_kiln("train " + model + " --data " + folder + " --epochs 4 --batch 32 --threads 2 --device cpu --out " + (s / "run"),
+                      cache);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(has(r.out, "(folder)")) << r.out;
+  EXPECT_TRUE(has(r.err, "kiln: skipped 1 files without an image extension (.png, .jpg, .jpeg) in " + folder)) << r.err;
+  const double accuracy = last_accuracy(slurp(s / "run/metrics.jsonl"), "test_accuracy");
+  EXPECT_GT(accuracy, 0.6) << "three classes: chance is 1/3";
+  EXPECT_TRUE(has(slurp(s / "run/run.yaml"), "classes: [\"checker\", \"hstripes\", \"vstripes\"]")) << slurp(s / "run/run.yaml");
+  CliRun e = run_kiln("eval " + (s / "run") + " --device cpu --threads 2 --json", cache);
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(e.out).at("accuracy").get<double>(), accuracy);
+  CliRun p = run_kiln("predict " + (s / "run") + " " + folder + "/test/hstripes/" + fs::directory_iterator(folder + "/test/hstripes")->path().filename().string() +
+                      " --top 3 --device cpu");
+  ASSERT_EQ(p.code, 0) << p.err;
+  EXPECT_TRUE(has(p.out, ": hstripes ") && has(p.out, "checker") && has(p.out, "vstripes")) << p.out;
+  EXPECT_FALSE(fs::exists(folder + "/.cache")) << "nothing is written into the data folder";
+
+  CliRun refused = run_kiln("train " + model + " --data " + flat + " --steps 1 --device cpu --out " + (s / "flat_run"), cache);
+  EXPECT_EQ(refused.code, 2);
+  EXPECT_TRUE(has(refused.err, "holds class folders but no train/ and test/ folders: give --val-split")) << refused.err;
+  CliRun split = run_kiln("train " + model + " --data " + flat + " --val-split 0.2 --epochs 1 --batch 32 --device cpu --out " + (s / "flat_run"),
+                          cache);
+  ASSERT_EQ(split.code, 0) << split.err;
+  EXPECT_TRUE(has(split.out, "validation images, no test split: no test evaluation")) << split.out;
+  CliRun no_resize = run_kiln("train " + model + " --data " + folder + " --no-resize --steps 1 --device cpu --out " + (s / "nr"), cache);
+  EXPECT_EQ(no_resize.code, 1);
+  EXPECT_TRUE(has(no_resize.err, "48x48 pixels (width x height), but the model takes 32x32")) << no_resize.err;
 }
 
 }  // namespace

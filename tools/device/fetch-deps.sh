@@ -34,10 +34,12 @@ packages=(
   libgfortran5 libquadmath0         # libopenblas.so.0 NEEDs libgfortran.so.5; that NEEDs libquadmath.so.0.
                                     # Not part of a CUDA image or of a plain Ubuntu base.
   zlib1g-dev zlib1g                 # the IDX readers inflate .gz files (zlib.h, libz.so)
+  libpng-dev libpng16-16            # image folders and kiln predict: PNG
+  libjpeg62-turbo-dev libjpeg62-turbo  # ... and JPEG (libjpeg-turbo)
 )
 # Depends: that are deliberately not bundled: present on any image that can run g++/nvcc
 # (libc6-dev: its C headers, which zlib1g-dev needs).
-assumed_present='^(libc6|libc6-dev|libgcc-s1|libstdc\+\+6|gcc-12-base|googletest)$'
+assumed_present='^(libc6|libc6-dev|libc-dev|libgcc-s1|libstdc\+\+6|gcc-12-base|googletest)$'
 # (googletest is libgtest-dev's dependency holding GoogleTest's *sources* in /usr/src; the
 #  prebuilt static libraries are in libgtest-dev itself, so it is not needed.)
 
