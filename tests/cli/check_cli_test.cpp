@@ -237,7 +237,7 @@ TEST(CliTrain, CpuRunsNhwc) {
 TEST(CliErrors, CommandsAndFlagsReadWell) {
   const std::pair<std::string, std::string> cases[] = {
       {"trian", "kiln: error: unknown command 'trian'; did you mean 'train'?"},
-      {"frobnicate", "kiln: error: unknown command 'frobnicate'\n    commands: check, train, eval, bench, synth, info"},
+      {"frobnicate", "kiln: error: unknown command 'frobnicate'\n    commands: check, train, eval, predict, bench, synth, info"},
       {"train --epoch 1", "kiln train: error: unknown flag --epoch; did you mean --epochs?"},
       {"bench --stepz=3", "kiln bench: error: unknown flag --stepz; did you mean --steps?"},
       {"check --frobnicate", "kiln check: error: unknown flag --frobnicate\n    hint: kiln check --help lists its flags"},
