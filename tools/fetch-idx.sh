@@ -14,38 +14,15 @@
 
 files=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
 
+# shellcheck source=tools/fetch-common.sh
+source "$here/tools/fetch-common.sh"
+
 usage() {
   echo "usage: tools/$name.sh [--out DIR]"
   echo "  downloads $title (four IDX .gz files) into DIR (default: ${out#"$here"/})"
 }
 
-fail() {
-  echo "$name: error: $*" >&2
-  exit 1
-}
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --out)
-      [ $# -ge 2 ] || { echo "$name: --out needs a directory" >&2; exit 2; }
-      out=$2
-      shift 2
-      ;;
-    --out=*)
-      out=${1#--out=}
-      shift
-      ;;
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    *)
-      echo "$name: unknown argument '$1'" >&2
-      usage >&2
-      exit 2
-      ;;
-  esac
-done
+parse_out "$@"
 
 complete() {
   local f
@@ -58,28 +35,10 @@ if complete; then
   echo "$name: $title is already in $out"
   exit 0
 fi
-[ ! -e "$out" ] || [ -d "$out" ] || fail "$out exists and is not a directory"
-
-# Downloaded beside the target, so the final moves are renames within one file system.
-parent=$(dirname "$out")
-mkdir -p "$parent" || fail "cannot create $parent"
-work=$(mktemp -d "$parent/.$name.XXXXXX") || fail "cannot create a temporary directory in $parent"
-trap 'rm -rf "$work"' EXIT
-
+make_work
 for f in "${files[@]}"; do
-  echo "$name: downloading $url$f"
-  if command -v curl >/dev/null 2>&1; then
-    curl -fsSL --retry 2 --connect-timeout 20 -o "$work/$f" "$url$f" || rm -f "$work/$f"
-  fi
-  if [ ! -s "$work/$f" ] && command -v wget >/dev/null 2>&1; then
-    wget -q --tries=2 --timeout=20 -O "$work/$f" "$url$f" || rm -f "$work/$f"
-  fi
-  [ -s "$work/$f" ] || fail "could not download $url$f (offline, or the server is unreachable; tried curl and wget)
-    hint: ${hint//@OUT@/$out}
+  download "$url$f" "$work/$f" "${md5s[$f]}" "${hint//@OUT@/$out}
           or make a synthetic set in the same layout with: kiln synth --format ${title,,} --out DIR"
-  actual=$(md5sum "$work/$f" | cut -d' ' -f1)
-  [ "$actual" = "${md5s[$f]}" ] || fail "checksum mismatch for $url$f: MD5 $actual, expected ${md5s[$f]}
-    the download is truncated or altered; nothing was written to $out"
 done
 
 mkdir -p "$out" || fail "cannot create $out"

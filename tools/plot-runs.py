@@ -95,8 +95,6 @@ def main():
     for i, (name, steps, epochs) in enumerate(runs):
         colour = colours[i % len(colours)]
         per_epoch = steps_per_epoch(steps, epochs)
-        tested = [e for e in epochs if e.get("test_accuracy") is not None]
-        validated = [e for e in epochs if e.get("val_accuracy") is not None]
         for col, x_of in enumerate((lambda r: r["step"], lambda r: r["step"] / per_epoch)):
             loss, accuracy = axes[0][col], axes[1][col]
             if steps:
@@ -108,20 +106,18 @@ def main():
                           label=f"{name} train")
                 accuracy.plot(xs, [100 * e["train_accuracy"] for e in epochs], "o-", color=colour, markersize=4,
                               label=f"{name} train")
-            if tested:
-                xs = [x_of(e) for e in tested]
-                if all(e.get("test_loss") is not None for e in tested):
-                    loss.plot(xs, [e["test_loss"] for e in tested], "s--", color=colour, markersize=4,
-                              label=f"{name} test")
-                accuracy.plot(xs, [100 * e["test_accuracy"] for e in tested], "s--", color=colour, markersize=4,
-                              label=f"{name} test")
-            if validated:
-                xs = [x_of(e) for e in validated]
-                if all(e.get("val_loss") is not None for e in validated):
-                    loss.plot(xs, [e["val_loss"] for e in validated], "^:", color=colour, markersize=4,
-                              label=f"{name} validation")
-                accuracy.plot(xs, [100 * e["val_accuracy"] for e in validated], "^:", color=colour, markersize=4,
-                              label=f"{name} validation")
+            # The held-out sets, where evaluated: test (after every epoch, or once at the end
+            # with a validation split) and validation.
+            for key, what, style in (("test", "test", "s--"), ("val", "validation", "^:")):
+                evaluated = [e for e in epochs if e.get(f"{key}_accuracy") is not None]
+                if not evaluated:
+                    continue
+                xs = [x_of(e) for e in evaluated]
+                if all(e.get(f"{key}_loss") is not None for e in evaluated):
+                    loss.plot(xs, [e[f"{key}_loss"] for e in evaluated], style, color=colour, markersize=4,
+                              label=f"{name} {what}")
+                accuracy.plot(xs, [100 * e[f"{key}_accuracy"] for e in evaluated], style, color=colour, markersize=4,
+                              label=f"{name} {what}")
 
     for col, xlabel in enumerate(("step", "epoch")):
         axes[0][col].set_ylabel("loss")
