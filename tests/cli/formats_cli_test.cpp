@@ -225,6 +225,13 @@ TEST_F(Formats, ImageFoldersTrainEvaluateAndPredict) {
                           cache);
   ASSERT_EQ(split.code, 0) << split.err;
   EXPECT_TRUE(has(split.out, "validation images, no test split: no test evaluation")) << split.out;
+  // A changed image is changed data: the run does not resume on it, and says which folder.
+  std::vector<std::uint8_t> grey(3 * 48 * 48, 128);
+  write_png(folder + "/train/checker/00000.png", grey.data(), 3, 48, 48);
+  CliRun resumed = run_kiln("train --resume " + (s / "run") + " --epochs 5", cache);
+  EXPECT_EQ(resumed.code, 1) << resumed.err;
+  EXPECT_TRUE(has(resumed.err, "changed since the run started")) << resumed.err;
+  EXPECT_TRUE(has(resumed.err, "train/checker/ (81 files)")) << resumed.err;
   CliRun no_resize = run_kiln("train " + model + " --data " + folder + " --no-resize --steps 1 --device cpu --out " + (s / "nr"), cache);
   EXPECT_EQ(no_resize.code, 1);
   EXPECT_TRUE(has(no_resize.err, "48x48 pixels (width x height), but the model takes 32x32")) << no_resize.err;

@@ -264,5 +264,25 @@ TEST(ImageFolder, CacheIsReusedAndFollowsChangedFiles) {
   EXPECT_EQ(detail::folder_decodes() - start, 55);
 }
 
+// Plan::predict on a file and on decoded images: the same logits as on the fitted pixels.
+TEST(PlanPredict, FilesAndImagesGiveThePixelsLogits) {
+  Dir d("plan_predict");
+  const std::vector<std::uint8_t> p = pattern(3, 12, 10, 4);
+  write_png(d / "a.png", p.data(), 3, 12, 10);
+  Graph g = GraphBuilder("tiny", Shape::chw(3, 8, 8), 3).add(layers::flatten()).add(layers::linear(3)).build();
+  Target target;
+  target.batch = 4;
+  Plan plan = compile(g, target);
+  const Image fitted = fit_image(decode_image(d / "a.png"), Shape::chw(3, 8, 8), true, "a.png");
+  const std::vector<float> expected = plan.predict(fitted.pixels.data(), 1);
+  EXPECT_EQ(plan.predict(d / "a.png"), expected);
+  const std::vector<Image> images{decode_image(d / "a.png"), decode_image(d / "a.png")};
+  std::vector<float> twice = expected;
+  twice.insert(twice.end(), expected.begin(), expected.end());
+  EXPECT_EQ(plan.predict(std::span<const Image>(images)), twice);
+  EXPECT_THROW(plan.predict(d / "a.png", false), DataError) << "10x12 is not the model's 8x8";
+  EXPECT_THROW(plan.predict(d / "missing.png"), DataError);
+}
+
 }  // namespace
 }  // namespace kiln::test

@@ -125,6 +125,8 @@ Splits resolve_data(const DataRequest& want, bool allow_synthetic, std::string& 
     return data;
   };
   if (!want.dir.empty()) return from(want.dir, want.dir, want.format);
+  if (want.format == DataFormat::folder)
+    throw UsageError("--format folder needs --data DIR: the folder of class folders to read");
   // Without a directory: the format asked for, else the one the model is for.
   const FormatPlaces& p = places(want.format ? *want.format : want.spec_format.value_or(DataFormat::cifar10));
   const DataFormat format = p.format;

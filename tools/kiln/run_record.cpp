@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 namespace kiln::cli {
@@ -157,24 +158,40 @@ void write_run_record(const std::string& dir, const RunRecord& r) {
 }
 
 std::string data_fingerprint(const std::string& dir) {
+  // Every regular file below `dir`: a file of `dir` itself is an entry of its own ("name size
+  // hash", the binary formats' files); the files of a subfolder (an image folder's class)
+  // make one entry, "sub/folder/ (N files) size hash", over their names and bytes.
   std::vector<fs::path> files;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec))
-    if (e.is_regular_file(ec)) files.push_back(e.path());
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_regular_file(ec)) files.push_back(fs::relative(it->path(), dir, ec));
   std::sort(files.begin(), files.end());
-  std::string out;
+  struct Entry {
+    std::uint64_t hash = 14695981039346656037ull, size = 0, count = 0;
+  };
+  std::map<std::string, Entry> entries;
   std::vector<char> buffer(1 << 20);
   for (const fs::path& f : files) {
-    std::uint64_t hash = 14695981039346656037ull, size = 0;
-    std::FILE* in = std::fopen(f.c_str(), "rb");
+    const std::string parent = f.parent_path().string();
+    const std::string key = parent.empty() ? f.string() : parent + "/";
+    Entry& e = entries[key];
+    auto mix = [&](const char* p, std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i) e.hash = (e.hash ^ static_cast<unsigned char>(p[i])) * 1099511628211ull;
+    };
+    if (!parent.empty()) mix(f.filename().c_str(), f.filename().string().size() + 1);  // names count in a folder
+    std::FILE* in = std::fopen((fs::path(dir) / f).c_str(), "rb");
     if (!in) continue;
+    ++e.count;
     for (std::size_t n; (n = std::fread(buffer.data(), 1, buffer.size(), in)) > 0;) {
-      size += n;
-      for (std::size_t i = 0; i < n; ++i) hash = (hash ^ static_cast<unsigned char>(buffer[i])) * 1099511628211ull;
+      e.size += n;
+      mix(buffer.data(), n);
     }
     std::fclose(in);
-    out += fmt::format("{}{} {} {:016x}", out.empty() ? "" : "; ", f.filename().string(), size, hash);
   }
+  std::string out;
+  for (const auto& [key, e] : entries)
+    out += key.back() == '/' ? fmt::format("{}{} ({} files) {} {:016x}", out.empty() ? "" : "; ", key, e.count, e.size, e.hash)
+                             : fmt::format("{}{} {} {:016x}", out.empty() ? "" : "; ", key, e.size, e.hash);
   return out;
 }
 
