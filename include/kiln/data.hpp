@@ -86,8 +86,9 @@ struct Image {
 
 /// Decodes a PNG or JPEG file (by its contents, not its name) with libpng / libjpeg-turbo.
 /// Alpha is composited onto black (in linear light, as libpng's simplified API does), 16-bit
-/// PNG is reduced to 8 bits, palette PNGs become RGB and grey ones stay grey. Throws DataError naming the file when it is not
-/// an image either library decodes.
+/// PNG samples v become round(v / 257) as in PIL and torchvision (not gamma-encoded as linear
+/// light), palette PNGs become RGB and grey ones stay grey. Throws DataError naming the file
+/// when it is not an image either library decodes.
 KILN_API Image decode_image(const std::string& path);
 /// The same from bytes in memory; `name` is what errors say.
 KILN_API Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name);

@@ -53,6 +53,10 @@ Image decode_png(const std::uint8_t* bytes, std::size_t size, const std::string&
   // samples become 8-bit; alpha is composited onto black (the background below).
   const bool grey = (png.format & PNG_FORMAT_FLAG_COLOR) == 0;
   png.format = grey ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  // Without a gAMA or sRGB chunk libpng takes 16-bit samples as linear light and would
+  // gamma-encode them (32768 becomes 186); PIL and torchvision scale them (32768 becomes
+  // 128), and so does kiln.
+  png.flags |= PNG_IMAGE_FLAG_16BIT_sRGB;
   const int c = grey ? 1 : 3;
   std::vector<std::uint8_t> hwc(PNG_IMAGE_SIZE(png));
   png_color black{0, 0, 0};
@@ -97,7 +101,7 @@ Image decode_jpeg(const std::uint8_t* bytes, std::size_t size, const std::string
   jpeg_mem_src(&info, bytes, static_cast<unsigned long>(size));
   jpeg_read_header(&info, TRUE);
   const bool grey = info.jpeg_color_space == JCS_GRAYSCALE;
-  info.out_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;  // CMYK and YCCK too become RGB
+  info.out_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;
   if (!grey && (info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK)) {
     jpeg_destroy_decompress(&info);
     throw DataError(name, -1, fmt::format("{}: a CMYK JPEG; kiln reads greyscale and RGB (YCbCr) JPEGs", name));
