@@ -53,6 +53,9 @@ std::vector<std::string> synthetic_cifar100_names(Cifar100Label label);
 // "0" .. "9" for MNIST; "T-shirt/top" .. "Ankle boot" for Fashion-MNIST.
 std::vector<std::string> idx_class_names(DataFormat format);
 
+// Whether `path` has an image folder's extension: .png, .jpg or .jpeg, in any case.
+bool image_extension(const std::filesystem::path& path);
+
 // How many images load_image_folder() has decoded in this process (not taken from its
 // cache): what tests of the cache count.
 std::int64_t folder_decodes();

@@ -36,11 +36,8 @@ bool holds_class_folders(const fs::path& dir) {
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     if (!it->is_directory(ec)) continue;
-    for (fs::directory_iterator f(it->path(), ec); !ec && f != end; f.increment(ec)) {
-      std::string e = f->path().extension().string();
-      std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      if (e == ".png" || e == ".jpg" || e == ".jpeg") return true;
-    }
+    for (fs::directory_iterator f(it->path(), ec); !ec && f != end; f.increment(ec))
+      if (detail::image_extension(f->path())) return true;
     ec.clear();
   }
   return false;

@@ -27,6 +27,12 @@ namespace fs = std::filesystem;
 
 namespace detail {
 
+bool image_extension(const std::filesystem::path& path) {
+  std::string e = path.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return e == ".png" || e == ".jpg" || e == ".jpeg";
+}
+
 std::atomic<std::int64_t> g_folder_decodes{0};
 std::int64_t folder_decodes() { return g_folder_decodes.load(); }
 
@@ -36,12 +42,6 @@ namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'I', 'M', 'G', '1'};
 constexpr std::size_t kMaxClasses = 256;  // labels are bytes
-
-bool image_extension(const fs::path& p) {
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return e == ".png" || e == ".jpg" || e == ".jpeg";
-}
 
 std::vector<std::string> sorted_subdirectories(const fs::path& dir) {
   std::vector<std::string> names;
@@ -80,7 +80,7 @@ std::vector<Entry> list_split(const fs::path& root, const fs::path& split, const
     if (!fs::is_directory(folder, ec)) continue;
     std::vector<fs::path> files;
     for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
-      if (it->is_regular_file(ec) && image_extension(it->path())) files.push_back(it->path());
+      if (it->is_regular_file(ec) && detail::image_extension(it->path())) files.push_back(it->path());
       else ++skipped;
     }
     if (ec) throw DataError(folder.string(), -1, fmt::format("{}: cannot list it: {}", folder.string(), ec.message()));
