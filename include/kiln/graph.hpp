@@ -126,6 +126,14 @@ struct LayerDef {
   /// Set by the spec parser when the declaration itself was invalid (already reported):
   /// the layer is skipped and layers downstream of it are not reported again.
   bool invalid = false;
+  /// Lines added to every diagnostic about this layer: for a layer of a spec block, which
+  /// instance of which block it comes from, with the parameter values, and where.
+  std::vector<std::string> notes;
+  /// The outermost block instance the layer belongs to ("layer2.0"), empty outside blocks;
+  /// `kiln check --fold` shows each instance as one row.
+  std::string instance;
+  /// The block that `instance` instantiates ("basic").
+  std::string block;
 
   /// Sets `name`.
   LayerDef& named(std::string n) { name = std::move(n); return *this; }
@@ -259,6 +267,8 @@ struct Layer {
   std::int64_t flops = 0;           ///< per sample, forward; a multiply-add counts 2
   std::vector<int> params;          ///< indices into Graph::params()
   SourceLoc loc;                    ///< where the spec declares it (unknown for the builder)
+  std::string instance;             ///< LayerDef::instance: its outermost block instance, or empty
+  std::string block;                ///< LayerDef::block: the block that instance instantiates
 };
 
 /// A validated, immutable, topologically ordered layer graph. Cheap to copy (shared).

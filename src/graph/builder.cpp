@@ -222,6 +222,8 @@ Graph GraphBuilder::build() const {
     layer.op = def.op;
     layer.attrs = def.attrs;
     layer.loc = def.loc;
+    layer.instance = def.instance;
+    layer.block = def.block;
     bool ok = !def.invalid;
 
     auto [it, fresh] = index.emplace(layer.name, layer.index);
@@ -242,8 +244,14 @@ Graph GraphBuilder::build() const {
       diags.push_back(std::move(d));
       ok = false;
     }
-    if (ok && !def.invalid) ok = resolve_inputs(def, layer, index, names, diags);
-    else if (def.invalid) ok = false;
+    if (ok && !def.invalid) {
+      ok = resolve_inputs(def, layer, index, names, diags);
+    } else if (def.invalid) {
+      // Its inputs still count as read, so the layer before a broken one is not called unused.
+      std::vector<Diagnostic> ignored;
+      resolve_inputs(def, layer, index, names, ignored);
+      ok = false;
+    }
     for (int in : layer.inputs)
       if (failed[static_cast<std::size_t>(in)]) ok = false;
 
@@ -326,6 +334,20 @@ Graph GraphBuilder::build() const {
     d.message = "its output is never used";
     d.hint = "remove it, or name it in a later layer's from:";
     data->warnings.push_back(std::move(d));
+  }
+
+  // A layer of a block instance: every diagnostic about it says which instance (the parser's
+  // own diagnostics already do).
+  std::map<std::string_view, const LayerDef*> with_notes;
+  for (std::size_t k = 0; k < s.defs.size(); ++k)
+    if (!s.defs[k].notes.empty()) with_notes.emplace(names[k], &s.defs[k]);
+  if (!with_notes.empty()) {
+    auto add_notes = [&](Diagnostic& d) {
+      auto it = with_notes.find(d.layer);
+      if (it != with_notes.end()) d.notes.insert(d.notes.end(), it->second->notes.begin(), it->second->notes.end());
+    };
+    for (std::size_t i = s.reported.size(); i < diags.size(); ++i) add_notes(diags[i]);
+    for (auto& w : data->warnings) add_notes(w);
   }
 
   auto by_position = [](const Diagnostic& a, const Diagnostic& b) {

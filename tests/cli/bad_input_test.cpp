@@ -176,7 +176,7 @@ TEST(BadInput, SpecWithTooManyLayers) {
 TEST(BadInput, SpecNonNumericValues) {
   Scratch s("nonnum");
   std::string text = kHead + "layers:\n  - {op: flatten}\n  - {name: fc, op: linear, out: ten}\n";
-  expect_refused(check_spec(s, "nonnum.yaml", text), (s / "nonnum.yaml") + ":5:5");
+  expect_refused(check_spec(s, "nonnum.yaml", text), (s / "nonnum.yaml") + ":6:33");  // the value; the flatten before it is not called unused
   expect_refused(check_spec(s, "nonnum.yaml", text), "layer 'fc' (linear): 'out' must be an integer, got 'ten'");
 }
 
