@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <optional>
+#include <span>
 
 #include "cli.hpp"
 
@@ -20,6 +21,7 @@ struct CheckOptions {
   std::string data;
   std::string format, label;
   bool json = false;
+  bool fold = false;
 };
 
 std::string shape_text(const Shape& s) { return s.is_image() ? s.str() : fmt::format("{}", s.c); }
@@ -66,6 +68,33 @@ int run_check(const CheckOptions& o) {
       return layer.op == OpKind::flatten ? 0 : batch * layer.shape.elements() * size_of(*dtype);
     };
 
+    // Consecutive layers of one block instance, as one row (--fold).
+    struct Row {
+      std::string name, block;
+      std::size_t first = 0;
+      std::int64_t layers = 0, params = 0, flops = 0, bytes = 0;
+      Shape shape;
+    };
+    auto folded = [&](std::span<const Layer> all) {
+      std::vector<Row> out;
+      for (const Layer& layer : all) {
+        if (out.empty() || layer.instance.empty() || out.back().name != layer.instance) {
+          Row r;
+          r.name = layer.instance.empty() ? layer.name : layer.instance;
+          r.block = layer.block;
+          r.first = static_cast<std::size_t>(layer.index);
+          out.push_back(std::move(r));
+        }
+        Row& r = out.back();
+        r.layers += 1;
+        r.params += params_of(layer);
+        r.flops += layer.flops;
+        r.bytes += act_bytes(layer);
+        r.shape = layer.shape;
+      }
+      return out;
+    };
+
     if (o.json) {
       nlohmann::json j;
       j["valid"] = no_engine.empty();  // --target cuda on a GPU: a layer cuDNN has no engine for
@@ -82,8 +111,15 @@ int run_check(const CheckOptions& o) {
         row["inputs"] = nlohmann::json::array();
         for (int in : layer.inputs) row["inputs"].push_back(layers[static_cast<std::size_t>(in)].name);
         if (layer.loc.known()) row["line"] = layer.loc.line;
+        if (!layer.instance.empty()) row["instance"] = layer.instance, row["block"] = layer.block;
         if (cudnn) row["cudnn"] = cudnn->layers[static_cast<std::size_t>(layer.index)].path;
         j["layers"].push_back(row);
+      }
+      if (o.fold) {
+        j["folded"] = nlohmann::json::array();
+        for (const Row& r : folded(layers))
+          j["folded"].push_back({{"name", r.name}, {"block", r.block}, {"layers", r.layers}, {"output", shape_json(r.shape)},
+                                 {"params", r.params}, {"flops", r.flops}});
       }
       j["totals"] = {{"params", graph.parameter_count()}, {"flops_per_sample", graph.flops()}};
       j["memory"] = {{"param_bytes", plan.param_bytes},       {"grad_bytes", plan.grad_bytes},
@@ -104,12 +140,23 @@ int run_check(const CheckOptions& o) {
     std::vector<std::vector<std::string>> rows;
     rows.push_back({"layer", "op", "output", "params", "FLOPs", "activation"});
     if (cudnn) rows[0].push_back("cuDNN");
-    for (const Layer& layer : layers) {
-      std::vector<std::string> row{layer.name, std::string(op_name(layer.op)), shape_text(layer.shape),
-                                   format_count(params_of(layer)), format_flops(layer.flops),
-                                   layer.op == OpKind::flatten ? "(view)" : format_bytes(act_bytes(layer))};
-      if (cudnn) row.push_back(cudnn->layers[static_cast<std::size_t>(layer.index)].path);
-      rows.push_back(std::move(row));
+    if (o.fold) {
+      // One row per block instance (the layers outside blocks as they are).
+      for (const Row& r : folded(layers)) {
+        std::vector<std::string> row{r.name, r.block.empty() ? std::string(op_name(layers[r.first].op)) : "block " + r.block,
+                                     shape_text(r.shape), format_count(r.params), format_flops(r.flops),
+                                     r.block.empty() && layers[r.first].op == OpKind::flatten ? "(view)" : format_bytes(r.bytes)};
+        if (cudnn) row.push_back(r.block.empty() ? cudnn->layers[r.first].path : fmt::format("{} layers", r.layers));
+        rows.push_back(std::move(row));
+      }
+    } else {
+      for (const Layer& layer : layers) {
+        std::vector<std::string> row{layer.name, std::string(op_name(layer.op)), shape_text(layer.shape),
+                                     format_count(params_of(layer)), format_flops(layer.flops),
+                                     layer.op == OpKind::flatten ? "(view)" : format_bytes(act_bytes(layer))};
+        if (cudnn) row.push_back(cudnn->layers[static_cast<std::size_t>(layer.index)].path);
+        rows.push_back(std::move(row));
+      }
     }
     rows.push_back({"total", "", "", format_count(graph.parameter_count()), format_flops(graph.flops()),
                     format_bytes(plan.activation_sum)});
@@ -179,6 +226,7 @@ void add_check(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--format", o->format, "--data's format: cifar10, cifar100, mnist or fashion-mnist (default: detected)");
   app->add_option("--label", o->label, "CIFAR-100: fine (default) or coarse");
   app->add_flag("--json", o->json, "Print the result as JSON");
+  app->add_flag("--fold", o->fold, "One row per block instance (its output, parameters and FLOPs) instead of one per layer");
   commands.push_back({app, [o] { return run_check(*o); }});
 }
 
