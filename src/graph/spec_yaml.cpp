@@ -789,7 +789,9 @@ void SpecParser::instance(const YAML::Node& node, std::size_t position, Scope& s
     std::vector<std::string_view> names;
     for (const auto& [p, d] : b.params) names.push_back(p);
     auto check = [&](const auto& list) {
-      for (const auto& [k, v, where] : list) {
+      for (const auto& entry : list) {
+        const std::string& k = std::get<0>(entry);
+        const SourceLoc& where = std::get<2>(entry);
         if (std::any_of(b.params.begin(), b.params.end(), [&](const auto& p) { return p.first == k; })) continue;
         fine = false;
         if (!reported.insert(b.name + "/" + k).second) continue;
