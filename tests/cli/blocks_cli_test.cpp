@@ -31,6 +31,11 @@ TEST(CliBlocks, CheckExpandsAndFolds) {
   EXPECT_EQ(doc["layers"].size(), 69u);  // the layers stay expanded
   bool seen = false;
   for (const auto& l : doc["layers"])
+    if (l["name"] == "layer2.0.conv1") {  // resolved options: what tools/reference/spec_torch.py rebuilds it from
+      EXPECT_EQ(l["attrs"]["stride"], nlohmann::json::array({2, 2}));
+      EXPECT_EQ(l["attrs"]["pad"], nlohmann::json::array({1, 1, 1, 1}));
+      EXPECT_EQ(l["attrs"]["bias"], false);
+    }
     if (l["name"] == "layer3.1.bn2") {
       seen = true;
       EXPECT_EQ(l["instance"], "layer3.1");

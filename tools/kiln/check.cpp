@@ -30,6 +30,36 @@ nlohmann::json shape_json(const Shape& s) {
   return s.is_image() ? nlohmann::json::array({s.c, s.h, s.w}) : nlohmann::json::array({s.c});
 }
 
+// The options a layer's op reads, resolved (stride and `same` padding filled in): enough to
+// rebuild the layer elsewhere (tools/reference/spec_torch.py builds the PyTorch model from it).
+nlohmann::json attrs_json(const Layer& layer) {
+  const Attrs& a = layer.attrs;
+  auto pair = [](Hw v) { return nlohmann::json::array({v.h, v.w}); };
+  const Hw stride = a.stride.value_or(Hw{1, 1});
+  nlohmann::json j = nlohmann::json::object();
+  switch (layer.op) {
+    case OpKind::conv:
+      j = {{"out", a.out},         {"kernel", pair(a.kernel)}, {"stride", pair(stride)}, {"dilation", pair(a.dilation)},
+           {"groups", a.groups},   {"bias", a.bias},
+           {"pad", nlohmann::json::array({a.pad.top, a.pad.bottom, a.pad.left, a.pad.right})}};
+      break;
+    case OpKind::maxpool:
+    case OpKind::avgpool:
+      j = {{"kernel", pair(a.kernel)}, {"stride", pair(stride)}, {"ceil", a.ceil},
+           {"pad", nlohmann::json::array({a.pad.top, a.pad.bottom, a.pad.left, a.pad.right})}};
+      break;
+    case OpKind::batchnorm: j = {{"eps", a.eps}, {"momentum", a.momentum}, {"weight", a.weight}, {"bias", a.bias}}; break;
+    case OpKind::groupnorm: j = {{"groups", a.groups}, {"eps", a.eps}}; break;
+    case OpKind::linear: j = {{"out", a.out}, {"bias", a.bias}}; break;
+    case OpKind::leaky_relu: j = {{"slope", a.slope}}; break;
+    case OpKind::dropout: j = {{"p", a.p}}; break;
+    case OpKind::scale: j = {{"factor", a.factor}}; break;
+    case OpKind::upsample: j = {{"scale", pair(a.scale)}}; break;
+    default: break;
+  }
+  return j;
+}
+
 int run_check(const CheckOptions& o) {
   auto dtype = parse_dtype(o.dtype);
   auto layout = parse_layout(o.layout);
@@ -113,6 +143,7 @@ int run_check(const CheckOptions& o) {
         if (layer.loc.known()) row["line"] = layer.loc.line;
         if (!layer.instance.empty()) row["instance"] = layer.instance, row["block"] = layer.block;
         if (cudnn) row["cudnn"] = cudnn->layers[static_cast<std::size_t>(layer.index)].path;
+        row["attrs"] = attrs_json(layer);
         j["layers"].push_back(row);
       }
       if (o.fold) {
