@@ -5,6 +5,8 @@
 #include "graph/op_def.hpp"
 #include "math/batchnorm.hpp"
 #include "math/layout.hpp"
+#include "math/reduce.hpp"
+#include "math/simd.hpp"
 #include "util/checked.hpp"
 
 namespace kiln::detail {
@@ -57,7 +59,8 @@ float initial_value(ParamRole role) {
   return role == ParamRole::weight || role == ParamRole::running_var ? 1.0f : 0.0f;
 }
 
-// ---- CPU: one channel per iteration, its values in a fixed order, sums in double ---------
+// ---- CPU: one channel per iteration, its values in a fixed order, summed in 16 float lanes
+// per run and in double across runs (math/reduce.hpp) ---------------------------------------
 //
 // state: the per-channel mean [0, C) and inverse standard deviation [C, 2C) that forward
 // normalized with (batch statistics in training, running ones in evaluation).
@@ -66,19 +69,21 @@ std::int64_t state_floats(const Layer& layer, std::int64_t) { return 2 * layer.s
 
 enum ParamIndex : std::size_t { kWeight, kBias, kRunningMean, kRunningVar };
 
-// Channel c's values: n runs of `size` contiguous floats, `stride` apart, from c * `first`.
-// NCHW: a run per sample, of its H * W pixels; NHWC: a run per pixel, of 1 float. Either
-// way a channel's values come in the same order (sample, row, column), so the sums, and the
-// results, are the same in both layouts.
+// Channel c's values: n runs (one per sample) of `size` floats (its pixels) `step` apart,
+// the runs `stride` apart, from c * `first`. NCHW: a run is contiguous (step 1); NHWC: its
+// pixels are C floats apart. Either way a channel's values come in the same order and are
+// summed in the same lanes, so the sums, and the results, are the same in both layouts.
+// A vector of features is NCHW with one pixel.
 struct Channels {
-  std::int64_t c, size, n, stride, first;
+  std::int64_t c, size, n, stride, first, step;
   std::int64_t count() const { return n * size; }
+  std::int64_t at(std::int64_t i, std::int64_t j) const { return i * stride + j * step; }
 };
 
 Channels channels(const CpuLayer& l) {
   const math::Dims4 d = l.out_dims();
-  if (d.nhwc) return {d.c, 1, l.n * d.h * d.w, d.c, 1};
-  return {d.c, d.h * d.w, l.n, d.c * d.h * d.w, d.h * d.w};
+  if (d.nhwc) return {d.c, d.h * d.w, l.n, d.c * d.h * d.w, 1, d.c};
+  return {d.c, d.h * d.w, l.n, d.c * d.h * d.w, d.h * d.w, 1};
 }
 
 void forward(const CpuLayer& l) {
@@ -88,35 +93,39 @@ void forward(const CpuLayer& l) {
   float* invstd_out = l.state + g.c;
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t c = 0; c < g.c; ++c) {
-    const float* x = l.x[0] + c * g.first;
-    double mean = 0.0, invstd = 0.0;
-    if (l.train) {
-      double sum = 0.0;
-      for (std::int64_t i = 0; i < g.n; ++i)
-        for (std::int64_t j = 0; j < g.size; ++j) sum += x[i * g.stride + j];
-      mean = sum / static_cast<double>(g.count());
-      double squares = 0.0;
-      for (std::int64_t i = 0; i < g.n; ++i)
-        for (std::int64_t j = 0; j < g.size; ++j) {
-          double d = x[i * g.stride + j] - mean;
-          squares += d * d;
-        }
-      double var = squares / static_cast<double>(g.count());
-      invstd = math::bn_invstd(var, a.eps);
-      float& running_mean = l.params[kRunningMean][c];
-      float& running_var = l.params[kRunningVar][c];
-      running_mean = static_cast<float>(math::bn_running(running_mean, mean, a.momentum));
-      running_var = static_cast<float>(math::bn_running(running_var, math::bn_unbiased(var, g.count()), a.momentum));
-    } else {
-      mean = l.params[kRunningMean][c];
-      invstd = math::bn_invstd(l.params[kRunningVar][c], a.eps);
-    }
-    mean_out[c] = static_cast<float>(mean);
-    invstd_out[c] = static_cast<float>(invstd);
-    const math::BnAffine f = math::bn_affine(mean, invstd, l.params[kWeight][c], l.params[kBias][c]);
-    float* y = l.y + c * g.first;
-    for (std::int64_t i = 0; i < g.n; ++i)
-      for (std::int64_t j = 0; j < g.size; ++j) y[i * g.stride + j] = x[i * g.stride + j] * f.alpha + f.beta;
+    math::with_best_simd([&](auto) KILN_INLINE {
+      const float* x = l.x[0] + c * g.first;
+      double mean = 0.0, invstd = 0.0;
+      if (l.train) {
+        double sum = 0.0;
+        for (std::int64_t i = 0; i < g.n; ++i) sum += math::sum_floats(x + i * g.stride, g.size, g.step);
+        mean = sum / static_cast<double>(g.count());
+        double squares = 0.0;
+        for (std::int64_t i = 0; i < g.n; ++i)
+          squares += math::sum_squared_deviations(x + i * g.stride, g.size, static_cast<float>(mean), g.step);
+        double var = squares / static_cast<double>(g.count());
+        invstd = math::bn_invstd(var, a.eps);
+        float& running_mean = l.params[kRunningMean][c];
+        float& running_var = l.params[kRunningVar][c];
+        running_mean = static_cast<float>(math::bn_running(running_mean, mean, a.momentum));
+        running_var = static_cast<float>(math::bn_running(running_var, math::bn_unbiased(var, g.count()), a.momentum));
+      } else {
+        mean = l.params[kRunningMean][c];
+        invstd = math::bn_invstd(l.params[kRunningVar][c], a.eps);
+      }
+      mean_out[c] = static_cast<float>(mean);
+      invstd_out[c] = static_cast<float>(invstd);
+      const math::BnAffine f = math::bn_affine(mean, invstd, l.params[kWeight][c], l.params[kBias][c]);
+      float* y = l.y + c * g.first;
+      for (std::int64_t i = 0; i < g.n; ++i) {
+        const float* xr = x + i * g.stride;
+        float* yr = y + i * g.stride;
+        if (g.step == 1)  // contiguous: vectorizes
+          for (std::int64_t j = 0; j < g.size; ++j) yr[j] = xr[j] * f.alpha + f.beta;
+        else
+          for (std::int64_t j = 0; j < g.size; ++j) yr[j * g.step] = xr[j * g.step] * f.alpha + f.beta;
+      }
+    });
   }
 }
 
@@ -128,28 +137,33 @@ void backward(const CpuLayer& l) {
   const bool accumulate = l.accumulate[0];
 #pragma omp parallel for num_threads(l.threads) schedule(static)
   for (std::int64_t c = 0; c < g.c; ++c) {
-    const float* x = l.x[0] + c * g.first;
-    const float* dy = l.dy + c * g.first;
-    const double mean = l.state[c], invstd = l.state[g.c + c];
-    double sum_dy = 0.0, sum_dy_xmu = 0.0;
-    for (std::int64_t i = 0; i < g.n; ++i)
-      for (std::int64_t j = 0; j < g.size; ++j) {
-        const std::int64_t k = i * g.stride + j;
-        sum_dy += dy[k];
-        sum_dy_xmu += static_cast<double>(dy[k]) * (x[k] - mean);
+    math::with_best_simd([&](auto) KILN_INLINE {
+      const float* x = l.x[0] + c * g.first;
+      const float* dy = l.dy + c * g.first;
+      const double mean = l.state[c], invstd = l.state[g.c + c];
+      double sum_dy = 0.0, sum_dy_xmu = 0.0;
+      for (std::int64_t i = 0; i < g.n; ++i)
+        math::sum_and_centered_dot(dy + i * g.stride, x + i * g.stride, g.size, static_cast<float>(mean), sum_dy, sum_dy_xmu, g.step);
+      if (l.grads[kWeight]) l.grads[kWeight][c] = static_cast<float>(sum_dy_xmu * invstd);
+      if (l.grads[kBias]) l.grads[kBias][c] = static_cast<float>(sum_dy);
+      if (!dx_all) return;
+      math::BnBackward b = math::bn_backward(mean, invstd, l.params[kWeight][c], sum_dy, sum_dy_xmu, g.count());
+      if (!l.train) b.proj = 0.0f, b.mean_dy = 0.0f;
+      float* dx = dx_all + c * g.first;
+      for (std::int64_t i = 0; i < g.n; ++i) {
+        const std::int64_t k0 = i * g.stride;
+        if (g.step == 1 && !accumulate)  // contiguous: vectorizes
+          for (std::int64_t j = 0; j < g.size; ++j) dx[k0 + j] = math::bn_grad_input(x[k0 + j], dy[k0 + j], b);
+        else if (g.step == 1)
+          for (std::int64_t j = 0; j < g.size; ++j) dx[k0 + j] += math::bn_grad_input(x[k0 + j], dy[k0 + j], b);
+        else
+          for (std::int64_t j = 0; j < g.size; ++j) {
+            const std::int64_t k = k0 + j * g.step;
+            const float v = math::bn_grad_input(x[k], dy[k], b);
+            dx[k] = accumulate ? dx[k] + v : v;
+          }
       }
-    if (l.grads[kWeight]) l.grads[kWeight][c] = static_cast<float>(sum_dy_xmu * invstd);
-    if (l.grads[kBias]) l.grads[kBias][c] = static_cast<float>(sum_dy);
-    if (!dx_all) continue;
-    math::BnBackward b = math::bn_backward(mean, invstd, l.params[kWeight][c], sum_dy, sum_dy_xmu, g.count());
-    if (!l.train) b.proj = 0.0f, b.mean_dy = 0.0f;
-    float* dx = dx_all + c * g.first;
-    for (std::int64_t i = 0; i < g.n; ++i)
-      for (std::int64_t j = 0; j < g.size; ++j) {
-        const std::int64_t k = i * g.stride + j;
-        const float v = math::bn_grad_input(x[k], dy[k], b);
-        dx[k] = accumulate ? dx[k] + v : v;
-      }
+    });
   }
 }
 

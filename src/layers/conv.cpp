@@ -10,6 +10,8 @@
 #include "graph/op_def.hpp"
 #include "layers/gemm.hpp"
 #include "math/im2col.hpp"
+#include "math/reduce.hpp"
+#include "math/simd.hpp"
 #include "util/checked.hpp"
 
 namespace kiln::detail {
@@ -322,8 +324,109 @@ void transpose_into(const float* src, std::int64_t rows, std::int64_t cols, floa
     }
 }
 
+// ---- CPU: depthwise convs, directly --------------------------------------------------
+//
+// A depthwise conv (groups = input channels = output channels, MobileNet's 3x3) has one
+// kh x kw filter per channel: through im2col + GEMM it is one 1 x (kh*kw) x P product per
+// channel and sample, all overhead. Directly, each tap adds a weighted, shifted copy of the
+// input plane into the output plane (the same Tap ranges as im2col), row by row, which
+// vectorizes along the row; the plane stays in L1 across the taps. Forward and dx split the
+// (sample, channel) planes among threads, dW the channels, each summing its samples and
+// pixels in a fixed order: the results do not depend on the thread count. NHWC plans keep
+// the general path.
+
+constexpr std::int64_t kMaxDepthwiseTaps = 64;  // up to 8x8 filters
+
+bool depthwise(const ConvDims& d) {
+  return !d.nhwc && d.groups == d.g.c && d.co == d.groups && d.g.kh * d.g.kw <= kMaxDepthwiseTaps;
+}
+
+// out[oy][ox] += wv * in[tap's source of (oy, ox)] over the tap's valid outputs: forward
+// (in = x, out = y). `scatter` runs it backwards: in[source] += wv * out[oy][ox] (dx).
+template <bool scatter>
+KILN_INLINE inline void depthwise_tap(const math::ConvGeom& g, const Tap& t, float wv, const float* x, float* y, float* dx, const float* dy) {
+  for (std::int64_t oy = t.ry.begin; oy < t.ry.end; ++oy) {
+    const std::int64_t src = (t.y0 + (oy - t.ry.begin) * g.sh) * g.w + t.x0;
+    const std::int64_t len = t.rx.end - t.rx.begin;
+    if constexpr (scatter) {
+      float* d = dx + src;
+      const float* r = dy + oy * g.ow + t.rx.begin;
+      if (g.sw == 1)
+        for (std::int64_t q = 0; q < len; ++q) d[q] += wv * r[q];
+      else
+        for (std::int64_t q = 0; q < len; ++q) d[q * g.sw] += wv * r[q];
+    } else {
+      const float* v = x + src;
+      float* d = y + oy * g.ow + t.rx.begin;
+      if (g.sw == 1)
+        for (std::int64_t q = 0; q < len; ++q) d[q] += wv * v[q];
+      else
+        for (std::int64_t q = 0; q < len; ++q) d[q] += wv * v[q * g.sw];
+    }
+  }
+}
+
+void depthwise_forward(const CpuLayer& l, const ConvDims& d) {
+  const math::ConvGeom& g = d.g;
+  const std::int64_t plane = g.h * g.w, p = d.pixels, taps = g.kh * g.kw, c = d.co;
+  const float* w = l.params[0];
+  const float* bias = l.layer->attrs.bias ? l.params[1] : nullptr;
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t sc = 0; sc < l.n * c; ++sc) {
+    const std::int64_t ch = sc % c;
+    const float* x = l.x[0] + sc * plane;
+    float* y = l.y + sc * p;
+    math::with_best_simd([&](auto) KILN_INLINE {
+      std::fill(y, y + p, 0.0f);
+      for (std::int64_t tap = 0; tap < taps; ++tap)
+        depthwise_tap<false>(g, tap_of(g, tap / g.kw, tap % g.kw), w[ch * taps + tap], x, y, nullptr, nullptr);
+      if (bias)
+        for (std::int64_t q = 0; q < p; ++q) y[q] += bias[ch];
+    });
+  }
+}
+
+void depthwise_backward(const CpuLayer& l, const ConvDims& d, float* dw, float* dx, bool accumulate) {
+  const math::ConvGeom& g = d.g;
+  const std::int64_t plane = g.h * g.w, p = d.pixels, taps = g.kh * g.kw, c = d.co;
+  const float* w = l.params[0];
+  if (dx) {
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+    for (std::int64_t sc = 0; sc < l.n * c; ++sc) {
+      const std::int64_t ch = sc % c;
+      float* dxp = dx + sc * plane;
+      math::with_best_simd([&](auto) KILN_INLINE {
+        if (!accumulate) std::fill(dxp, dxp + plane, 0.0f);
+        for (std::int64_t tap = 0; tap < taps; ++tap)
+          depthwise_tap<true>(g, tap_of(g, tap / g.kw, tap % g.kw), w[ch * taps + tap], nullptr, nullptr, dxp, l.dy + sc * p);
+      });
+    }
+  }
+  if (!dw) return;
+  // dW[c][tap] = sum over samples and valid outputs of dy * x: each row a dot product in
+  // float lanes (math::dot_floats), the rows summed in double, in sample, tap, row order.
+#pragma omp parallel for num_threads(l.threads) schedule(static)
+  for (std::int64_t ch = 0; ch < c; ++ch) {
+    double acc[kMaxDepthwiseTaps] = {};
+    math::with_best_simd([&](auto) KILN_INLINE {
+      for (std::int64_t s = 0; s < l.n; ++s) {
+        const float* x = l.x[0] + (s * c + ch) * plane;
+        const float* dy = l.dy + (s * c + ch) * p;
+        for (std::int64_t tap = 0; tap < taps; ++tap) {
+          const Tap t = tap_of(g, tap / g.kw, tap % g.kw);
+          const std::int64_t len = t.rx.end - t.rx.begin;
+          for (std::int64_t oy = t.ry.begin; oy < t.ry.end; ++oy)
+            acc[tap] += math::dot_floats(dy + oy * g.ow + t.rx.begin, x + (t.y0 + (oy - t.ry.begin) * g.sh) * g.w + t.x0, len, g.sw);
+        }
+      }
+    });
+    for (std::int64_t tap = 0; tap < taps; ++tap) dw[ch * taps + tap] = static_cast<float>(acc[tap]);
+  }
+}
+
 void cpu_forward(const CpuLayer& l) {
   const ConvDims d(l);
+  if (depthwise(d)) return depthwise_forward(l, d);
   const std::int64_t p = d.pixels;
   const float* w = l.params[0];
   const float* bias = l.layer->attrs.bias ? l.params[1] : nullptr;
@@ -350,33 +453,6 @@ void cpu_forward(const CpuLayer& l) {
   }
 }
 
-// Sum of n floats in a fixed order, in 16 interleaved partial sums so that it vectorizes
-// (a single running sum cannot: float addition does not reassociate).
-double sum_floats(const float* v, std::int64_t n) {
-  constexpr std::int64_t kLanes = 16;
-  float part[kLanes] = {};
-  std::int64_t t = 0;
-  for (; t + kLanes <= n; t += kLanes)
-    for (std::int64_t k = 0; k < kLanes; ++k) part[k] += v[t + k];
-  double sum = 0.0;
-  for (; t < n; ++t) sum += v[t];
-  for (float q : part) sum += q;
-  return sum;
-}
-
-// sum_floats of n floats `stride` apart, added in the same order.
-double sum_floats_strided(const float* v, std::int64_t n, std::int64_t stride) {
-  constexpr std::int64_t kLanes = 16;
-  float part[kLanes] = {};
-  std::int64_t t = 0;
-  for (; t + kLanes <= n; t += kLanes)
-    for (std::int64_t k = 0; k < kLanes; ++k) part[k] += v[(t + k) * stride];
-  double sum = 0.0;
-  for (; t < n; ++t) sum += v[t * stride];
-  for (float q : part) sum += q;
-  return sum;
-}
-
 // db[c] = sum over samples and pixels of dy, one thread per channel; in NHWC a channel's
 // pixels are c floats apart, summed in the same order.
 void bias_grad(const float* dy, std::int64_t n, std::int64_t c, std::int64_t p, bool nhwc, float* db, int threads) {
@@ -384,7 +460,7 @@ void bias_grad(const float* dy, std::int64_t n, std::int64_t c, std::int64_t p, 
   for (std::int64_t ch = 0; ch < c; ++ch) {
     double sum = 0.0;
     for (std::int64_t s = 0; s < n; ++s)
-      sum += nhwc ? sum_floats_strided(dy + s * c * p + ch, p, c) : sum_floats(dy + (s * c + ch) * p, p);
+      sum += nhwc ? math::sum_floats(dy + s * c * p + ch, p, c) : math::sum_floats(dy + (s * c + ch) * p, p);
     db[ch] = static_cast<float>(sum);
   }
 }
@@ -403,6 +479,7 @@ void cpu_backward(const CpuLayer& l) {
   const bool accumulate = !l.accumulate.empty() && l.accumulate[0];
   if (db) bias_grad(l.dy, l.n, d.co, p, d.nhwc, db, l.threads);
   if (!dw && !dx) return;
+  if (depthwise(d)) return depthwise_backward(l, d, dw, dx, accumulate);
   const int team = team_for(l);
 #pragma omp parallel num_threads(team)
   {

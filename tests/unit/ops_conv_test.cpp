@@ -178,6 +178,12 @@ const ConvCase kCases[] = {
     {"groups4_asym", 8, 9, 9, 8, {3, 3}, {2, 2}, Padding{1, 0, 0, 1, false}, {1, 1}, 4},
     {"depthwise_same_dil2", 6, 8, 8, 6, {3, 3}, {1, 1}, Padding::same_size(), {2, 2}, 6},
     {"depthwise_x2", 3, 6, 6, 6, {3, 3}, {2, 2}, Padding::all(1), {1, 1}, 3, false},
+    // The direct depthwise kernel (one filter per channel): strides, padding on one side,
+    // taps that see only padding, odd batches over the threads.
+    {"depthwise_stride2_bias", 8, 9, 9, 8, {3, 3}, {2, 2}, Padding::all(1), {1, 1}, 8, true, 5},
+    {"depthwise_k5x3_asym", 4, 7, 6, 4, {5, 3}, {1, 2}, Padding{2, 0, 1, 1, false}, {1, 1}, 4, true, 3},
+    {"depthwise_padding_only_taps", 3, 2, 3, 3, {3, 3}, {1, 1}, Padding::all(3), {1, 1}, 3, false, 2},
+    {"depthwise_wide_plane", 16, 32, 32, 16, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 16, true, 3},
     {"pointwise_n1", 5, 8, 8, 7, {1, 1}, {1, 1}, {}, {1, 1}, 1, true, 1},
     {"pointwise_n3_groups", 6, 8, 8, 4, {1, 1}, {1, 1}, {}, {1, 1}, 2, true, 3},
     {"pointwise_wide", 64, 16, 16, 8, {1, 1}, {1, 1}, {}, {1, 1}, 2, true, 5},
