@@ -59,8 +59,8 @@ float initial_value(ParamRole role) {
   return role == ParamRole::weight || role == ParamRole::running_var ? 1.0f : 0.0f;
 }
 
-// ---- CPU: one channel per iteration, its values in a fixed order, summed in 16 float lanes
-// per run and in double across runs (math/reduce.hpp) ---------------------------------------
+// ---- CPU: one channel per iteration, its values in a fixed order, summed in 16 double lanes
+// per run (math/reduce.hpp) ---------------------------------------
 //
 // state: the per-channel mean [0, C) and inverse standard deviation [C, 2C) that forward
 // normalized with (batch statistics in training, running ones in evaluation).
@@ -98,11 +98,11 @@ void forward(const CpuLayer& l) {
       double mean = 0.0, invstd = 0.0;
       if (l.train) {
         double sum = 0.0;
-        for (std::int64_t i = 0; i < g.n; ++i) sum += math::sum_floats(x + i * g.stride, g.size, g.step);
+        for (std::int64_t i = 0; i < g.n; ++i) sum += math::sum_floats<double>(x + i * g.stride, g.size, g.step);
         mean = sum / static_cast<double>(g.count());
         double squares = 0.0;
         for (std::int64_t i = 0; i < g.n; ++i)
-          squares += math::sum_squared_deviations(x + i * g.stride, g.size, static_cast<float>(mean), g.step);
+          squares += math::sum_squared_deviations(x + i * g.stride, g.size, mean, g.step);
         double var = squares / static_cast<double>(g.count());
         invstd = math::bn_invstd(var, a.eps);
         float& running_mean = l.params[kRunningMean][c];
@@ -143,7 +143,7 @@ void backward(const CpuLayer& l) {
       const double mean = l.state[c], invstd = l.state[g.c + c];
       double sum_dy = 0.0, sum_dy_xmu = 0.0;
       for (std::int64_t i = 0; i < g.n; ++i)
-        math::sum_and_centered_dot(dy + i * g.stride, x + i * g.stride, g.size, static_cast<float>(mean), sum_dy, sum_dy_xmu, g.step);
+        math::sum_and_centered_dot(dy + i * g.stride, x + i * g.stride, g.size, mean, sum_dy, sum_dy_xmu, g.step);
       if (l.grads[kWeight]) l.grads[kWeight][c] = static_cast<float>(sum_dy_xmu * invstd);
       if (l.grads[kBias]) l.grads[kBias][c] = static_cast<float>(sum_dy);
       if (!dx_all) return;

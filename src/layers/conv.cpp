@@ -335,11 +335,7 @@ void transpose_into(const float* src, std::int64_t rows, std::int64_t cols, floa
 // pixels in a fixed order: the results do not depend on the thread count. NHWC plans keep
 // the general path.
 
-constexpr std::int64_t kMaxDepthwiseTaps = 64;  // up to 8x8 filters
-
-bool depthwise(const ConvDims& d) {
-  return !d.nhwc && d.groups == d.g.c && d.co == d.groups && d.g.kh * d.g.kw <= kMaxDepthwiseTaps;
-}
+bool depthwise(const ConvDims& d) { return !d.nhwc && d.groups == d.g.c && d.co == d.groups; }
 
 // out[oy][ox] += wv * in[tap's source of (oy, ox)] over the tap's valid outputs: forward
 // (in = x, out = y). `scatter` runs it backwards: in[source] += wv * out[oy][ox] (dx).
@@ -403,24 +399,43 @@ void depthwise_backward(const CpuLayer& l, const ConvDims& d, float* dw, float* 
     }
   }
   if (!dw) return;
-  // dW[c][tap] = sum over samples and valid outputs of dy * x: each row a dot product in
-  // float lanes (math::dot_floats), the rows summed in double, in sample, tap, row order.
-#pragma omp parallel for num_threads(l.threads) schedule(static)
-  for (std::int64_t ch = 0; ch < c; ++ch) {
-    double acc[kMaxDepthwiseTaps] = {};
-    math::with_best_simd([&](auto) KILN_INLINE {
-      for (std::int64_t s = 0; s < l.n; ++s) {
-        const float* x = l.x[0] + (s * c + ch) * plane;
-        const float* dy = l.dy + (s * c + ch) * p;
-        for (std::int64_t tap = 0; tap < taps; ++tap) {
-          const Tap t = tap_of(g, tap / g.kw, tap % g.kw);
-          const std::int64_t len = t.rx.end - t.rx.begin;
-          for (std::int64_t oy = t.ry.begin; oy < t.ry.end; ++oy)
-            acc[tap] += math::dot_floats(dy + oy * g.ow + t.rx.begin, x + (t.y0 + (oy - t.ry.begin) * g.sh) * g.w + t.x0, len, g.sw);
+  // dW[c][tap] = sum over samples and valid outputs of dy * x. Each tap keeps one float per
+  // output column in the thread's workspace, adding the products of every row of every
+  // sample in order (a vectorized multiply-add along the row, no reduction per row); then
+  // the columns are summed in double. The order depends only on the shapes.
+  // The workspace has a slot per thread of a team (see team_for), each larger than taps * ow.
+  const int team = static_cast<int>(std::min<std::int64_t>(l.threads, std::clamp<std::int64_t>(l.n, 1, kMaxTeam)));
+#pragma omp parallel num_threads(team)
+  {
+    float* cols = l.workspace + omp_get_thread_num() * d.slot.floats();
+#pragma omp for schedule(static)
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      math::with_best_simd([&](auto) KILN_INLINE {
+        std::fill(cols, cols + taps * g.ow, 0.0f);
+        for (std::int64_t s = 0; s < l.n; ++s) {
+          const float* x = l.x[0] + (s * c + ch) * plane;
+          const float* dy = l.dy + (s * c + ch) * p;
+          for (std::int64_t tap = 0; tap < taps; ++tap) {
+            const Tap t = tap_of(g, tap / g.kw, tap % g.kw);
+            const std::int64_t len = t.rx.end - t.rx.begin;
+            float* acc = cols + tap * g.ow;
+            for (std::int64_t oy = t.ry.begin; oy < t.ry.end; ++oy) {
+              const float* r = dy + oy * g.ow + t.rx.begin;
+              const float* v = x + (t.y0 + (oy - t.ry.begin) * g.sh) * g.w + t.x0;
+              if (g.sw == 1)
+                for (std::int64_t q = 0; q < len; ++q) acc[q] += r[q] * v[q];
+              else
+                for (std::int64_t q = 0; q < len; ++q) acc[q] += r[q] * v[q * g.sw];
+            }
+          }
         }
+      });
+      for (std::int64_t tap = 0; tap < taps; ++tap) {
+        double sum = 0.0;
+        for (std::int64_t q = 0; q < g.ow; ++q) sum += cols[tap * g.ow + q];
+        dw[ch * taps + tap] = static_cast<float>(sum);
       }
-    });
-    for (std::int64_t tap = 0; tap < taps; ++tap) dw[ch * taps + tap] = static_cast<float>(acc[tap]);
+    }
   }
 }
 

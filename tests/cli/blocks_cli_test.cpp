@@ -30,7 +30,7 @@ TEST(CliBlocks, CheckExpandsAndFolds) {
   auto doc = nlohmann::json::parse(j.out);
   EXPECT_EQ(doc["layers"].size(), 69u);  // the layers stay expanded
   bool seen = false;
-  for (const auto& l : doc["layers"])
+  for (const auto& l : doc["layers"]) {
     if (l["name"] == "layer2.0.conv1") {  // resolved options: what tools/reference/spec_torch.py rebuilds it from
       EXPECT_EQ(l["attrs"]["stride"], nlohmann::json::array({2, 2}));
       EXPECT_EQ(l["attrs"]["pad"], nlohmann::json::array({1, 1, 1, 1}));
@@ -41,6 +41,7 @@ TEST(CliBlocks, CheckExpandsAndFolds) {
       EXPECT_EQ(l["instance"], "layer3.1");
       EXPECT_EQ(l["block"], "basic");
     }
+  }
   EXPECT_TRUE(seen);
   std::int64_t total = 0;
   for (const auto& row : doc["folded"]) total += row["params"].get<std::int64_t>();

@@ -14,10 +14,10 @@ namespace kiln::test {
 namespace {
 
 struct Sums {
-  double sum, squares, dot, sum2, centered;
+  double sum, sum_double, squares, sum2, centered;
   bool operator==(const Sums& o) const {
     auto same = [](double a, double b) { return std::bit_cast<std::uint64_t>(a) == std::bit_cast<std::uint64_t>(b); };
-    return same(sum, o.sum) && same(squares, o.squares) && same(dot, o.dot) && same(sum2, o.sum2) && same(centered, o.centered);
+    return same(sum, o.sum) && same(sum_double, o.sum_double) && same(squares, o.squares) && same(sum2, o.sum2) && same(centered, o.centered);
   }
 };
 
@@ -34,7 +34,7 @@ TEST(Simd, Avx2AndBaselineCopiesAgreeToTheBit) {
         Sums s{};
         s.sum = math::sum_floats(a.data(), n, stride);
         s.squares = math::sum_squared_deviations(a.data(), n, 0.25f, stride);
-        s.dot = math::dot_floats(a.data(), b.data(), n, stride);
+        s.sum_double = math::sum_floats<double>(a.data(), n, stride);
         s.sum2 = 0.0, s.centered = 0.0;
         math::sum_and_centered_dot(a.data(), b.data(), n, 0.25f, s.sum2, s.centered, stride);
         return s;
