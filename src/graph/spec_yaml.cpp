@@ -897,7 +897,10 @@ std::vector<Diagnostic> merge_repeats(const std::vector<Diagnostic>& diags) {
   std::map<std::tuple<std::string, int, int, std::string, std::string, Severity>, std::size_t> first;
   std::map<std::size_t, std::vector<std::string>> others;
   for (const auto& d : diags) {
-    if (!d.loc.known() || d.notes.empty() || !d.notes.front().starts_with("in ")) {
+    const bool in_block = std::any_of(d.notes.begin(), d.notes.end(), [](const std::string& n) {
+      return n.starts_with("in '") || n.starts_with("in an instance of block");
+    });
+    if (!d.loc.known() || !in_block) {
       out.push_back(d);
       continue;
     }

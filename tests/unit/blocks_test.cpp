@@ -183,6 +183,25 @@ layers:
   EXPECT_EQ(d.notes.back(), "in 'stage.0', an instance of block 'big' (k: 40) at bad.yaml:11:5");
 }
 
+TEST(Blocks, AShapeErrorRepeatedInInstancesIsReportedOnce) {
+  auto d = only_error(std::string(kHeader) + R"(blocks:
+  big:
+    params: {k: 3}
+    layers:
+      - {name: conv, op: conv, out: 8, kernel: "${k}"}
+layers:
+  - {name: a, block: big, k: 40}
+  - {name: b, block: big, k: 40, from: input}
+  - {op: concat, from: [a, b]}
+  - {op: flatten}
+  - {op: linear, out: 10}
+)");
+  EXPECT_EQ(d.layer, "a.conv");
+  EXPECT_TRUE(contains(d.message, "kernel 40x40 is larger than its padded input 32x32")) << d.message;
+  ASSERT_FALSE(d.notes.empty());
+  EXPECT_EQ(d.notes.back(), "the same in 1 more instance: b.conv");
+}
+
 TEST(Blocks, UnknownBlockAndParameterSuggest) {
   auto errors = errors_of(std::string(kHeader) + R"(blocks:
   basic:
