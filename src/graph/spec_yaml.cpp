@@ -121,6 +121,14 @@ struct Scope {
   std::string fold, fold_block;     // the outermost instance (LayerDef::instance, ::block)
 };
 
+// A name that can go into a checkpoint's JSON header and a terminal: UTF-8 without control
+// characters. yaml-cpp turns some bytes of a malformed file (a NUL inside a flow mapping)
+// into text that is not UTF-8, after the file as a whole was checked.
+bool printable_name(std::string_view name) {
+  return invalid_utf8(name) == std::string_view::npos &&
+         std::none_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
 class SpecParser {
  public:
   SpecParser(std::string file) : file_(std::move(file)) {}
@@ -296,6 +304,11 @@ void SpecParser::layer(const YAML::Node& node, std::size_t position, Scope& scop
   bool ok = true;
   if (const auto n = node["name"]; n && n.IsScalar() && !n.Scalar().empty())
     if (auto text = substitute(n.Scalar(), scope, loc(n), scope.prefix + n.Scalar())) name = *text;
+  if (!printable_name(name)) {
+    error(loc(node["name"]), "'name' holds a control character or bytes that are not UTF-8", "use plain text for names",
+          fmt::format("#{}", position));
+    name.clear(), ok = false;
+  }
 
   const auto op_raw = node["op"];
   const YAML::Node op_node = op_raw ? resolved(op_raw, scope, loc(op_raw), scope.prefix + name, ok) : op_raw;
@@ -678,6 +691,10 @@ void SpecParser::instance(const YAML::Node& node, std::size_t position, Scope& s
     auto text = n.IsScalar() && !n.Scalar().empty() ? substitute(n.Scalar(), scope, loc(n), scope.prefix + n.Scalar()) : std::nullopt;
     if (!n.IsScalar() || n.Scalar().empty())
       error(loc(n), fmt::format("'name' must be a non-empty string, got {}", show(n)), {}, shown), ok = false;
+    if (text && !printable_name(*text)) {
+      error(loc(n), "'name' holds a control character or bytes that are not UTF-8", "use plain text for names", shown);
+      text.reset();
+    }
     if (text) name = *text, shown = scope.prefix + name;
     else ok = false;
   }
@@ -963,7 +980,9 @@ Spec SpecParser::parse(std::string_view text) {
 
   std::string name = std::filesystem::path(file_).stem().string();
   if (const auto n = root["name"]) {
-    if (n.IsScalar() && !n.Scalar().empty()) name = n.Scalar();
+    if (n.IsScalar() && !n.Scalar().empty() && printable_name(n.Scalar())) name = n.Scalar();
+    else if (n.IsScalar() && !n.Scalar().empty())
+      error(loc(n), "'name' holds a control character or bytes that are not UTF-8", "use plain text for names");
     else error(loc(n), fmt::format("'name' must be a non-empty string, got {}", show(n)));
   }
 
