@@ -479,7 +479,8 @@ std::optional<std::string> SpecParser::param_value(std::string_view expr, const 
           layer);
   };
   if (expr == "in") {
-    error(where, "'${in}' names the block's input layer; it can only be used in from:", {}, layer);
+    error(where, "'${in}' names the block's input layer; it can only be used in from:",
+          "pass numbers as block parameters; name the input in from: [\"${in}\"]", layer);
     return std::nullopt;
   }
   if (identifier(expr)) {
@@ -501,7 +502,8 @@ std::optional<std::string> SpecParser::param_value(std::string_view expr, const 
         return std::nullopt;
       }
       if (!detail::eval_number(*v)) {
-        error(where, fmt::format("'${{{}}}' computes with parameter '{}', which is '{}', not a number", expr, name, *v), {}, layer);
+        error(where, fmt::format("'${{{}}}' computes with parameter '{}', which is '{}', not a number", expr, name, *v),
+              fmt::format("give '{}' a number, or use it alone: ${{{}}}", name, name), layer);
         return std::nullopt;
       }
       text += "(" + *v + ")";
@@ -690,7 +692,8 @@ void SpecParser::instance(const YAML::Node& node, std::size_t position, Scope& s
   if (const auto n = node["name"]) {
     auto text = n.IsScalar() && !n.Scalar().empty() ? substitute(n.Scalar(), scope, loc(n), scope.prefix + n.Scalar()) : std::nullopt;
     if (!n.IsScalar() || n.Scalar().empty())
-      error(loc(n), fmt::format("'name' must be a non-empty string, got {}", show(n)), {}, shown), ok = false;
+      error(loc(n), fmt::format("'name' must be a non-empty string, got {}", show(n)),
+            "e.g. name: layer2 (its layers are then layer2.conv1, ...)", shown), ok = false;
     if (text && !printable_name(*text)) {
       error(loc(n), "'name' holds a control character or bytes that are not UTF-8", "use plain text for names", shown);
       text.reset();
@@ -704,7 +707,8 @@ void SpecParser::instance(const YAML::Node& node, std::size_t position, Scope& s
     const YAML::Node value = resolved(b, scope, loc(b), shown, fine);
     if (!fine) return nullptr;
     if (!value.IsScalar() || value.Scalar().empty()) {
-      error(loc(b), fmt::format("'block' must name a block, got {}", show(value)), {}, shown);
+      error(loc(b), fmt::format("'block' must name a block, got {}", show(value)),
+            "e.g. block: basic, one of the blocks under blocks:", shown);
       return nullptr;
     }
     auto it = blocks_.find(value.Scalar());
@@ -734,7 +738,8 @@ void SpecParser::instance(const YAML::Node& node, std::size_t position, Scope& s
     const YAML::Node v = resolved(value, scope, loc(value), shown, fine);
     if (!fine) return false;
     if (!v.IsScalar() || v.Scalar().empty()) {
-      error(loc(value), fmt::format("parameter '{}' must be a number or a word, got {}", k, show(v)), {}, shown);
+      error(loc(value), fmt::format("parameter '{}' must be a number or a word, got {}", k, show(v)),
+            fmt::format("e.g. {}: 64, {}: 2*64 or {}: same", k, k, k), shown);
       return false;
     }
     into.emplace_back(k, normalized(v.Scalar()), loc(key));
@@ -754,8 +759,8 @@ void SpecParser::instance(const YAML::Node& node, std::size_t position, Scope& s
       const YAML::Node v = resolved(kv.second, scope, loc(kv.second), shown, fine);
       const auto n = fine ? integer(v) : std::nullopt;
       if (fine && (!n || *n < 1 || *n > kMaxLayers)) {
-        error(loc(kv.second), fmt::format("'repeat' must be an integer from 1 to {}, got {}", format_count(kMaxLayers), show(v)), {},
-              shown);
+        error(loc(kv.second), fmt::format("'repeat' must be an integer from 1 to {}, got {}", format_count(kMaxLayers), show(v)),
+              "repeat: N chains N instances, named name.0 to name.N-1", shown);
         fine = false;
       }
       if (fine) repeat = *n, indexed = true;
@@ -874,7 +879,8 @@ void SpecParser::instance(const YAML::Node& node, std::size_t position, Scope& s
       return placeholder();
     }
     if (static_cast<int>(expanding_.size()) >= kMaxBlockDepth) {
-      error(at, fmt::format("blocks nest more than {} deep here", kMaxBlockDepth), {}, shown);
+      error(at, fmt::format("blocks nest more than {} deep here", kMaxBlockDepth),
+            "flatten the nesting: a block may use blocks, but not 64 levels of them", shown);
       return placeholder();
     }
     if (!b.valid) return placeholder();  // its definition was reported
