@@ -10,7 +10,7 @@ cd "$here"
 build=${KILN_BUILD_DIR:-build}
 jobs=${KILN_JOBS:-$(nproc)}
 
-packages=(cmake ninja-build g++ libfmt-dev libgtest-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libopenblas-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev)
+packages=(cmake ninja-build g++ libfmt-dev libgtest-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libopenblas-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev libdnnl-dev)
 
 install_missing() {
   local missing=()

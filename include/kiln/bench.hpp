@@ -20,6 +20,7 @@ struct BenchOptions {
   int device_index = 0;           ///< CUDA: which device (cudaSetDevice)
   std::int64_t batch = 128;       ///< batch size of every step
   int threads = 0;            ///< 0: all cores
+  CpuConv cpu_conv = CpuConv::automatic;  ///< CPU: convolution kernels (CompileOptions::cpu_conv)
   Layout layout = Layout::nchw;   ///< CUDA: activation layout
   DType dtype = DType::f32;       ///< CUDA: activation type
   bool autotune = false;          ///< CUDA: time the top cuDNN engines first

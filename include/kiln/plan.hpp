@@ -30,6 +30,10 @@ struct CompileOptions {
   /// its pool and OpenMP's do not compete for the same cores; a program using OpenBLAS
   /// itself may set it back.
   int threads = 0;
+  /// CPU: which convolution kernels run: per layer the faster of kiln's and oneDNN's
+  /// (automatic), or one of them everywhere. The choice is a fixed rule, not a timing, so
+  /// two runs of a plan compute the same numbers (see the README, "CPU convolutions").
+  CpuConv cpu_conv = CpuConv::automatic;
   /// CUDA: bytes of cuDNN workspace each convolution plan may use; -1: no limit (below -1:
   /// UsageError).
   std::int64_t workspace_limit = -1;

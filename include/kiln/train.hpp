@@ -129,6 +129,7 @@ struct RunOptions {
   Backend device = Backend::cpu;         ///< where to train
   int threads = 0;                       ///< CPU: 0: all cores, else at least 1 (OpenBLAS is set to one thread: CompileOptions::threads)
   Layout layout = Layout::nchw;          ///< activation layout of the images (both backends)
+  CpuConv cpu_conv = CpuConv::automatic;  ///< CPU: convolution kernels (CompileOptions::cpu_conv)
   DType dtype = DType::f32;              ///< CUDA: activation type (fp32 so far)
   std::int64_t workspace_limit = -1;     ///< CUDA: bytes of cuDNN workspace per plan; -1: no limit
   bool autotune = false;                 ///< CUDA: time the top cuDNN engines before training

@@ -31,6 +31,13 @@ enum class Backend : std::uint8_t {
   cuda,  ///< an NVIDIA GPU: cuDNN, cuBLAS and kiln's kernels
 };
 
+/// Which convolution kernels the CPU backend runs.
+enum class CpuConv : std::uint8_t {
+  automatic,  ///< per layer and pass, the one measured faster for its kind of shape ("auto"; see README)
+  kiln,       ///< kiln's own: im2col + kiln's GEMM, and a direct kernel for depthwise convs
+  onednn,     ///< oneDNN's wherever it runs the layer (UsageError in a build without oneDNN)
+};
+
 /// "fp32", "fp16", "bf16".
 /// What a graph is compiled for: backend, batch size, dtype and layout (see compile()).
 struct Target {
@@ -51,6 +58,12 @@ KILN_API std::int64_t size_of(DType dtype);
 KILN_API std::optional<DType> parse_dtype(std::string_view text);
 /// Parses "nchw" / "nhwc"; nullopt if unknown.
 KILN_API std::optional<Layout> parse_layout(std::string_view text);
+/// "auto", "kiln", "onednn".
+KILN_API std::string_view to_string(CpuConv conv);
+/// Parses "auto" / "kiln" / "onednn"; nullopt if unknown.
+KILN_API std::optional<CpuConv> parse_cpu_conv(std::string_view text);
+/// Whether this build of kiln has oneDNN (CpuConv::onednn and, with auto, its kernels).
+KILN_API bool has_onednn();
 
 /// The shape of one sample, without the batch dimension: an image C x H x W (rank 3) or a
 /// vector of N features (rank 1, stored in `c`).

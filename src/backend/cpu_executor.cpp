@@ -27,11 +27,12 @@ using Clock = std::chrono::steady_clock;
 
 class CpuExecutor final : public Executor {
  public:
-  CpuExecutor(const Graph& graph, std::int64_t batch, int threads, Layout layout)
+  CpuExecutor(const Graph& graph, std::int64_t batch, int threads, Layout layout, CpuConv cpu_conv)
       : graph_(graph),
         batch_(batch),
         threads_(std::max(1, threads)),
         layout_(layout),
+        cpu_conv_(cpu_conv),
         plan_(plan_memory(graph, Target{.backend = Backend::cpu, .batch = batch, .layout = layout})) {
     // OpenBLAS single-threaded: its pthread pool and OpenMP's would compete for the same cores
     // (up to 10x slower on a loaded machine); gemm() splits products over OpenMP threads.
@@ -61,6 +62,7 @@ class CpuExecutor final : public Executor {
       l.layers = layers;
       l.threads = threads_;
       l.layout = layout_;
+      l.conv = cpu_conv_;
       l.y = activation(layer.index);
       l.dy = gradient(layer.index);
       for (std::size_t slot = 0; slot < layer.inputs.size(); ++slot) {
@@ -77,6 +79,7 @@ class CpuExecutor final : public Executor {
       }
       l.state = plan_.state_offsets[i] < 0 ? nullptr : state + plan_.state_offsets[i] / 4;
       l.workspace = plan_.block("workspace")->bytes ? workspace : nullptr;
+      l.workspace_floats = plan_.block("workspace")->bytes / 4;
     }
     for (const Layer& layer : layers) names_.push_back({layer.name + "/fwd", layer.name + "/bwd"});
   }
@@ -210,6 +213,11 @@ class CpuExecutor final : public Executor {
   void set_profiling(bool on) override {
     profiling_ = on;
     times_.assign(cpu_.size(), LayerTime{});
+    for (const CpuLayer& l : cpu_) {
+      CpuLayer batch = l;
+      batch.n = batch_;
+      if (const CpuOp& op = cpu_op(l.layer->op); op.describe) times_[static_cast<std::size_t>(l.layer->index)].detail = op.describe(batch);
+    }
   }
   std::vector<LayerTime> layer_times() const override { return times_; }
   std::string describe() const override {
@@ -258,6 +266,7 @@ class CpuExecutor final : public Executor {
   std::int64_t batch_;
   int threads_;
   Layout layout_;
+  CpuConv cpu_conv_;
   MemoryPlan plan_;
   Memory memory_;
   float *arena_ = nullptr, *params_ = nullptr, *ema_ = nullptr, *grads_ = nullptr, *momentum_ = nullptr;
@@ -277,8 +286,9 @@ class CpuExecutor final : public Executor {
 
 }  // namespace
 
-std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads, Layout layout) {
-  return std::make_unique<CpuExecutor>(graph, batch, threads, layout);
+std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads, Layout layout,
+                                            CpuConv cpu_conv) {
+  return std::make_unique<CpuExecutor>(graph, batch, threads, layout, cpu_conv);
 }
 
 }  // namespace kiln::detail

@@ -27,9 +27,11 @@ struct CpuLayer {
   std::vector<float*> grads;            // their gradients; nullptr for non-trainable ones
   float* state = nullptr;               // kept from forward to backward (CpuOp::state_floats)
   float* workspace = nullptr;           // scratch for one call (CpuOp::workspace_floats)
+  std::int64_t workspace_floats = 0;    // its size: the largest any layer asked for
   std::uint64_t dropout_key = 0;        // dropout: the stream for this layer and step
   int threads = 1;
   Layout layout = Layout::nchw;         // of the images; see dims()
+  CpuConv conv = CpuConv::automatic;    // conv: whose kernels (see conv.cpp, choose())
 
   const Shape& in_shape(std::size_t i = 0) const { return layers[static_cast<std::size_t>(layer->inputs[i])].shape; }
   const Shape& out_shape() const { return layer->shape; }

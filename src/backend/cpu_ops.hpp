@@ -28,6 +28,8 @@ struct CpuOp {
   // Scratch floats one call needs for a batch of `batch` in `layout` (im2col buffers).
   std::int64_t (*workspace_floats)(const Layer& layer, std::span<const Layer> before, std::int64_t batch,
                                    Layout layout) = nullptr;
+  // The kernels `run` uses, in words, for kiln bench's table ("fwd onednn jit:avx2, bwd kiln").
+  std::string (*describe)(const CpuLayer& run) = nullptr;
 };
 
 // The CPU op table, in OpKind order, checked by check_cpu_op_table on first use.

@@ -157,7 +157,7 @@ inline bool gets_gradient(const Graph& graph, const MemoryPlan& plan, std::size_
 
 // The CPU backend: fp32, NCHW, OpenBLAS and OpenMP with `threads` threads.
 std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads,
-                                            Layout layout = Layout::nchw);
+                                            Layout layout = Layout::nchw, CpuConv cpu_conv = CpuConv::automatic);
 
 // How the CUDA backend is set up (RunOptions and `kiln bench` fill it).
 struct CudaOptions {

@@ -8,6 +8,7 @@
 
 #include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
+#include "layers/conv_onednn.hpp"
 #include "layers/gemm.hpp"
 #include "math/im2col.hpp"
 #include "math/reduce.hpp"
@@ -162,10 +163,56 @@ Slot slot_of(const math::ConvGeom& g, std::int64_t out, std::int64_t groups, boo
   return slot;
 }
 
+// ---- CPU: kiln's kernels or oneDNN's ------------------------------------------------
+//
+// oneDNN (conv_onednn.cpp) against im2col + kiln's GEMM, per layer and pass, measured on
+// ResNet-18, MobileNetV2, cifar_quick and the airbench net (2 AVX2 cores, 2 threads, batch
+// 32 or 128; data/results/cpu.md has the table): oneDNN's JIT kernels win on 3x3 convs with
+// 16 or more input channels (by 10-45% forward, 5-45% backward, most on the airbench net's
+// wide layers and on ResNet-18's 4x4 planes backward) and on depthwise convs (2-9x on
+// MobileNetV2's small planes); kiln's GEMM wins on 1x1 convs (oneDNN's reorders into its
+// blocked layout cost more than the product), on first layers with 3 input channels, and
+// forward on planes of 16 pixels or fewer. CpuConv::automatic follows that rule: a fixed
+// function of the shape, so every run of a plan picks the same kernels and computes the
+// same numbers (a timing at compile time would not).
+
+onednn::ConvShape onednn_shape(const Layer& layer, const Shape& in, std::int64_t n, Layout layout) {
+  const Attrs& a = layer.attrs;
+  const Hw s = a.stride.value_or(Hw{1, 1});
+  return {.n = n, .c = in.c, .h = in.h, .w = in.w, .co = layer.shape.c, .oh = layer.shape.h, .ow = layer.shape.w,
+          .kh = a.kernel.h, .kw = a.kernel.w, .sh = s.h, .sw = s.w, .dh = a.dilation.h, .dw = a.dilation.w,
+          .pad_top = a.pad.top, .pad_bottom = a.pad.bottom, .pad_left = a.pad.left, .pad_right = a.pad.right,
+          .groups = a.groups, .bias = a.bias, .nhwc = layout == Layout::nhwc};
+}
+
+struct Choice {
+  bool forward = false, backward = false;  // true: oneDNN
+};
+
+Choice choose(const onednn::ConvShape& s, CpuConv want, int threads) {
+  if (want == CpuConv::kiln || !onednn::available()) return {};
+  Choice c;
+  if (want == CpuConv::onednn) {
+    c = {true, true};
+  } else if (s.groups == s.c && s.co == s.groups && s.groups > 1) {
+    c = {true, true};  // depthwise
+  } else if (s.kh * s.kw > 1 && s.groups == 1 && s.c >= 16) {
+    c = {s.oh * s.ow > 16, true};
+  }
+  if ((c.forward || c.backward) && !onednn::supports(s, threads)) return {};
+  return c;
+}
+
 std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::int64_t batch, Layout layout) {
-  const math::ConvGeom g = geom_of(layer, before[static_cast<std::size_t>(layer.inputs[0])].shape);
-  return std::clamp<std::int64_t>(batch, 1, kMaxTeam) *
-         slot_of(g, layer.shape.c, layer.attrs.groups, layout == Layout::nhwc).floats();
+  const Shape& in = before[static_cast<std::size_t>(layer.inputs[0])].shape;
+  const math::ConvGeom g = geom_of(layer, in);
+  const std::int64_t own = std::clamp<std::int64_t>(batch, 1, kMaxTeam) *
+                           slot_of(g, layer.shape.c, layer.attrs.groups, layout == Layout::nhwc).floats();
+  // oneDNN's buffers for the batch at the default thread count (another count, or a
+  // preference for kiln, makes this an overestimate or a shortfall that the oneDNN path
+  // covers with memory of its own, made once).
+  if (!onednn::available()) return own;
+  return std::max(own, onednn::workspace_floats(onednn_shape(layer, in, batch, layout), omp_get_max_threads()));
 }
 
 // The team for n samples: no more threads than samples or slots.
@@ -440,6 +487,10 @@ void depthwise_backward(const CpuLayer& l, const ConvDims& d, float* dw, float* 
 }
 
 void cpu_forward(const CpuLayer& l) {
+  const onednn::ConvShape shape = onednn_shape(*l.layer, l.in_shape(), l.n, l.layout);
+  if (choose(shape, l.conv, l.threads).forward)
+    return onednn::forward(shape, l.threads, l.x[0], l.params[0], l.layer->attrs.bias ? l.params[1] : nullptr, l.y,
+                           l.workspace, l.workspace_floats);
   const ConvDims d(l);
   if (depthwise(d)) return depthwise_forward(l, d);
   const std::int64_t p = d.pixels;
@@ -494,6 +545,9 @@ void cpu_backward(const CpuLayer& l) {
   const bool accumulate = !l.accumulate.empty() && l.accumulate[0];
   if (db) bias_grad(l.dy, l.n, d.co, p, d.nhwc, db, l.threads);
   if (!dw && !dx) return;
+  const onednn::ConvShape shape = onednn_shape(*l.layer, l.in_shape(), l.n, l.layout);
+  if (choose(shape, l.conv, l.threads).backward)
+    return onednn::backward(shape, l.threads, l.x[0], w, l.dy, dw, dx, accumulate, l.workspace, l.workspace_floats);
   if (depthwise(d)) return depthwise_backward(l, d, dw, dx, accumulate);
   const int team = team_for(l);
 #pragma omp parallel num_threads(team)
@@ -551,6 +605,17 @@ void cpu_backward(const CpuLayer& l) {
       }
 }
 
+std::string describe(const CpuLayer& l) {
+  const onednn::ConvShape shape = onednn_shape(*l.layer, l.in_shape(), l.n, l.layout);
+  const Choice c = choose(shape, l.conv, l.threads);
+  const ConvDims d(l);
+  const char* own = depthwise(d) ? "kiln depthwise" : "kiln im2col+gemm";
+  if (!c.forward && !c.backward) return own;
+  const std::string dnnl = "onednn " + onednn::describe(shape, l.threads);
+  if (c.forward && c.backward) return dnnl;
+  return fmt::format("fwd {}, bwd {}", c.forward ? dnnl : own, c.backward ? dnnl : own);
+}
+
 }  // namespace
 
 const OpDef& conv_op() {
@@ -574,6 +639,7 @@ const CpuOp& conv_cpu_op() {
       .forward = cpu_forward,
       .backward = cpu_backward,
       .workspace_floats = workspace,
+      .describe = describe,
   };
   return entry;
 }

@@ -35,6 +35,7 @@ namespace {
 struct Settings {
   Backend backend = Backend::cpu;
   int threads = 0;
+  CpuConv cpu_conv = CpuConv::automatic;
   Layout layout = Layout::nchw;
   DType dtype = DType::f32;
   std::int64_t workspace_limit = -1;
@@ -57,9 +58,14 @@ ExecutionOptions resolve(const Settings& s) {
   if (s.backend == Backend::cpu && s.dtype != DType::f32)
     throw UsageError(fmt::format("the CPU backend trains in fp32 only, got --dtype {} (it applies to --device cuda)",
                                  to_string(s.dtype)));
+  if (s.cpu_conv != CpuConv::automatic && s.cpu_conv != CpuConv::kiln && s.cpu_conv != CpuConv::onednn)
+    throw UsageError(fmt::format("--cpu-conv must be auto, kiln or onednn, got {}", static_cast<int>(s.cpu_conv)));
+  if (s.backend == Backend::cpu && s.cpu_conv == CpuConv::onednn && !has_onednn())
+    throw UsageError("--cpu-conv onednn: this build of kiln has no oneDNN (install libdnnl-dev and rebuild), use auto or kiln");
   ExecutionOptions o;
   o.backend = s.backend;
   o.threads = resolve_threads(s.threads);
+  o.cpu_conv = s.cpu_conv;
   o.cuda.layout = s.layout;
   o.cuda.dtype = s.dtype;
   o.cuda.workspace_limit = s.workspace_limit;
@@ -84,6 +90,7 @@ int resolve_threads(int threads) {
 ExecutionOptions resolve_options(const RunOptions& run) {
   return resolve({.backend = run.device,
                   .threads = run.threads,
+                  .cpu_conv = run.cpu_conv,
                   .layout = run.layout,
                   .dtype = run.dtype,
                   .workspace_limit = run.workspace_limit,
@@ -97,6 +104,7 @@ ExecutionOptions resolve_options(const RunOptions& run) {
 ExecutionOptions resolve_options(const Target& target, const CompileOptions& options) {
   return resolve({.backend = target.backend,
                   .threads = options.threads,
+                  .cpu_conv = options.cpu_conv,
                   .layout = target.layout,
                   .dtype = target.dtype,
                   .workspace_limit = options.workspace_limit,
@@ -109,6 +117,7 @@ ExecutionOptions resolve_options(const Target& target, const CompileOptions& opt
 ExecutionOptions resolve_options(const BenchOptions& options) {
   return resolve({.backend = options.device,
                   .threads = options.threads,
+                  .cpu_conv = options.cpu_conv,
                   .layout = options.layout,
                   .dtype = options.dtype,
                   .autotune = options.autotune,
@@ -120,7 +129,7 @@ ExecutionOptions resolve_options(const BenchOptions& options) {
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {
   if (options.backend == Backend::cpu) {
     require_cpu_support(graph, options.cuda.dtype, options.cuda.layout);  // each layer's own word, as a build error
-    return make_cpu_executor(graph, batch, options.threads, options.cuda.layout);
+    return make_cpu_executor(graph, batch, options.threads, options.cuda.layout, options.cpu_conv);
   }
   return make_cuda_executor(graph, batch, options.cuda);
 }

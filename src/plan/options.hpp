@@ -16,6 +16,7 @@ namespace kiln::detail {
 struct ExecutionOptions {
   Backend backend = Backend::cpu;
   int threads = 1;  // CPU worker threads, resolved: at least 1
+  CpuConv cpu_conv = CpuConv::automatic;  // CPU: which convolution kernels
   CudaOptions cuda;  // layout and dtype of the activations (both backends), and CUDA's own settings
 };
 

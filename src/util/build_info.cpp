@@ -16,10 +16,11 @@ bool built_with_cuda() {
 }
 
 std::string build_description() {
+  const char* cpu = KILN_HAVE_ONEDNN ? ", oneDNN" : "";
 #if KILN_HAVE_CUDA
-  return fmt::format("CUDA {}, cuDNN {}, cuBLAS", KILN_CUDA_VERSION_STRING, KILN_CUDNN_VERSION_STRING);
+  return fmt::format("CUDA {}, cuDNN {}, cuBLAS{}", KILN_CUDA_VERSION_STRING, KILN_CUDNN_VERSION_STRING, cpu);
 #else
-  return "CPU only";
+  return fmt::format("CPU only{}", cpu);
 #endif
 }
 

@@ -46,6 +46,25 @@ std::optional<Layout> parse_layout(std::string_view text) {
   return std::nullopt;
 }
 
+std::string_view to_string(CpuConv conv) {
+  switch (conv) {
+    case CpuConv::automatic: return "auto";
+    case CpuConv::kiln: return "kiln";
+    case CpuConv::onednn: return "onednn";
+  }
+  return "unknown";
+}
+
+std::optional<CpuConv> parse_cpu_conv(std::string_view text) {
+  std::string t = lower(text);
+  if (t == "auto") return CpuConv::automatic;
+  if (t == "kiln") return CpuConv::kiln;
+  if (t == "onednn") return CpuConv::onednn;
+  return std::nullopt;
+}
+
+bool has_onednn() { return KILN_HAVE_ONEDNN != 0; }
+
 std::string Shape::str() const {
   if (rank == 3) return fmt::format("{}x{}x{}", c, h, w);
   return fmt::format("{}", c);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "kiln/types.hpp"
 #include "run.hpp"
 
 namespace kiln::test {
@@ -229,6 +230,34 @@ TEST(CliTrain, CpuRunsNhwc) {
   CliRun bench = run_kiln("bench " + model + " --device cpu --layout nhwc --batch 8 --steps 1 --repeats 1");
   EXPECT_EQ(bench.code, 0) << bench.err;
   EXPECT_TRUE(has(bench.out, "threads, nhwc)")) << bench.out;
+}
+
+// --cpu-conv: the header says which kernels a run forces, run.yaml keeps it for --resume
+// (which refuses another), bench names each conv's kernels; onednn is refused (exit 2) by a
+// build without oneDNN.
+TEST(CliTrain, CpuConvKernels) {
+  Scratch scratch("cpu_conv");
+  ASSERT_EQ(run_kiln("synth --out " + (scratch / "data") + " --train 64 --test 16").code, 0);
+  const std::string model = src("data/models/cifar_quick.yaml");
+  const std::string want = has_onednn() ? "onednn" : "kiln";
+  CliRun train = run_kiln("train " + model + " --device cpu --cpu-conv " + want + " --steps 2 --batch 32 --data " +
+                          (scratch / "data") + " --out " + (scratch / "run"));
+  ASSERT_EQ(train.code, 0) << train.err;
+  EXPECT_TRUE(has(train.out, "device cpu (" + want + " convolutions)")) << train.out;
+  EXPECT_TRUE(has(slurp((scratch / "run") + "/run.yaml"), "cpu_conv: " + want)) << slurp((scratch / "run") + "/run.yaml");
+  CliRun other = run_kiln("train --resume " + (scratch / "run") + " --cpu-conv auto");
+  EXPECT_EQ(other.code, 2) << other.err;
+  EXPECT_TRUE(has(other.err, "    --cpu-conv auto (the run's: " + want + ")")) << other.err;
+  CliRun bench = run_kiln("bench " + model + " --device cpu --batch 8 --steps 1 --repeats 1");
+  EXPECT_EQ(bench.code, 0) << bench.err;
+  // cifar_quick's conv1 reads 3 channels (kiln's); conv2 and conv3 read 32 (oneDNN's, where built).
+  EXPECT_TRUE(has(bench.out, "kiln im2col+gemm")) << bench.out;
+  EXPECT_EQ(has(bench.out, "onednn "), has_onednn()) << bench.out;
+  if (!has_onednn()) {
+    CliRun refused = run_kiln("bench " + model + " --device cpu --cpu-conv onednn --batch 8 --steps 1 --repeats 1");
+    EXPECT_EQ(refused.code, 2) << refused.err;
+    EXPECT_TRUE(has(refused.err, "no oneDNN")) << refused.err;
+  }
 }
 
 // A mistyped command or flag is named, with the closest one (the spec checker's suggestion),

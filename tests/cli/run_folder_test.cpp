@@ -95,7 +95,7 @@ TEST_F(Folder, RunYamlSaysWhatRan) {
        {std::string("kiln: {version: \"") + KILN_VERSION_EXPECTED + "\", commit: \"", std::string("model: {file: \"") + kTiny + "\"",
         std::string("data: {dir: \"") + data + "\"", std::string("\"--lr\", \"0.05\""), std::string("  lr: 0.05\n"),
         std::string("  seed: 4\n"), std::string("  steps: 2\n"), std::string("  batch: 16\n"),
-        std::string("device: {backend: cpu, layout: nchw, dtype: fp32, threads: 1}")})
+        std::string("device: {backend: cpu, layout: nchw, dtype: fp32, threads: 1, cpu_conv: auto}")})
     EXPECT_TRUE(has(yaml, line)) << "run.yaml lacks '" << line << "':\n" << yaml;
 }
 

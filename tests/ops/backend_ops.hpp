@@ -27,14 +27,25 @@ namespace kiln::test::ops {
 struct Variant {
   DType dtype = DType::f32;
   Layout layout = Layout::nchw;
+  // conv: whose kernels. automatic mixes kiln's and oneDNN's by shape; the conv tests also
+  // run each alone (kConvVariants).
+  CpuConv cpu_conv = CpuConv::automatic;
 };
 
 inline const Variant kVariants[] = {{DType::f32, Layout::nchw}, {DType::f32, Layout::nhwc}};
+inline const Variant kConvVariants[] = {{DType::f32, Layout::nchw, CpuConv::kiln},
+                                        {DType::f32, Layout::nhwc, CpuConv::kiln},
+                                        {DType::f32, Layout::nchw, CpuConv::onednn},
+                                        {DType::f32, Layout::nhwc, CpuConv::onednn}};
 
 inline std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
   // DType's spelling is "fp32"; test names use the short "f32".
   const std::string dtype = info.param.dtype == DType::f32 ? "f32" : std::string(to_string(info.param.dtype));
-  return dtype + "_" + std::string(to_string(info.param.layout));
+  std::string name = dtype;
+  name += '_';
+  name += to_string(info.param.layout);
+  if (info.param.cpu_conv != CpuConv::automatic) (name += '_') += to_string(info.param.cpu_conv);
+  return name;
 }
 
 // One sample batch, logical NCHW (vectors: [n, features]).
@@ -108,7 +119,7 @@ struct Outputs {
 // The CPU op on `data` in `layout` on `threads` threads: forward, then backward with `modes`
 // (accumulating into `before`, logical, per input).
 Outputs run_cpu(const OpCase& c, Layout layout, int threads, const OpData& data, const std::vector<DxMode>& modes,
-                const std::vector<std::vector<float>>& before);
+                const std::vector<std::vector<float>>& before, CpuConv conv = CpuConv::automatic);
 // Random starting values of every input's gradient (for accumulate).
 std::vector<std::vector<float>> random_dx(const OpCase& c, const Graph& graph);
 // y, dx, gradients and parameters of `got` against `want` (CPU or CUDA) with one tolerance.
@@ -150,3 +161,13 @@ inline std::size_t at(const Shape& s, std::int64_t b, std::int64_t c, std::int64
   KILN_BACKEND_OPS_PASSES(Op, spec)                                                  \
   INSTANTIATE_TEST_SUITE_P(BackendOps, Op, ::testing::ValuesIn(::kiln::test::ops::kVariants), \
                            ::kiln::test::ops::variant_name)
+
+// conv's host passes also run on kiln's kernels alone and on oneDNN's alone (skipped in a
+// build without it); the Cuda pass compares against the CPU's default kernels only.
+#ifdef KILN_BACKEND_OPS_CUDA
+#define KILN_BACKEND_OPS_CONV_KERNELS(Op)
+#else
+#define KILN_BACKEND_OPS_CONV_KERNELS(Op)                                                              \
+  INSTANTIATE_TEST_SUITE_P(BackendOpsKernels, Op, ::testing::ValuesIn(::kiln::test::ops::kConvVariants), \
+                           ::kiln::test::ops::variant_name)
+#endif

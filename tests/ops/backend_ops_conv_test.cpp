@@ -113,6 +113,7 @@ const OpSpec kConv{.cases = conv_cases,
                    .layouts = {1e-4, 1e-4},
                    .cuda = {2e-3, 2e-3}};  // cuDNN may use TF32-free but reordered sums, Winograd, FFT
 KILN_BACKEND_OPS(Conv, kConv);
+KILN_BACKEND_OPS_CONV_KERNELS(Conv);
 
 // ---- linear --------------------------------------------------------------------------------
 

@@ -153,6 +153,7 @@ class OpHarness {
     }
     cpu.state = state.empty() ? nullptr : state.data();
     cpu.workspace = workspace.empty() ? nullptr : workspace.data();
+    cpu.workspace_floats = static_cast<std::int64_t>(workspace.size());
   }
 
   // How the batch's tensors lie in memory.

@@ -69,16 +69,31 @@ void expect_same_weights(const SafetensorsFile& a, const SafetensorsFile& b) {
   }
 }
 
+// The CPU's convolution kernels a run can use: kiln's (what auto picks for these small
+// nets) and oneDNN's, where the build has it.
+std::vector<CpuConv> conv_kernels() {
+  std::vector<CpuConv> k{CpuConv::automatic};
+  if (has_onednn()) k.push_back(CpuConv::onednn);
+  return k;
+}
+
 TEST(Training, SameSeedSameWeights) {
-  RunOptions run;
-  run.threads = 2;
-  expect_same_weights(weights_after(dropout_bn_net(), recipe(), run), weights_after(dropout_bn_net(), recipe(), run));
+  for (CpuConv conv : conv_kernels()) {
+    SCOPED_TRACE(to_string(conv));
+    RunOptions run;
+    run.threads = 2;
+    run.cpu_conv = conv;
+    expect_same_weights(weights_after(dropout_bn_net(), recipe(), run), weights_after(dropout_bn_net(), recipe(), run));
+  }
 }
 
 TEST(Training, ResumeEqualsAnUninterruptedRun) {
+  for (CpuConv conv : conv_kernels()) {
+  SCOPED_TRACE(to_string(conv));
   TempDir whole("whole"), split("split");
   RunOptions run;
   run.threads = 2;
+  run.cpu_conv = conv;
   run.out = whole.str();
   auto reference = weights_after(dropout_bn_net(), recipe(), run);
 
@@ -99,6 +114,7 @@ TEST(Training, ResumeEqualsAnUninterruptedRun) {
   expect_same_weights(reference, resumed);
   auto final = read_safetensors(split.str("model.safetensors"));
   expect_same_weights(reference, final);
+  }
 }
 
 TEST(Training, ResumeRejectsAnotherModelOrBatch) {

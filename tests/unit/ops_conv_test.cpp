@@ -1,5 +1,5 @@
-// conv's CPU kernels on every GEMM kernel and thread setup against a direct double-precision
-// reference, determinism run to run, an empty and a partial batch (workspace sizing), and
+// conv's CPU kernels (kiln's on every GEMM kernel and thread setup, oneDNN's on several
+// thread counts) against a direct double-precision reference, determinism run to run, an empty and a partial batch (workspace sizing), and
 // im2col's index math. Both layouts, finite differences and the dx/frozen contract are in
 // BackendOps (tests/ops/backend_ops_conv_test.cpp).
 #include <cblas.h>
@@ -152,6 +152,7 @@ TEST_P(ConvSweep, MatchesReference) {
     if (!scope.supported()) continue;
     OpHarness h(conv_graph(k), "c", k.n);
     h.cpu.threads = setup.threads;
+    h.cpu.conv = CpuConv::kiln;
     poison(h);
     h.forward();
     h.backward();
@@ -229,6 +230,7 @@ TEST(ConvCpu, DeterministicRunToRun) {
       for (int run = 0; run < 2; ++run) {
         OpHarness h(conv_graph(k), "c", k.n, /*seed=*/7);
         h.cpu.threads = setup.threads;
+        h.cpu.conv = CpuConv::kiln;
         poison(h);
         h.forward();
         h.backward();
@@ -252,6 +254,7 @@ TEST(ConvCpu, PartialBatch) {
   OpHarness h(g, "c", 37);
   h.cpu.n = 5;
   h.cpu.threads = 3;
+  h.cpu.conv = CpuConv::kiln;
   h.forward();
   h.backward();
   ConvRef r = reference(h);  // zeros beyond the 5 samples, as the harness left y and dx
@@ -259,6 +262,120 @@ TEST(ConvCpu, PartialBatch) {
   expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx");
   expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW");
   expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
+}
+
+// ---- oneDNN's kernels (conv_onednn.cpp) --------------------------------------------------
+
+#define KILN_SKIP_WITHOUT_ONEDNN() \
+  if (!has_onednn()) GTEST_SKIP() << "this build of kiln has no oneDNN (libdnnl-dev)"
+
+// Every case of the sweep on oneDNN, serial and on teams of 2 and 3, with the workspace the
+// plan sizes and with none (the kernel then uses memory of its own).
+TEST(OneDnnConv, MatchesReference) {
+  KILN_SKIP_WITHOUT_ONEDNN();
+  for (const ConvCase& k : kCases)
+    for (int threads : {1, 2, 3})
+      for (bool own_memory : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << k.name << ", threads " << threads << (own_memory ? ", no workspace" : ""));
+        OpHarness h(conv_graph(k), "c", k.n);
+        h.cpu.threads = threads;
+        h.cpu.conv = CpuConv::onednn;
+        if (own_memory) h.cpu.workspace = nullptr, h.cpu.workspace_floats = 0;
+        poison(h);
+        h.forward();
+        h.backward();
+        ConvRef r = reference(h);
+        expect_close(r.y, h.y.data(), kFwdAtol, kFwdRtol, "y");
+        expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx");
+        expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW");
+        if (k.bias) expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
+      }
+}
+
+// dx added to what the gradient buffer holds (a layer read by two others), and dW alone
+// (a first layer, whose input needs no gradient).
+TEST(OneDnnConv, AccumulatesDxAndSkipsIt) {
+  KILN_SKIP_WITHOUT_ONEDNN();
+  for (const ConvCase& k : {kContract, find_case("depthwise_stride2_bias"), find_case("large_plane")}) {
+    SCOPED_TRACE(k.name);
+    OpHarness h(conv_graph(k), "c", k.n);
+    h.cpu.threads = 2;
+    h.cpu.conv = CpuConv::onednn;
+    h.forward();
+    std::vector<float> before(h.dx[0].size());
+    for (std::size_t i = 0; i < before.size(); ++i) before[i] = static_cast<float>(i % 13) * 0.25f - 1.5f;
+    h.dx[0] = before;
+    h.cpu.accumulate[0] = true;
+    h.backward();
+    ConvRef r = reference(h);
+    for (std::size_t i = 0; i < before.size(); ++i) r.dx[i] += before[i];
+    expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx accumulated");
+    h.cpu.dx[0] = nullptr;
+    std::fill(h.grads[0].begin(), h.grads[0].end(), kNaN);
+    h.backward();
+    expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW without dx");
+  }
+}
+
+// At a fixed thread count oneDNN's results repeat to the bit (resume stays bit-exact).
+TEST(OneDnnConv, RepeatsToTheBit) {
+  KILN_SKIP_WITHOUT_ONEDNN();
+  for (int threads : {1, 2, 3})
+    for (const ConvCase& k : {kContract, find_case("large_plane"), find_case("batch_37"), find_case("depthwise_wide_plane")}) {
+      SCOPED_TRACE(::testing::Message() << k.name << ", threads " << threads);
+      std::vector<std::vector<float>> first;
+      for (int run = 0; run < 2; ++run) {
+        OpHarness h(conv_graph(k), "c", k.n, /*seed=*/7);
+        h.cpu.threads = threads;
+        h.cpu.conv = CpuConv::onednn;
+        poison(h);
+        h.forward();
+        h.backward();
+        std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0], h.grads[1]};
+        if (run == 0) first = out;
+        for (std::size_t i = 0; run == 1 && i < out.size(); ++i)
+          EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0) << "tensor " << i;
+      }
+    }
+}
+
+// The partial last batch of an epoch runs on primitives of its own size in the plan's
+// workspace.
+TEST(OneDnnConv, PartialBatch) {
+  KILN_SKIP_WITHOUT_ONEDNN();
+  OpHarness h(conv_graph(find_case("batch_37")), "c", 37);
+  h.cpu.n = 5;
+  h.cpu.threads = 2;
+  h.cpu.conv = CpuConv::onednn;
+  h.forward();
+  h.backward();
+  ConvRef r = reference(h);
+  expect_close(r.y, h.y.data(), kFwdAtol, kFwdRtol, "y");
+  expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx");
+  expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW");
+}
+
+// The automatic choice, as the README states it: oneDNN for 3x3 convs of 16 or more input
+// channels (kiln's GEMM forward on planes of 16 pixels or fewer) and for depthwise convs;
+// kiln for 1x1 convs and first layers.
+TEST(OneDnnConv, AutomaticChoice) {
+  KILN_SKIP_WITHOUT_ONEDNN();
+  const auto kernels = [](const ConvCase& k) {
+    OpHarness h(conv_graph(k), "c", k.n);
+    h.cpu.threads = 2;
+    return detail::cpu_op(OpKind::conv).describe(h.cpu);
+  };
+  const ConvCase wide{"wide", 64, 16, 16, 64, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 1, false, 2};
+  const ConvCase small_plane{"small_plane", 64, 4, 4, 64, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 1, false, 2};
+  const ConvCase rgb{"rgb", 3, 32, 32, 64, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 1, false, 2};
+  const ConvCase pointwise{"pointwise", 64, 16, 16, 128, {1, 1}, {1, 1}, {}, {1, 1}, 1, false, 2};
+  const ConvCase depthwise{"depthwise", 32, 16, 16, 32, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 32, false, 2};
+  const auto starts = [](const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; };
+  EXPECT_PRED2(starts, kernels(wide), "onednn ");
+  EXPECT_PRED2(starts, kernels(small_plane), "fwd kiln im2col+gemm, bwd onednn");
+  EXPECT_EQ(kernels(rgb), "kiln im2col+gemm");
+  EXPECT_EQ(kernels(pointwise), "kiln im2col+gemm");
+  EXPECT_PRED2(starts, kernels(depthwise), "onednn ");
 }
 
 // The index math in math/im2col.hpp, which the CUDA kernels will use element by element,
@@ -320,6 +437,7 @@ TEST(ConvBench, DISABLED_CifarQuick) {
     const ConvCase k{s.name, s.c, s.hw, s.hw, s.out, {5, 5}, {1, 1}, Padding::all(2), {1, 1}, 1, true, 128};
     OpHarness h(conv_graph(k), "c", 128);
     h.cpu.threads = 2;
+    h.cpu.conv = CpuConv::kiln;
     if (!s.dx) h.cpu.dx[0] = nullptr;  // conv1 reads the model input
     double fwd = 1e9, bwd = 1e9;
     for (int rep = 0; rep < 12; ++rep) {

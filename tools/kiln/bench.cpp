@@ -17,6 +17,7 @@ struct BenchCliOptions {
   int steps = 5;
   bool json = false;
   std::string layout = "nchw";
+  std::string cpu_conv = "auto";
   std::string dtype = "fp32";
   bool autotune = false;
   bool tf32 = false;
@@ -32,6 +33,7 @@ int run_bench(const BenchCliOptions& o) {
   b.repeats = o.repeats;
   b.steps_per_repeat = o.steps;
   b.layout = *parse_layout(o.layout);
+  b.cpu_conv = *parse_cpu_conv(o.cpu_conv);
   auto dtype = parse_dtype(o.dtype);
   if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", o.dtype));
   b.dtype = *dtype;
@@ -83,6 +85,9 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--steps", o->steps, "Training steps per repetition")->check(positive())->capture_default_str();
   app->add_flag("--json", o->json, "Print JSON (the last line stays the summary)");
   app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
+  app->add_option("--cpu-conv", o->cpu_conv, "CPU convolution kernels: auto (per layer, kiln's or oneDNN's), kiln or onednn")
+      ->check(CLI::IsMember({"auto", "kiln", "onednn"}))
+      ->capture_default_str();
   app->add_option("--dtype", o->dtype, "CUDA: fp32 (fp16, bf16 not implemented yet)")->capture_default_str();
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines first");
   app->add_flag("--tf32", o->tf32,

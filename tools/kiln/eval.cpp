@@ -19,6 +19,7 @@ struct EvalOptions {
   std::optional<std::int64_t> batch;
   std::string device = "auto";
   int threads = 0;
+  std::optional<std::string> cpu_conv;  // auto; a run folder: the run's
   bool json = false;
 };
 
@@ -37,6 +38,7 @@ int run_eval(const EvalOptions& o) {
   RunOptions run;
   run.device = resolve_device(o.device, &run.device_index);
   run.threads = o.threads;
+  run.cpu_conv = *parse_cpu_conv(o.cpu_conv ? *o.cpu_conv : record ? record->cpu_conv : "auto");
   run.init = weights;
   std::string description;
   DataRequest want = data_request(!o.data.empty() ? o.data : record ? record->data_dir : "", o.format, o.label, spec);
@@ -95,6 +97,8 @@ void add_eval(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
   app->add_option("--device", o->device, "auto (default), cpu, cuda or cuda:N (a device index, see kiln info)")->check(device_choice());
   app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(positive());
+  app->add_option("--cpu-conv", o->cpu_conv, "CPU convolution kernels: auto (default; a run folder: the run's), kiln or onednn")
+      ->check(CLI::IsMember({"auto", "kiln", "onednn"}));
   app->add_flag("--json", o->json, "Print JSON");
   commands.push_back({app, [o] { return run_eval(*o); }});
 }

@@ -46,7 +46,7 @@ std::string to_yaml(const RunRecord& r) {
       "val_split: {{count: {}, seed: {}}}\n"
       "classes: [{}]\n"
       "normalize: {{mean: [{}], std: [{}]}}\n"
-      "device: {{backend: {}, layout: {}, dtype: {}, threads: {}}}\n"
+      "device: {{backend: {}, layout: {}, dtype: {}, threads: {}, cpu_conv: {}}}\n"
       "train:\n"
       "  epochs: {}\n"
       "  steps: {}\n"
@@ -63,7 +63,7 @@ std::string to_yaml(const RunRecord& r) {
       quoted(r.version), quoted(r.commit), quoted(r.build), command, quoted(r.cwd), quoted(r.model_file), quoted(r.model_name),
       quoted_or_null(r.data_dir), quoted(r.data_description), quoted(r.data_fingerprint), quoted(r.data_format),
       quoted_or_null(r.data_label), r.resize, r.val_count, r.val_seed, names, floats(c.mean), floats(c.std), r.backend, r.layout, r.dtype,
-      r.threads, number(c.epochs), r.steps ? std::to_string(*r.steps) : "null", c.batch, number(c.lr), number(c.momentum),
+      r.threads, r.cpu_conv, number(c.epochs), r.steps ? std::to_string(*r.steps) : "null", c.batch, number(c.lr), number(c.momentum),
       c.nesterov, number(c.weight_decay), number(c.label_smoothing), c.augment.crop, c.augment.translate, c.augment.flip,
       c.augment.alternate_flip, c.shuffle, c.seed, quoted_or_null(r.init));
 }
@@ -99,6 +99,7 @@ RunRecord read_run_record(const std::string& path) {
     r.layout = text(y["device"]["layout"]);
     r.dtype = text(y["device"]["dtype"]);
     r.threads = y["device"]["threads"].as<int>();
+    if (const YAML::Node n = y["device"]["cpu_conv"]) r.cpu_conv = text(n);
     const YAML::Node t = y["train"];
     TrainConfig& c = r.train;
     c.epochs = t["epochs"].as<double>();

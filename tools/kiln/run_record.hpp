@@ -26,6 +26,7 @@ struct RunRecord {
   std::vector<std::string> class_names;  // the data's, in label order (empty when it names none)
   bool resize = true;                  // image folders: images of another size were resized (--no-resize: refused)
   std::string backend, layout, dtype;
+  std::string cpu_conv = "auto";       // a record from before --cpu-conv has none: auto
   int threads = 0;
   TrainConfig train;                   // the recipe with every flag applied (the fields below), mean and std included
   std::optional<std::int64_t> steps;   // --steps of the command that started the run

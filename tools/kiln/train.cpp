@@ -50,6 +50,7 @@ struct TrainOptions {
   std::optional<int> threads;
   bool json = false;
   std::optional<std::string> layout;  // nchw (default; a resumed run: its layout)
+  std::optional<std::string> cpu_conv;  // auto (default; a resumed run: its choice)
   std::optional<std::string> dtype;   // fp32
   std::optional<double> workspace_mb;
   bool autotune = false;
@@ -184,6 +185,7 @@ void resume_from_record(const RunRecord& r, const std::string& dir, const TrainO
   if (o.no_augment && r.train.augment.enabled()) differs("--no-augment", "(no augmentation)", "augmented");
   if (o.no_shuffle && r.train.shuffle) differs("--no-shuffle", "(file order)", "shuffled");
   if (o.layout && *o.layout != r.layout) differs("--layout", *o.layout, r.layout);
+  if (o.cpu_conv && *o.cpu_conv != r.cpu_conv) differs("--cpu-conv", *o.cpu_conv, r.cpu_conv);
   if (o.dtype && *o.dtype != r.dtype) differs("--dtype", *o.dtype, r.dtype);
   if (!o.init.empty() && (r.init.empty() || !same_path(o.init, r.init)))
     differs("--init", o.init, r.init.empty() ? "none" : r.init);
@@ -267,6 +269,8 @@ int run_train(const TrainOptions& o) {
   run.resume = o.resume;
   const std::string layout = o.layout ? *o.layout : record ? record->layout : "nchw";
   run.layout = *parse_layout(layout);
+  // The kernels change the rounding, so a resumed run keeps the ones it started with.
+  run.cpu_conv = *parse_cpu_conv(o.cpu_conv ? *o.cpu_conv : record ? record->cpu_conv : "auto");
   const std::string dtype_name = o.dtype ? *o.dtype : record ? record->dtype : "fp32";
   auto dtype = parse_dtype(dtype_name);
   if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", dtype_name));
@@ -371,6 +375,7 @@ int run_train(const TrainOptions& o) {
     r.backend = run.device == Backend::cuda && run.device_index > 0 ? fmt::format("cuda:{}", run.device_index)
                                                                     : std::string(to_string(run.device));
     r.layout = std::string(to_string(run.layout));
+    r.cpu_conv = std::string(to_string(run.cpu_conv));
     r.dtype = std::string(to_string(run.dtype));
     r.threads = run.threads;
     r.train = config;
@@ -388,6 +393,8 @@ int run_train(const TrainOptions& o) {
     // TF32 and nondeterministic engines change the numbers, so the header says when they are on.
     std::vector<std::string> notes;
     if (run.layout == Layout::nhwc) notes.emplace_back("nhwc");
+    if (run.device == Backend::cpu && run.cpu_conv != CpuConv::automatic)
+      notes.emplace_back(fmt::format("{} convolutions", to_string(run.cpu_conv)));
     if (run.device == Backend::cuda && run.dtype == DType::f32 && (run.tf32 || config.tf32)) notes.emplace_back("tf32");
     if (run.device == Backend::cuda && run.nondeterministic) notes.emplace_back("nondeterministic");
     const std::string device = fmt::format("device {}{}", to_string(run.device),
@@ -547,6 +554,9 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
       ->capture_default_str();
   app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
   app->add_option("--layout", o->layout, "Activation layout: nchw (default) or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}));
+  app->add_option("--cpu-conv", o->cpu_conv,
+                  "CPU convolution kernels: auto (default: per layer, kiln's or oneDNN's by a fixed rule), kiln or onednn")
+      ->check(CLI::IsMember({"auto", "kiln", "onednn"}));
   app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)");
   app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(non_negative());
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines of each convolution before training");
