@@ -4,7 +4,7 @@
 # --json (tools/reference/spec_torch.py). The machines are noisy, so runs are interleaved
 # (kiln, torch, kiln, torch, ...) and the medians compared.
 #
-#   tools/bench-vs-torch.sh [SPEC] [--batch B] [--threads T] [--rounds R] [--profile]
+#   tools/bench-vs-torch.sh [SPEC] [--batch B] [--threads T] [--rounds R] [--cpu-conv K] [--profile]
 #
 # SPEC defaults to data/models/cifar_quick.yaml at batch 128; otherwise the batch defaults
 # to 32. --profile prints, instead, kiln bench's per-layer table summed by op next to
@@ -14,15 +14,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kiln=${KILN_BIN:-build/kiln}
 python=${PYTHON:-/usr/bin/python3}
-spec=data/models/cifar_quick.yaml batch="" threads=2 rounds=5 profile=0
+spec=data/models/cifar_quick.yaml batch="" threads=2 rounds=5 profile=0 cpu_conv=auto
 if [[ $# -ge 1 && $1 =~ ^[0-9]+$ ]]; then rounds=$1; threads=${2:-2}; set --; fi
 while [[ $# -gt 0 ]]; do
   case $1 in
     --batch) batch=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --cpu-conv) cpu_conv=$2; shift 2 ;;
     --profile) profile=1; shift ;;
-    -*) echo "usage: tools/bench-vs-torch.sh [SPEC] [--batch B] [--threads T] [--rounds R] [--profile]" >&2; exit 2 ;;
+    -*) echo "usage: tools/bench-vs-torch.sh [SPEC] [--batch B] [--threads T] [--rounds R] [--cpu-conv auto|kiln|onednn] [--profile]" >&2; exit 2 ;;
     *) spec=$1; shift ;;
   esac
 done
@@ -36,7 +37,7 @@ fi
 
 k=() t=()
 for i in $(seq "$rounds"); do
-  k+=("$("$kiln" bench "$spec" --device cpu --batch "$batch" --threads "$threads" --repeats 3 --steps 3 | tail -n1 | awk '{print $2}')")
+  k+=("$("$kiln" bench "$spec" --device cpu --cpu-conv "$cpu_conv" --batch "$batch" --threads "$threads" --repeats 3 --steps 3 | tail -n1 | awk '{print $2}')")
   t+=("$("$python" tools/reference/spec_torch.py "$kiln" "$spec" --batch "$batch" --threads "$threads" --repeats 3 --steps 3 |
     tail -n1 | awk '{print $2}')")
   echo "round $i: kiln ${k[-1]} img/s, pytorch ${t[-1]} img/s"
