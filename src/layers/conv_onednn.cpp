@@ -86,6 +86,10 @@ struct Prims {
   // from backward data's), dw for backward weights, and that scratchpad.
   Slot bdy, bw, bdx, bscratch_data, wx, wdy, wdw, bscratch_weights;
   std::int64_t forward_floats = 0, backward_floats = 0;
+  // The reorders between kiln's layouts and oneDNN's, made once (empty where not needed):
+  // x, w in and y out (forward); dy, w in, dx out (overwriting or adding) for backward data;
+  // x, dy in and dw out for backward weights.
+  dnnl::reorder x_in, w_in, y_out, dy_in, w_data_in, dx_out, dx_add, x_weights_in, dy_weights_in, dw_out;
   // Where the caller's workspace is too small (a thread count or batch the plan did not size
   // it for): memory of this shape's own, made once.
   std::vector<float> own;
@@ -146,6 +150,27 @@ std::unique_ptr<Prims> make(const ConvShape& s, int threads) {
   p->bscratch_weights = Slot{p->bwd_weights_pd.scratchpad_desc(), 0, p->bwd_weights_pd.scratchpad_desc().get_size() > 0};
   p->backward_floats =
       place({&p->bdy, &p->bw, &p->bdx, &p->bscratch_data, &p->wx, &p->wdy, &p->wdw, &p->bscratch_weights});
+
+  auto reorder = [](const memory::desc& from, const memory::desc& to, bool add = false) {
+    dnnl::primitive_attr a;
+    if (add) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);  // to += from
+      a.set_post_ops(ops);
+    }
+    return dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from, engine(), to, a));
+  };
+  if (p->fx.used) p->x_in = reorder(p->x_user, p->fx.desc);
+  if (p->fw.used) p->w_in = reorder(p->w_user, p->fw.desc);
+  if (p->fy.used) p->y_out = reorder(p->fy.desc, p->y_user);
+  if (p->bdy.used) p->dy_in = reorder(p->y_user, p->bdy.desc);
+  if (p->bw.used) p->w_data_in = reorder(p->w_user, p->bw.desc);
+  p->dx_out = reorder(p->bdx.desc, p->x_user);
+  p->dx_add = reorder(p->bdx.desc, p->x_user, true);
+  if (p->wx.used) p->x_weights_in = reorder(p->x_user, p->wx.desc);
+  const memory::desc dy_weights = p->bwd_weights_pd.diff_dst_desc();
+  if (dy_weights != p->y_user) p->dy_weights_in = reorder(p->y_user, dy_weights);
+  if (p->wdw.used) p->dw_out = reorder(p->wdw.desc, p->w_user);
   return p;
 }
 
@@ -202,7 +227,7 @@ float* base_for(Prims& p, std::int64_t need, float* workspace, std::int64_t floa
 memory at(const Slot& s, float* base) { return memory(s.desc, engine(), base + s.offset); }
 memory user(const memory::desc& d, const float* p) { return memory(d, engine(), const_cast<float*>(p)); }
 
-void copy(dnnl::stream& st, memory from, memory to) { dnnl::reorder(from, to).execute(st, from, to); }
+void copy(dnnl::stream& st, dnnl::reorder& r, memory from, memory to) { r.execute(st, from, to); }
 
 }  // namespace
 
@@ -223,13 +248,13 @@ void forward(const ConvShape& shape, int threads, const float* x, const float* w
   float* base = base_for(p, p.forward_floats, workspace, workspace_floats);
   memory xu = user(p.x_user, x), wu = user(p.w_user, w), yu = user(p.y_user, y);
   memory xs = p.fx.used ? at(p.fx, base) : xu, ws = p.fw.used ? at(p.fw, base) : wu, ys = p.fy.used ? at(p.fy, base) : yu;
-  if (p.fx.used) copy(st, xu, xs);
-  if (p.fw.used) copy(st, wu, ws);
+  if (p.fx.used) copy(st, p.x_in, xu, xs);
+  if (p.fw.used) copy(st, p.w_in, wu, ws);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, ws}, {DNNL_ARG_DST, ys}};
   if (shape.bias) args.emplace(DNNL_ARG_BIAS, user(p.b_user, b));
   if (p.fscratch.used) args.emplace(DNNL_ARG_SCRATCHPAD, at(p.fscratch, base));
   p.fwd.execute(st, args);
-  if (p.fy.used) copy(st, ys, yu);
+  if (p.fy.used) copy(st, p.y_out, ys, yu);
   st.wait();
 }
 
@@ -246,41 +271,30 @@ void backward(const ConvShape& shape, int threads, const float* x, const float* 
   if (dx) {
     memory wu = user(p.w_user, w);
     memory ws = p.bw.used ? at(p.bw, base) : wu;
-    if (p.bdy.used) copy(st, dyu, dy_data);
+    if (p.bdy.used) copy(st, p.dy_in, dyu, dy_data);
     dy_data_ready = true;
-    if (p.bw.used) copy(st, wu, ws);
+    if (p.bw.used) copy(st, p.w_data_in, wu, ws);
     memory dxs = at(p.bdx, base);
     std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, dy_data}, {DNNL_ARG_WEIGHTS, ws}, {DNNL_ARG_DIFF_SRC, dxs}};
     if (p.bscratch_data.used) args.emplace(DNNL_ARG_SCRATCHPAD, at(p.bscratch_data, base));
     p.bwd_data.execute(st, args);
     memory dxu = user(p.x_user, dx);
-    if (accumulate) {
-      // dx += dxs: a reorder whose sum post-op adds to what dx holds.
-      dnnl::post_ops ops;
-      ops.append_sum(1.0f);
-      dnnl::primitive_attr attr;
-      attr.set_post_ops(ops);
-      dnnl::reorder(dnnl::reorder::primitive_desc(engine(), dxs.get_desc(), engine(), dxu.get_desc(), attr))
-          .execute(st, dxs, dxu);
-    } else {
-      copy(st, dxs, dxu);
-    }
+    copy(st, accumulate ? p.dx_add : p.dx_out, dxs, dxu);
   }
   if (dw) {
     memory xu = user(p.x_user, x);
     memory xs = p.wx.used ? at(p.wx, base) : xu;
-    if (p.wx.used) copy(st, xu, xs);
+    if (p.wx.used) copy(st, p.x_weights_in, xu, xs);
     // dy in backward weights' format: kiln's own, backward data's buffer, or a third.
     const memory::desc want = p.bwd_weights_pd.diff_dst_desc();
     memory dys = want == p.y_user ? dyu : p.wdy.used ? at(p.wdy, base) : dy_data;
-    if (p.wdy.used) copy(st, dyu, dys);
-    if (!p.wdy.used && want != p.y_user && !dy_data_ready) copy(st, dyu, dys);
+    if (p.wdy.used || (want != p.y_user && !dy_data_ready)) copy(st, p.dy_weights_in, dyu, dys);
     memory dwu = user(p.w_user, dw);
     memory dws = p.wdw.used ? at(p.wdw, base) : dwu;
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_DIFF_DST, dys}, {DNNL_ARG_DIFF_WEIGHTS, dws}};
     if (p.bscratch_weights.used) args.emplace(DNNL_ARG_SCRATCHPAD, at(p.bscratch_weights, base));
     p.bwd_weights.execute(st, args);
-    if (p.wdw.used) copy(st, dws, dwu);
+    if (p.wdw.used) copy(st, p.dw_out, dws, dwu);
   }
   st.wait();
 }
