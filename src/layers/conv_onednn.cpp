@@ -90,9 +90,6 @@ struct Prims {
   // x, w in and y out (forward); dy, w in, dx out (overwriting or adding) for backward data;
   // x, dy in and dw out for backward weights.
   dnnl::reorder x_in, w_in, y_out, dy_in, w_data_in, dx_out, dx_add, x_weights_in, dy_weights_in, dw_out;
-  // Where the caller's workspace is too small (a thread count or batch the plan did not size
-  // it for): memory of this shape's own, made once.
-  std::vector<float> own;
 };
 
 memory::dims dims4(std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t d) { return {a, b, c, d}; }
@@ -217,11 +214,15 @@ Prims& prims_or_throw(const ConvShape& shape, int threads) {
   return *p;
 }
 
-// The workspace for this call: the caller's, or the shape's own when that is too small.
-float* base_for(Prims& p, std::int64_t need, float* workspace, std::int64_t floats) {
+// The workspace for this call: the caller's, or, where that is too small (a thread count the
+// plan did not size it for: its scratchpads grow with the threads), the calling thread's
+// own, grown once to the largest need (no allocation per step; Prims are shared between
+// plans, so the memory is per thread, not per shape).
+float* base_for(std::int64_t need, float* workspace, std::int64_t floats) {
   if (workspace && need <= floats) return workspace;
-  if (static_cast<std::int64_t>(p.own.size()) < need) p.own.assign(static_cast<std::size_t>(need), 0.0f);
-  return p.own.data();
+  thread_local std::vector<float> own;
+  if (static_cast<std::int64_t>(own.size()) < need) own.assign(static_cast<std::size_t>(need), 0.0f);
+  return own.data();
 }
 
 memory at(const Slot& s, float* base) { return memory(s.desc, engine(), base + s.offset); }
@@ -245,7 +246,7 @@ void forward(const ConvShape& shape, int threads, const float* x, const float* w
   Prims& p = prims_or_throw(shape, threads);
   ThreadCount tc(threads);
   dnnl::stream st(engine());
-  float* base = base_for(p, p.forward_floats, workspace, workspace_floats);
+  float* base = base_for(p.forward_floats, workspace, workspace_floats);
   memory xu = user(p.x_user, x), wu = user(p.w_user, w), yu = user(p.y_user, y);
   memory xs = p.fx.used ? at(p.fx, base) : xu, ws = p.fw.used ? at(p.fw, base) : wu, ys = p.fy.used ? at(p.fy, base) : yu;
   if (p.fx.used) copy(st, p.x_in, xu, xs);
@@ -264,7 +265,7 @@ void backward(const ConvShape& shape, int threads, const float* x, const float* 
   Prims& p = prims_or_throw(shape, threads);
   ThreadCount tc(threads);
   dnnl::stream st(engine());
-  float* base = base_for(p, p.backward_floats, workspace, workspace_floats);
+  float* base = base_for(p.backward_floats, workspace, workspace_floats);
   memory dyu = user(p.y_user, dy);
   memory dy_data = p.bdy.used ? at(p.bdy, base) : dyu;
   bool dy_data_ready = false;

@@ -31,7 +31,7 @@ bool available();
 bool supports(const ConvShape& shape, int threads);
 
 // Workspace floats a forward or backward call needs at most (0 without oneDNN). A call that
-// finds less uses memory of its own, kept with its primitives (no allocation per step).
+// finds less uses memory of the calling thread's own, made once (no allocation per step).
 std::int64_t workspace_floats(const ConvShape& shape, int threads);
 
 // y = conv(x, w) + b (b may be nullptr), overwriting y.

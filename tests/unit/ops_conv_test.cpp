@@ -357,7 +357,7 @@ TEST(OneDnnConv, PartialBatch) {
 
 // The automatic choice, as the README states it: oneDNN for 3x3 convs of 16 or more input
 // channels (kiln's GEMM forward on planes of 16 pixels or fewer) and for depthwise convs;
-// kiln for 1x1 convs and first layers.
+// kiln for 1x1 convs and first layers; in NHWC oneDNN for all.
 TEST(OneDnnConv, AutomaticChoice) {
   KILN_SKIP_WITHOUT_ONEDNN();
   const auto kernels = [](const ConvCase& k) {
@@ -376,6 +376,9 @@ TEST(OneDnnConv, AutomaticChoice) {
   EXPECT_EQ(kernels(rgb), "kiln im2col+gemm");
   EXPECT_EQ(kernels(pointwise), "kiln im2col+gemm");
   EXPECT_PRED2(starts, kernels(depthwise), "onednn ");
+  OpHarness nhwc(conv_graph(pointwise), "c", 2, 1, Layout::nhwc);
+  nhwc.cpu.threads = 2;
+  EXPECT_PRED2(starts, detail::cpu_op(OpKind::conv).describe(nhwc.cpu), "onednn ");
 }
 
 // The index math in math/im2col.hpp, which the CUDA kernels will use element by element,
