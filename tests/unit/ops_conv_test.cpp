@@ -141,6 +141,18 @@ constexpr GemmSetup kSetups[] = {{1, 1, kAvx512}, {2, 1, kAvx512}, {3, 1, kAvx51
 
 const char* name(detail::GemmKernel k) { return k == kAvx512 ? "AVX-512" : k == kAvx2 ? "AVX2" : "OpenBLAS"; }
 
+// Forward and backward over poisoned outputs, against the double-precision reference.
+void expect_matches_reference(OpHarness& h, bool bias) {
+  poison(h);
+  h.forward();
+  h.backward();
+  ConvRef r = reference(h);
+  expect_close(r.y, h.y.data(), kFwdAtol, kFwdRtol, "y");
+  expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx");
+  expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW");
+  if (bias) expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
+}
+
 class ConvSweep : public ::testing::TestWithParam<ConvCase> {};
 
 TEST_P(ConvSweep, MatchesReference) {
@@ -153,14 +165,7 @@ TEST_P(ConvSweep, MatchesReference) {
     OpHarness h(conv_graph(k), "c", k.n);
     h.cpu.threads = setup.threads;
     h.cpu.conv = CpuConv::kiln;
-    poison(h);
-    h.forward();
-    h.backward();
-    ConvRef r = reference(h);
-    expect_close(r.y, h.y.data(), kFwdAtol, kFwdRtol, "y");
-    expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx");
-    expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW");
-    if (k.bias) expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
+    expect_matches_reference(h, k.bias);
   }
 }
 
@@ -208,6 +213,23 @@ const ConvCase& find_case(std::string_view name) {
 
 const ConvCase kContract{"contract", 4, 8, 8, 6, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 2, true, 3};
 
+// Two runs of forward and backward from the same data give the same bits.
+void expect_repeats(const ConvCase& k, int threads, CpuConv conv) {
+  std::vector<std::vector<float>> first;
+  for (int run = 0; run < 2; ++run) {
+    OpHarness h(conv_graph(k), "c", k.n, /*seed=*/7);
+    h.cpu.threads = threads;
+    h.cpu.conv = conv;
+    poison(h);
+    h.forward();
+    h.backward();
+    std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0], h.grads[1]};
+    if (run == 0) first = out;
+    for (std::size_t i = 0; run == 1 && i < out.size(); ++i)
+      EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0) << "tensor " << i;
+  }
+}
+
 // No samples: nothing to read or write but the gradients, which are zero.
 TEST(ConvCpu, EmptyBatchGivesZeroGradients) {
   OpHarness h(conv_graph(kContract), "c", 0);
@@ -226,19 +248,7 @@ TEST(ConvCpu, DeterministicRunToRun) {
                                         << setup.blas << ", " << name(setup.kernel) << " GEMM");
       GemmScope scope(setup);
       if (!scope.supported()) continue;
-      std::vector<std::vector<float>> first;
-      for (int run = 0; run < 2; ++run) {
-        OpHarness h(conv_graph(k), "c", k.n, /*seed=*/7);
-        h.cpu.threads = setup.threads;
-        h.cpu.conv = CpuConv::kiln;
-        poison(h);
-        h.forward();
-        h.backward();
-        std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0], h.grads[1]};
-        if (run == 0) first = out;
-        for (std::size_t i = 0; run == 1 && i < out.size(); ++i)
-          EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0) << "tensor " << i;
-      }
+      expect_repeats(k, setup.threads, CpuConv::kiln);
     }
 }
 
@@ -281,14 +291,7 @@ TEST(OneDnnConv, MatchesReference) {
         h.cpu.threads = threads;
         h.cpu.conv = CpuConv::onednn;
         if (own_memory) h.cpu.workspace = nullptr, h.cpu.workspace_floats = 0;
-        poison(h);
-        h.forward();
-        h.backward();
-        ConvRef r = reference(h);
-        expect_close(r.y, h.y.data(), kFwdAtol, kFwdRtol, "y");
-        expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx");
-        expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW");
-        if (k.bias) expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
+        expect_matches_reference(h, k.bias);
       }
 }
 
@@ -323,19 +326,7 @@ TEST(OneDnnConv, RepeatsToTheBit) {
   for (int threads : {1, 2, 3})
     for (const ConvCase& k : {kContract, find_case("large_plane"), find_case("batch_37"), find_case("depthwise_wide_plane")}) {
       SCOPED_TRACE(::testing::Message() << k.name << ", threads " << threads);
-      std::vector<std::vector<float>> first;
-      for (int run = 0; run < 2; ++run) {
-        OpHarness h(conv_graph(k), "c", k.n, /*seed=*/7);
-        h.cpu.threads = threads;
-        h.cpu.conv = CpuConv::onednn;
-        poison(h);
-        h.forward();
-        h.backward();
-        std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0], h.grads[1]};
-        if (run == 0) first = out;
-        for (std::size_t i = 0; run == 1 && i < out.size(); ++i)
-          EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0) << "tensor " << i;
-      }
+      expect_repeats(k, threads, CpuConv::onednn);
     }
 }
 
