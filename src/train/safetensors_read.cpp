@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kiln/checkpoint.hpp"
+#include "math/half.hpp"
 #include "util/checked.hpp"
 
 namespace kiln {
@@ -61,20 +62,6 @@ struct Entry {
 };
 
 std::string dims_str(const std::vector<std::int64_t>& dims) { return fmt::format("[{}]", fmt::join(dims, ", ")); }
-
-float half_to_float(std::uint16_t h) {
-  std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  std::uint32_t exponent = (h >> 10) & 0x1fu;
-  std::uint32_t mantissa = h & 0x3ffu;
-  if (exponent == 0) {
-    float magnitude = std::ldexp(static_cast<float>(mantissa), -24);  // zero or subnormal
-    return sign ? -magnitude : magnitude;
-  }
-  if (exponent == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
-  return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
-}
-
-float bf16_to_float(std::uint16_t h) { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 
 class Reader {
  public:
@@ -333,7 +320,7 @@ class Reader {
       case Source::bf16: {
         auto bits = raw<std::uint16_t>(e);
         t.f32.resize(bits.size());
-        auto convert = e.dtype->source == Source::f16 ? half_to_float : bf16_to_float;
+        auto convert = e.dtype->source == Source::f16 ? math::fp16_bits_to_float : math::bf16_bits_to_float;
         std::transform(bits.begin(), bits.end(), t.f32.begin(), convert);
         break;
       }

@@ -230,14 +230,19 @@ void expect_repeats(const ConvCase& k, int threads, CpuConv conv) {
   }
 }
 
-// No samples: nothing to read or write but the gradients, which are zero.
+// No samples: nothing to read or write but the gradients, which are zero (on both kernels).
 TEST(ConvCpu, EmptyBatchGivesZeroGradients) {
-  OpHarness h(conv_graph(kContract), "c", 0);
-  poison(h);
-  h.forward();
-  h.backward();
-  for (const auto& g : h.grads)
-    for (float v : g) ASSERT_EQ(v, 0.0f);
+  for (CpuConv conv : {CpuConv::kiln, CpuConv::onednn}) {
+    if (conv == CpuConv::onednn && !has_onednn()) continue;
+    SCOPED_TRACE(to_string(conv));
+    OpHarness h(conv_graph(kContract), "c", 0);
+    h.cpu.conv = conv;
+    poison(h);
+    h.forward();
+    h.backward();
+    for (const auto& g : h.grads)
+      for (float v : g) ASSERT_EQ(v, 0.0f);
+  }
 }
 
 // Training resumes bit-exactly only if a step computes the same bits every time.
