@@ -100,6 +100,7 @@ struct BlockDef {
   SourceLoc loc;
   YAML::Node layers;  // unset when the definition was wrong (reported): its uses expand to nothing
   bool valid = false;
+  mutable bool used = false;  // some layer line names it (else: a warning)
   /// In the order written; nullopt: no default (an instance must give it).
   std::vector<std::pair<std::string, std::optional<std::string>>> params;
 };
@@ -712,7 +713,7 @@ void SpecParser::instance(const YAML::Node& node, std::size_t position, Scope& s
       return nullptr;
     }
     auto it = blocks_.find(value.Scalar());
-    if (it != blocks_.end()) return &it->second;
+    if (it != blocks_.end()) return it->second.used = true, &it->second;
     std::vector<std::string_view> names;
     for (const auto& [k, v] : blocks_) names.push_back(k);
     const std::string guess = detail::closest(value.Scalar(), names);
@@ -1044,6 +1045,16 @@ Spec SpecParser::parse(std::string_view text) {
     last_ = "input";
     layer_list(layers, top, builder);
     scope_ = nullptr;
+    // A block defined but never instantiated is probably a layer line that lost its block:.
+    for (const auto& [name, block] : blocks_) {
+      if (!block.valid || block.used) continue;
+      Diagnostic d;
+      d.severity = Severity::warning;
+      d.loc = block.loc;
+      d.message = fmt::format("block '{}' is defined but never used", name);
+      d.hint = fmt::format("remove it from blocks:, or use it in a layer line: {{block: {}}}", name);
+      diags_.push_back(std::move(d));
+    }
   }
 
   TrainConfig train;

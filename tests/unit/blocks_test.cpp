@@ -329,6 +329,36 @@ layers:
   EXPECT_TRUE(contains(d.front().message, "expands to more than 4,096 layers")) << d.front().message;
 }
 
+// A block nothing instantiates is a warning at its definition (a layer line probably lost its
+// block:); one used only inside an unused block is unused too.
+TEST(Blocks, AnUnusedBlockIsAWarning) {
+  Spec s = parse_spec(R"(name: ub
+input: [3, 8, 8]
+classes: 10
+blocks:
+  unused:
+    params: {out: 8}
+    layers:
+      - {block: inner}
+      - {op: conv, out: "${out}", kernel: 3, pad: 1}
+  inner:
+    layers: [{op: relu}]
+  used:
+    layers: [{op: relu}]
+layers:
+  - {block: used, name: r}
+  - {op: flatten}
+  - {op: linear, out: 10}
+)",
+                      "ub.yaml");
+  ASSERT_EQ(s.graph.warnings().size(), 2u);
+  EXPECT_EQ(s.graph.warnings()[0].format(),
+            "ub.yaml:5:3: warning: block 'unused' is defined but never used\n"
+            "    hint: remove it from blocks:, or use it in a layer line: {block: unused}\n");
+  EXPECT_EQ(s.graph.warnings()[1].message, "block 'inner' is defined but never used");
+  EXPECT_EQ(s.graph.warnings()[1].loc.line, 10);
+}
+
 // The zoo: written with blocks, each one's parameter count the published figure.
 TEST(Blocks, ZooParameterCounts) {
   const std::pair<const char*, std::int64_t> zoo[] = {
