@@ -171,7 +171,7 @@ void check_dataset(const Graph& graph, const Dataset& data) {
   if (data.images.size() != want)
     throw DataError(data.source, -1,
                     fmt::format("{}: {} labels need {} image bytes ({} each), got {}\n    hint: give one image of "
-                                "sample.elements() bytes per label, in CIFAR-10's layout",
+                                "sample.elements() bytes per label: C planes of H x W bytes each (CHW)",
                                 data.source, data.size(), want, data.sample.elements(), data.images.size()));
   for (std::size_t i = 0; i < data.labels.size(); ++i)
     if (data.labels[i] >= data.classes)
