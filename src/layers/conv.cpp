@@ -210,11 +210,15 @@ std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::i
   const math::ConvGeom g = geom_of(layer, in);
   const std::int64_t own = std::clamp<std::int64_t>(batch, 1, kMaxTeam) *
                            slot_of(g, layer.shape.c, layer.attrs.groups, layout == Layout::nhwc).floats();
-  // oneDNN's buffers for the batch at the default thread count (another count, or a
-  // preference for kiln, makes this an overestimate or a shortfall that the oneDNN path
-  // covers with memory of its own, made once).
-  if (!onednn::available()) return own;
-  return std::max(own, onednn::workspace_floats(onednn_shape(layer, in, batch, layout), omp_get_max_threads()));
+  // oneDNN's buffers where the default rule gives the layer to oneDNN, for the batch at the
+  // default thread count. Another count, or --cpu-conv onednn on a layer the rule keeps for
+  // kiln, finds too little here and runs on memory of the thread's own, made once (see
+  // conv_onednn.cpp); sizing for it here would make every conv's primitives at plan time.
+  const onednn::ConvShape shape = onednn_shape(layer, in, batch, layout);
+  const int threads = omp_get_max_threads();
+  const Choice c = choose(shape, CpuConv::automatic, threads);
+  if (!c.forward && !c.backward) return own;
+  return std::max(own, onednn::workspace_floats(shape, threads));
 }
 
 // The team for n samples: no more threads than samples or slots.

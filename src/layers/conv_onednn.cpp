@@ -228,8 +228,6 @@ float* base_for(std::int64_t need, float* workspace, std::int64_t floats) {
 memory at(const Slot& s, float* base) { return memory(s.desc, engine(), base + s.offset); }
 memory user(const memory::desc& d, const float* p) { return memory(d, engine(), const_cast<float*>(p)); }
 
-void copy(dnnl::stream& st, dnnl::reorder& r, memory from, memory to) { r.execute(st, from, to); }
-
 }  // namespace
 
 bool available() { return true; }
@@ -249,13 +247,13 @@ void forward(const ConvShape& shape, int threads, const float* x, const float* w
   float* base = base_for(p.forward_floats, workspace, workspace_floats);
   memory xu = user(p.x_user, x), wu = user(p.w_user, w), yu = user(p.y_user, y);
   memory xs = p.fx.used ? at(p.fx, base) : xu, ws = p.fw.used ? at(p.fw, base) : wu, ys = p.fy.used ? at(p.fy, base) : yu;
-  if (p.fx.used) copy(st, p.x_in, xu, xs);
-  if (p.fw.used) copy(st, p.w_in, wu, ws);
+  if (p.fx.used) p.x_in.execute(st, xu, xs);
+  if (p.fw.used) p.w_in.execute(st, wu, ws);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, ws}, {DNNL_ARG_DST, ys}};
   if (shape.bias) args.emplace(DNNL_ARG_BIAS, user(p.b_user, b));
   if (p.fscratch.used) args.emplace(DNNL_ARG_SCRATCHPAD, at(p.fscratch, base));
   p.fwd.execute(st, args);
-  if (p.fy.used) copy(st, p.y_out, ys, yu);
+  if (p.fy.used) p.y_out.execute(st, ys, yu);
   st.wait();
 }
 
@@ -272,30 +270,30 @@ void backward(const ConvShape& shape, int threads, const float* x, const float* 
   if (dx) {
     memory wu = user(p.w_user, w);
     memory ws = p.bw.used ? at(p.bw, base) : wu;
-    if (p.bdy.used) copy(st, p.dy_in, dyu, dy_data);
+    if (p.bdy.used) p.dy_in.execute(st, dyu, dy_data);
     dy_data_ready = true;
-    if (p.bw.used) copy(st, p.w_data_in, wu, ws);
+    if (p.bw.used) p.w_data_in.execute(st, wu, ws);
     memory dxs = at(p.bdx, base);
     std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, dy_data}, {DNNL_ARG_WEIGHTS, ws}, {DNNL_ARG_DIFF_SRC, dxs}};
     if (p.bscratch_data.used) args.emplace(DNNL_ARG_SCRATCHPAD, at(p.bscratch_data, base));
     p.bwd_data.execute(st, args);
     memory dxu = user(p.x_user, dx);
-    copy(st, accumulate ? p.dx_add : p.dx_out, dxs, dxu);
+    (accumulate ? p.dx_add : p.dx_out).execute(st, dxs, dxu);
   }
   if (dw) {
     memory xu = user(p.x_user, x);
     memory xs = p.wx.used ? at(p.wx, base) : xu;
-    if (p.wx.used) copy(st, p.x_weights_in, xu, xs);
+    if (p.wx.used) p.x_weights_in.execute(st, xu, xs);
     // dy in backward weights' format: kiln's own, backward data's buffer, or a third.
     const memory::desc want = p.bwd_weights_pd.diff_dst_desc();
     memory dys = want == p.y_user ? dyu : p.wdy.used ? at(p.wdy, base) : dy_data;
-    if (p.wdy.used || (want != p.y_user && !dy_data_ready)) copy(st, p.dy_weights_in, dyu, dys);
+    if (p.wdy.used || (want != p.y_user && !dy_data_ready)) p.dy_weights_in.execute(st, dyu, dys);
     memory dwu = user(p.w_user, dw);
     memory dws = p.wdw.used ? at(p.wdw, base) : dwu;
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_DIFF_DST, dys}, {DNNL_ARG_DIFF_WEIGHTS, dws}};
     if (p.bscratch_weights.used) args.emplace(DNNL_ARG_SCRATCHPAD, at(p.bscratch_weights, base));
     p.bwd_weights.execute(st, args);
-    if (p.wdw.used) copy(st, p.dw_out, dws, dwu);
+    if (p.wdw.used) p.dw_out.execute(st, dws, dwu);
   }
   st.wait();
 }

@@ -248,6 +248,16 @@ TEST(CliTrain, CpuConvKernels) {
   CliRun other = run_kiln("train --resume " + (scratch / "run") + " --cpu-conv auto");
   EXPECT_EQ(other.code, 2) << other.err;
   EXPECT_TRUE(has(other.err, "    --cpu-conv auto (the run's: " + want + ")")) << other.err;
+  // An edited record with a value kiln does not know is refused, naming the file and the value.
+  {
+    const std::string record = (scratch / "run") + "/run.yaml";
+    std::string text = slurp(record);
+    text.replace(text.find("cpu_conv: " + want), 10 + want.size(), "cpu_conv: fast");
+    std::ofstream(record) << text;
+  }
+  CliRun edited = run_kiln("train --resume " + (scratch / "run"));
+  EXPECT_EQ(edited.code, 1) << edited.err;
+  EXPECT_TRUE(has(edited.err, (scratch / "run") + "/run.yaml: device: layout 'nchw' and cpu_conv 'fast' must be")) << edited.err;
   CliRun bench = run_kiln("bench " + model + " --device cpu --batch 8 --steps 1 --repeats 1");
   EXPECT_EQ(bench.code, 0) << bench.err;
   // cifar_quick's conv1 reads 3 channels (kiln's); conv2 and conv3 read 32 (oneDNN's, where built).
