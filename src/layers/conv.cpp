@@ -9,6 +9,7 @@
 #include "backend/cpu_ops.hpp"
 #include "graph/op_def.hpp"
 #include "layers/conv_onednn.hpp"
+#include "layers/conv_winograd.hpp"
 #include "layers/gemm.hpp"
 #include "math/im2col.hpp"
 #include "math/reduce.hpp"
@@ -187,21 +188,33 @@ onednn::ConvShape onednn_shape(const Layer& layer, const Shape& in, std::int64_t
           .groups = a.groups, .bias = a.bias, .nhwc = layout == Layout::nhwc};
 }
 
+// Which kernel runs each pass of a layer: the forward, the input gradient and the weight
+// gradient.
+enum class Kernel : std::uint8_t { kiln, winograd, onednn };
+
 struct Choice {
-  bool forward = false, backward = false;  // true: oneDNN
+  Kernel forward = Kernel::kiln, dx = Kernel::kiln, dw = Kernel::kiln;
+  bool uses(Kernel k) const { return forward == k || dx == k || dw == k; }
 };
 
 Choice choose(const onednn::ConvShape& s, CpuConv want, int threads) {
-  if (want == CpuConv::kiln || !onednn::available()) return {};
+  if (want == CpuConv::kiln) return {};
+  // Asked only where the rule wants oneDNN: it makes the layer's primitives.
+  const auto dnnl = [&] { return onednn::available() && onednn::supports(s, threads); };
+  constexpr Choice all_onednn{Kernel::onednn, Kernel::onednn, Kernel::onednn};
+  if (want == CpuConv::onednn) return dnnl() ? all_onednn : Choice{};
+  if (winograd::applies(s) && s.c >= 16 && s.co >= 16 && s.oh * s.ow > 16)
+    return {Kernel::winograd, Kernel::winograd, Kernel::winograd};
+  if (!onednn::available()) return {};
   Choice c;
-  if (want == CpuConv::onednn || s.nhwc) {
-    c = {true, true};  // NHWC: kiln's kernels transpose each sample (the oracle's path, not a fast one)
+  if (s.nhwc) {
+    c = all_onednn;  // kiln's NHWC kernels transpose each sample (the oracle's path, not a fast one)
   } else if (s.groups == s.c && s.co == s.groups && s.groups > 1) {
-    c = {true, true};  // depthwise
+    c = all_onednn;  // depthwise
   } else if (s.kh * s.kw > 1 && s.groups == 1 && s.c >= 16) {
-    c = {s.oh * s.ow > 16, true};
+    c = {s.oh * s.ow > 16 ? Kernel::onednn : Kernel::kiln, Kernel::onednn, Kernel::onednn};
   }
-  if ((c.forward || c.backward) && !onednn::supports(s, threads)) return {};
+  if (c.uses(Kernel::onednn) && !dnnl()) return {};
   return c;
 }
 
@@ -217,8 +230,10 @@ std::int64_t workspace(const Layer& layer, std::span<const Layer> before, std::i
   const onednn::ConvShape shape = onednn_shape(layer, in, batch, layout);
   const int threads = omp_get_max_threads();
   const Choice c = choose(shape, CpuConv::automatic, threads);
-  if (!c.forward && !c.backward) return own;
-  return std::max(own, onednn::workspace_floats(shape, threads));
+  std::int64_t floats = own;
+  if (c.uses(Kernel::onednn)) floats = std::max(floats, onednn::workspace_floats(shape, threads));
+  if (c.uses(Kernel::winograd)) floats = std::max(floats, winograd::workspace_floats(shape, threads));
+  return floats;
 }
 
 // The team for n samples: no more threads than samples or slots.
@@ -494,14 +509,16 @@ void depthwise_backward(const CpuLayer& l, const ConvDims& d, float* dw, float* 
 
 void cpu_forward(const CpuLayer& l) {
   const onednn::ConvShape shape = onednn_shape(*l.layer, l.in_shape(), l.n, l.layout);
-  if (choose(shape, l.conv, l.threads).forward)
-    return onednn::forward(shape, l.threads, l.x[0], l.params[0], l.layer->attrs.bias ? l.params[1] : nullptr, l.y,
-                           l.workspace, l.workspace_floats);
+  const Kernel kernel = choose(shape, l.conv, l.threads).forward;
+  const float* bias = l.layer->attrs.bias ? l.params[1] : nullptr;
+  if (kernel == Kernel::onednn)
+    return onednn::forward(shape, l.threads, l.x[0], l.params[0], bias, l.y, l.workspace, l.workspace_floats);
+  if (kernel == Kernel::winograd)
+    return winograd::forward(shape, l.threads, l.x[0], l.params[0], bias, l.y, l.workspace, l.workspace_floats);
   const ConvDims d(l);
   if (depthwise(d)) return depthwise_forward(l, d);
   const std::int64_t p = d.pixels;
   const float* w = l.params[0];
-  const float* bias = l.layer->attrs.bias ? l.params[1] : nullptr;
 #pragma omp parallel num_threads(team_for(l))
   {
     const int t = omp_get_thread_num();
@@ -552,7 +569,18 @@ void cpu_backward(const CpuLayer& l) {
   if (db) bias_grad(l.dy, l.n, d.co, p, d.nhwc, db, l.threads);
   if (!dw && !dx) return;
   const onednn::ConvShape shape = onednn_shape(*l.layer, l.in_shape(), l.n, l.layout);
-  if (choose(shape, l.conv, l.threads).backward)
+  const Choice c = choose(shape, l.conv, l.threads);
+  // Winograd's passes run apart; oneDNN's or kiln's take what is left.
+  if (dx && c.dx == Kernel::winograd) {
+    winograd::backward_data(shape, l.threads, w, l.dy, dx, accumulate, l.workspace, l.workspace_floats);
+    dx = nullptr;
+  }
+  if (dw && c.dw == Kernel::winograd) {
+    winograd::backward_weights(shape, l.threads, l.x[0], l.dy, dw, l.workspace, l.workspace_floats);
+    dw = nullptr;
+  }
+  if (!dw && !dx) return;
+  if ((dw ? c.dw : c.dx) == Kernel::onednn)
     return onednn::backward(shape, l.threads, l.x[0], w, l.dy, dw, dx, accumulate, l.workspace, l.workspace_floats);
   if (depthwise(d)) return depthwise_backward(l, d, dw, dx, accumulate);
   const int team = team_for(l);
@@ -615,11 +643,14 @@ std::string describe(const CpuLayer& l) {
   const onednn::ConvShape shape = onednn_shape(*l.layer, l.in_shape(), l.n, l.layout);
   const Choice c = choose(shape, l.conv, l.threads);
   const ConvDims d(l);
-  const char* own = depthwise(d) ? "kiln depthwise" : "kiln im2col+gemm";
-  if (!c.forward && !c.backward) return own;
-  const std::string dnnl = "onednn " + onednn::describe(shape, l.threads);
-  if (c.forward && c.backward) return dnnl;
-  return fmt::format("fwd {}, bwd {}", c.forward ? dnnl : own, c.backward ? dnnl : own);
+  const std::string own = depthwise(d) ? "kiln depthwise" : "kiln im2col+gemm";
+  const auto name = [&](Kernel k) {
+    return k == Kernel::kiln ? own : k == Kernel::winograd ? std::string("kiln winograd F(4x4,3x3)")
+                                                           : "onednn " + onednn::describe(shape, l.threads);
+  };
+  if (c.forward == c.dx && c.dx == c.dw) return name(c.forward);
+  if (c.dx == c.dw) return fmt::format("fwd {}, bwd {}", name(c.forward), name(c.dx));
+  return fmt::format("fwd {}, dx {}, dw {}", name(c.forward), name(c.dx), name(c.dw));
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -212,6 +214,8 @@ const ConvCase& find_case(std::string_view name) {
   throw std::logic_error("no case " + std::string(name));
 }
 
+constexpr const char* kWinogradKernel = "kiln winograd F(4x4,3x3)";
+
 const ConvCase kContract{"contract", 4, 8, 8, 6, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 2, true, 3};
 
 // Two runs of forward and backward from the same data give the same bits.
@@ -345,9 +349,10 @@ TEST(OneDnnConv, PartialBatch) {
   expect_matches_reference(h, true);
 }
 
-// The automatic choice, as the README states it: oneDNN for 3x3 convs of 16 or more input
-// channels (kiln's GEMM forward on planes of 16 pixels or fewer) and for depthwise convs;
-// kiln for 1x1 convs and first layers; in NHWC oneDNN for all.
+// The automatic choice, as the README states it: Winograd for 3x3 'same' convs of 16 or more
+// channels each way on planes of more than 16 pixels; oneDNN for the other 3x3 convs of 16 or
+// more input channels (kiln's GEMM forward on planes of 16 pixels or fewer) and for depthwise
+// convs; kiln for 1x1 convs and first layers; in NHWC oneDNN for all.
 TEST(OneDnnConv, AutomaticChoice) {
   KILN_SKIP_WITHOUT_ONEDNN();
   const auto kernels = [](const ConvCase& k) {
@@ -361,7 +366,7 @@ TEST(OneDnnConv, AutomaticChoice) {
   const ConvCase pointwise{"pointwise", 64, 16, 16, 128, {1, 1}, {1, 1}, {}, {1, 1}, 1, false, 2};
   const ConvCase depthwise{"depthwise", 32, 16, 16, 32, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 32, false, 2};
   const auto starts = [](const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; };
-  EXPECT_PRED2(starts, kernels(wide), "onednn ");
+  EXPECT_EQ(kernels(wide), kWinogradKernel);
   EXPECT_PRED2(starts, kernels(small_plane), "fwd kiln im2col+gemm, bwd onednn");
   EXPECT_EQ(kernels(rgb), "kiln im2col+gemm");
   EXPECT_EQ(kernels(pointwise), "kiln im2col+gemm");
@@ -369,6 +374,131 @@ TEST(OneDnnConv, AutomaticChoice) {
   OpHarness nhwc(conv_graph(pointwise), "c", 2, 1, Layout::nhwc);
   nhwc.cpu.threads = 2;
   EXPECT_PRED2(starts, detail::cpu_op(OpKind::conv).describe(nhwc.cpu), "onednn ");
+}
+
+// ---- Winograd's F(4x4, 3x3) (conv_winograd.cpp) ---------------------------------------
+
+// 3x3, stride 1, pad 1 convs the default rule gives to Winograd (16 or more channels each
+// way, planes of more than 16 pixels): channel counts that are not multiples of 8 (the
+// vector lanes), planes that are not multiples of 4 (partial tiles), more tiles than one
+// chunk of the weight gradient's sum (320 > 256), and a batch too small to give each
+// thread a chunk of its own (the threads then share each chunk).
+const ConvCase kWinograd[] = {
+    {"wino_16", 16, 8, 8, 16, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 1, true, 2},
+    {"wino_odd_sizes", 17, 7, 9, 20, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 1, true, 3},
+    {"wino_many_tiles", 16, 32, 32, 24, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 1, false, 5},
+    {"wino_shared_chunks", 32, 6, 6, 40, {3, 3}, {1, 1}, Padding::all(1), {1, 1}, 1, true, 2},
+};
+
+std::string kernels_of(const OpHarness& h) { return detail::cpu_op(OpKind::conv).describe(h.cpu); }
+
+// Winograd's transforms scale by up to 8 (and 1/24) on the way in and out, so its rounding
+// error is a few ulps of the tensor's largest values rather than of each element: every
+// element within this fraction of the reference's largest magnitude (measured worst case
+// over these cases and setups: 5e-6 for y and dx, 8e-6 for dW; float rounding of
+// the direct sum alone is about 1e-7).
+constexpr double kWinogradTol = 2e-5;
+
+void expect_close_to_scale(const std::vector<double>& ref, const float* got, const char* what) {
+  double scale = 0, worst = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) scale = std::max(scale, std::fabs(ref[i]));
+  for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(got[i] - ref[i]));
+  EXPECT_LE(worst, kWinogradTol * scale) << what << ": largest error " << worst << ", " << worst / scale
+                                         << " of the largest magnitude " << scale;
+  if (std::getenv("KILN_PRINT_WINOGRAD_ERROR")) std::printf("%s: %.3g of %.3g\n", what, worst / scale, scale);
+}
+
+void expect_winograd_matches_reference(OpHarness& h, bool bias) {
+  h.forward();
+  h.backward();
+  ConvRef r = reference(h);
+  expect_close_to_scale(r.y, h.y.data(), "y");
+  expect_close_to_scale(r.dx, h.dx[0].data(), "dx");
+  expect_close_to_scale(r.dw, h.grads[0].data(), "dW");
+  if (bias) expect_close(r.db, h.grads[1].data(), kBwdAtol, kBwdRtol, "db");
+}
+
+// Every pass against the double-precision reference, on every GEMM kernel and thread
+// setup, with the workspace the plan sizes and with none (memory of the thread's own).
+TEST(WinogradConv, MatchesReference) {
+  for (const ConvCase& k : kWinograd)
+    for (const GemmSetup& setup : kSetups)
+      for (bool own_memory : {false, true}) {
+        GemmScope scope(setup);
+        if (!scope.supported()) continue;
+        SCOPED_TRACE(::testing::Message() << k.name << ", " << name(setup.kernel) << ", threads " << setup.threads
+                                          << ", OpenBLAS threads " << setup.blas << (own_memory ? ", no workspace" : ""));
+        OpHarness h(conv_graph(k), "c", k.n);
+        h.cpu.threads = setup.threads;
+        ASSERT_EQ(kernels_of(h), kWinogradKernel);
+        if (own_memory) h.cpu.workspace = nullptr, h.cpu.workspace_floats = 0;
+        poison(h);
+        expect_winograd_matches_reference(h, k.bias);
+      }
+}
+
+// The same bits whatever the thread count: each output, dx and dW element is computed by
+// the same operations in the same order however the tiles are split.
+TEST(WinogradConv, SameBitsOnAnyThreadCount) {
+  for (const ConvCase& k : kWinograd) {
+    SCOPED_TRACE(k.name);
+    std::vector<std::vector<float>> first;
+    for (int threads : {1, 2, 3, 4}) {
+      OpHarness h(conv_graph(k), "c", k.n, /*seed=*/3);
+      h.cpu.threads = threads;
+      poison(h);
+      h.forward();
+      h.backward();
+      std::vector<std::vector<float>> out{h.y, h.dx[0], h.grads[0]};
+      if (first.empty()) first = out;
+      for (std::size_t i = 0; i < out.size(); ++i)
+        EXPECT_EQ(std::memcmp(out[i].data(), first[i].data(), out[i].size() * sizeof(float)), 0)
+            << "tensor " << i << ", threads " << threads;
+    }
+  }
+}
+
+// dx added to what the gradient buffer holds, and dW alone (no dx wanted).
+TEST(WinogradConv, AccumulatesDxAndSkipsIt) {
+  for (const ConvCase& k : {kWinograd[1], kWinograd[3]}) {
+    SCOPED_TRACE(k.name);
+    OpHarness h(conv_graph(k), "c", k.n);
+    h.cpu.threads = 2;
+    ASSERT_EQ(kernels_of(h), kWinogradKernel);
+    h.forward();
+    std::vector<float> before(h.dx[0].size());
+    for (std::size_t i = 0; i < before.size(); ++i) before[i] = static_cast<float>(i % 13) * 0.25f - 1.5f;
+    h.dx[0] = before;
+    h.cpu.accumulate[0] = true;
+    h.backward();
+    ConvRef r = reference(h);
+    for (std::size_t i = 0; i < before.size(); ++i) r.dx[i] += before[i];
+    expect_close_to_scale(r.dx, h.dx[0].data(), "dx accumulated");
+    h.cpu.dx[0] = nullptr;
+    std::fill(h.grads[0].begin(), h.grads[0].end(), kNaN);
+    h.backward();
+    expect_close_to_scale(r.dw, h.grads[0].data(), "dW without dx");
+  }
+}
+
+// An epoch's partial last batch in the plan's workspace, and an empty one (zero gradients).
+TEST(WinogradConv, PartialAndEmptyBatch) {
+  const ConvCase k = kWinograd[1];
+  for (std::int64_t n : {std::int64_t{1}, std::int64_t{2}, std::int64_t{0}}) {
+    SCOPED_TRACE(n);
+    OpHarness h(conv_graph(k), "c", k.n);
+    h.cpu.n = n;
+    h.cpu.threads = 2;
+    if (n == 0) {
+      poison(h);
+      h.forward();
+      h.backward();
+      for (const auto& g : h.grads)
+        for (float v : g) ASSERT_EQ(v, 0.0f);
+      continue;
+    }
+    expect_winograd_matches_reference(h, true);
+  }
 }
 
 // The index math in math/im2col.hpp, which the CUDA kernels will use element by element,

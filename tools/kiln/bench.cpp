@@ -85,7 +85,7 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--steps", o->steps, "Training steps per repetition")->check(positive())->capture_default_str();
   app->add_flag("--json", o->json, "Print JSON (the last line stays the summary)");
   app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
-  app->add_option("--cpu-conv", o->cpu_conv, "CPU convolution kernels: auto (per layer, kiln's or oneDNN's), kiln or onednn")
+  app->add_option("--cpu-conv", o->cpu_conv, "CPU convolution kernels: auto (per layer and pass: kiln's GEMM or Winograd, or oneDNN's), kiln (im2col + GEMM only) or onednn")
       ->check(CLI::IsMember({"auto", "kiln", "onednn"}))
       ->capture_default_str();
   app->add_option("--dtype", o->dtype, "CUDA: fp32 (fp16, bf16 not implemented yet)")->capture_default_str();

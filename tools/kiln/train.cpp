@@ -555,7 +555,7 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
   app->add_option("--layout", o->layout, "Activation layout: nchw (default) or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}));
   app->add_option("--cpu-conv", o->cpu_conv,
-                  "CPU convolution kernels: auto (default: per layer, kiln's or oneDNN's by a fixed rule), kiln or onednn")
+                  "CPU convolution kernels: auto (default: per layer and pass, kiln's GEMM or Winograd or oneDNN's, by a fixed rule), kiln (im2col + GEMM only) or onednn")
       ->check(CLI::IsMember({"auto", "kiln", "onednn"}));
   app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)");
   app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(non_negative());
