@@ -227,12 +227,10 @@ void run(const Conv& cv, int threads, const float* in, float* out, float* slots)
     const std::int64_t chunk = shared_chunk(tiles);
     float* v = slots;
     float* m = slots + aligned(kPoints * cv.cin * chunk);
-    std::vector<TileAt> at(static_cast<std::size_t>(chunk));
+    TileAt ats[kDwChunk];
     for (std::int64_t t0 = 0; t0 < tiles; t0 += chunk) {
       const std::int64_t lanes = (std::min(chunk, tiles - t0) + kLanes - 1) / kLanes * kLanes;
-      for (std::int64_t q = 0; q < lanes; ++q)
-        at[static_cast<std::size_t>(q)] = t0 + q < tiles ? tile_at(cv, t0 + q) : TileAt{};
-      const TileAt* ats = at.data();
+      for (std::int64_t q = 0; q < lanes; ++q) ats[q] = t0 + q < tiles ? tile_at(cv, t0 + q) : TileAt{};
 #pragma omp parallel num_threads(team_max)
       {
 #pragma omp for schedule(static)
@@ -404,11 +402,10 @@ void backward_weights_impl(const ConvShape& s, int threads, const float* x, cons
   float* e = v + aligned(kPoints * s.c * chunk);
   float* mt = e + aligned(kPoints * chunk * s.co);
   const int team = gemm_team(threads);
-  std::vector<TileAt> at(static_cast<std::size_t>(chunk));
+  TileAt ats[kDwChunk];
   for (std::int64_t t0 = 0; t0 < tiles; t0 += chunk) {
     const std::int64_t lanes = (std::min(chunk, tiles - t0) + kLanes - 1) / kLanes * kLanes;
-    for (std::int64_t q = 0; q < lanes; ++q) at[static_cast<std::size_t>(q)] = t0 + q < tiles ? tile_at(cv, t0 + q) : TileAt{};
-    const TileAt* ats = at.data();
+    for (std::int64_t q = 0; q < lanes; ++q) ats[q] = t0 + q < tiles ? tile_at(cv, t0 + q) : TileAt{};
 #pragma omp parallel num_threads(team)
     {
 #pragma omp for schedule(static)
