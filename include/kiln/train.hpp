@@ -95,6 +95,15 @@ struct TrainConfig {
   std::vector<float> mean{0.4914f, 0.4822f, 0.4465f};  ///< per-channel normalization of [0, 1] pixels
   std::vector<float> std{0.2470f, 0.2435f, 0.2616f};  ///< per-channel divisor after `mean`
   bool tf32 = false;               ///< CUDA, fp32: allow TF32 tensor cores (`--tf32` also turns it on)
+  /// The recipe's number type (`dtype:` in the train section): fp32, or mixed precision in
+  /// bf16 or fp16 (activations and the weights convs and linears read in that type; fp32
+  /// master weights, optimizer, batchnorm statistics and loss; fp16 with a dynamic loss
+  /// scale). Unset: RunOptions::dtype. The CPU emulates fp16 and bf16 (slowly, for checking).
+  std::optional<DType> dtype;
+  /// fp16: the dynamic loss scale's first value (`loss_scale:`; PyTorch's GradScaler starts
+  /// at 65536 too). It halves whenever a step's gradients overflow (the step is skipped) and
+  /// doubles after 2000 good steps in a row. Ignored in fp32 and bf16.
+  double loss_scale = 65536;
   /// `mean` and `std` came from the spec's `normalize:`. Otherwise they are CIFAR-10's
   /// published values, and `kiln train` replaces them with the data's (default_normalization()).
   bool normalize_given = false;
@@ -130,7 +139,7 @@ struct RunOptions {
   int threads = 0;                       ///< CPU: 0: all cores, else at least 1 (OpenBLAS is set to one thread: CompileOptions::threads)
   Layout layout = Layout::nchw;          ///< activation layout of the images (both backends)
   CpuConv cpu_conv = CpuConv::automatic;  ///< CPU: convolution kernels (CompileOptions::cpu_conv)
-  DType dtype = DType::f32;              ///< CUDA: activation type (fp32 so far)
+  DType dtype = DType::f32;              ///< fp32, bf16 or fp16, where TrainConfig::dtype is unset (kiln train resolves --dtype against the spec's)
   std::int64_t workspace_limit = -1;     ///< CUDA: bytes of cuDNN workspace per plan; -1: no limit
   bool autotune = false;                 ///< CUDA: time the top cuDNN engines before training
   bool tf32 = false;                     ///< CUDA, fp32: allow TF32 tensor cores (TrainConfig::tf32 also turns it on)
@@ -158,6 +167,10 @@ struct StepEvent {
   double loss = 0;                       ///< this step's loss as optimized (mean or sum)
   double lr = 0;                         ///< learning rate this step used (scheduled)
   double images_per_sec = 0;             ///< over the epoch so far
+  /// fp16: the gradients overflowed at the loss scale, so the update was skipped (and the
+  /// scale halved). Not a divergence: training goes on.
+  bool skipped = false;
+  double loss_scale = 0;                 ///< fp16: the loss scale this step used; 0 without one
 };
 
 /// After each epoch (and after a partial last epoch).
@@ -174,16 +187,19 @@ struct EpochEvent {
   double images_per_sec = 0;             ///< training throughput over the epoch
   double train_seconds = 0;              ///< the epoch's training loop alone
   double elapsed_sec = 0;                ///< since fit() began, this epoch's evaluation included
+  std::int64_t skipped_steps = 0;        ///< fp16: updates skipped in this epoch (StepEvent::skipped)
+  double loss_scale = 0;                 ///< fp16: the loss scale after the epoch; 0 without one
 };
 
 /// A step's line in OUT/metrics.jsonl (JSON, no newline):
-/// {"type":"step","step":S,"epoch":E,"loss":L,"lr":R}, with the epoch counted from 1.
+/// {"type":"step","step":S,"epoch":E,"loss":L,"lr":R}, with the epoch counted from 1; in
+/// fp16 also "loss_scale" and "skipped".
 KILN_API std::string metrics_record(const StepEvent& event);
 /// An epoch's line in OUT/metrics.jsonl, also what `kiln train --json` prints:
 /// {"type":"epoch","step","epoch" (from 1),"train_loss","train_accuracy","test_loss",
 /// "test_accuracy" (both null when the test set was not evaluated after this epoch),
 /// "val_loss","val_accuracy" (null without a validation split),"lr","images_per_sec",
-/// "train_seconds","elapsed"}.
+/// "train_seconds","elapsed"}; in fp16 also "loss_scale" and "skipped_steps".
 KILN_API std::string metrics_record(const EpochEvent& event);
 /// The validation line that follows an epoch's line when the validation split was
 /// evaluated: {"type":"val","step","epoch" (from 1),"val_loss","val_accuracy"}; empty
@@ -207,6 +223,7 @@ struct TrainResult {
   std::optional<double> test_accuracy;   ///< the last evaluation's, when one ran
   std::optional<double> val_accuracy;    ///< the last validation's, with a validation split
   double seconds = 0;                    ///< wall time of fit()
+  std::int64_t skipped_steps = 0;        ///< fp16: updates skipped in this fit() (StepEvent::skipped)
 };
 
 /// Trains a graph with a recipe. The CLI's `kiln train` is a thin client of this class.

@@ -43,7 +43,7 @@ enum class CpuConv : std::uint8_t {
 struct Target {
   Backend backend = Backend::cpu;  ///< the backend that runs the plan
   std::int64_t batch = 128;        ///< the largest batch of one forward pass
-  DType dtype = DType::f32;        ///< activation and parameter type (the CPU backend: fp32 only)
+  DType dtype = DType::f32;        ///< activation and parameter type (the CPU backend emulates fp16 and bf16 in fp32)
   Layout layout = Layout::nchw;    ///< activation layout of the images
 };
 

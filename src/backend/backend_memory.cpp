@@ -27,11 +27,17 @@ detail::BackendMemory cpu_memory(const Graph& graph, std::int64_t batch, Layout 
 }  // namespace
 
 MemoryPlan plan_memory(const Graph& graph, const Target& target) {
-  MemoryPlan plan = plan_memory(graph, target.batch, target.dtype, PlanMode::train, target.layout);
+  // The CPU stores fp32 whatever the dtype (it emulates fp16 and bf16 by rounding), plus a
+  // rounded copy of the weights convs and linears read in those.
+  const bool cpu = target.backend == Backend::cpu;
+  MemoryPlan plan = plan_memory(graph, target.batch, cpu ? DType::f32 : target.dtype, PlanMode::train, target.layout);
   // The CUDA backend sizes its workspace with cuDNN on the device, and its state and staging
   // with it: only the planner's blocks are known here.
-  if (target.backend == Backend::cpu) {
+  if (cpu) {
     detail::BackendMemory needs = cpu_memory(graph, target.batch, target.layout);
+    const auto layers = graph.layers();
+    if (target.dtype != DType::f32 && std::any_of(layers.begin(), layers.end(), detail::params_in_dtype))
+      needs.rounded_weights_bytes = plan.param_block_bytes;
     detail::lay_out_blocks(graph, plan, &needs);
   }
   return plan;

@@ -1,6 +1,8 @@
 // The CPU backend: one allocation laid out by the memory plan (parameters, gradients,
 // momentum, averages, activations, state, workspace, staging), and each layer's kernels
-// from the CPU op table.
+// from the CPU op table. fp16 and bf16 plans are emulated in fp32 (cpu_ops.hpp), with a
+// rounded copy of the conv and linear weights (one more block) and, in fp16, a dynamic loss
+// scale.
 // Nothing is allocated during a step.
 #include <algorithm>
 #include <cblas.h>
@@ -27,13 +29,14 @@ using Clock = std::chrono::steady_clock;
 
 class CpuExecutor final : public Executor {
  public:
-  CpuExecutor(const Graph& graph, std::int64_t batch, int threads, Layout layout, CpuConv cpu_conv)
+  CpuExecutor(const Graph& graph, std::int64_t batch, int threads, Layout layout, CpuConv cpu_conv, DType dtype)
       : graph_(graph),
         batch_(batch),
         threads_(std::max(1, threads)),
         layout_(layout),
         cpu_conv_(cpu_conv),
-        plan_(plan_memory(graph, Target{.backend = Backend::cpu, .batch = batch, .layout = layout})) {
+        dtype_(dtype),
+        plan_(plan_memory(graph, Target{.backend = Backend::cpu, .batch = batch, .dtype = dtype, .layout = layout})) {
     // OpenBLAS single-threaded: its pthread pool and OpenMP's would compete for the same cores
     // (up to 10x slower on a loaded machine); gemm() splits products over OpenMP threads.
     openblas_set_num_threads(1);
@@ -53,6 +56,13 @@ class CpuExecutor final : public Executor {
     labels_ = reinterpret_cast<int*>(block("staging"));
     param_floats_ = plan_.param_block_bytes / 4;
     for (std::int64_t offset : plan_.param_offsets) param_offset_.push_back(offset / 4);
+    // fp16/bf16: the parameters the plan reads in its dtype get a rounded copy of their own,
+    // refreshed from the fp32 masters before each forward (cpu_ops.hpp).
+    for (const Layer& layer : layers)
+      if (dtype_ != DType::f32 && params_in_dtype(layer))
+        for (int p : layer.params) in_dtype_.push_back(static_cast<std::size_t>(p));
+    if (!in_dtype_.empty()) copies_ = block("rounded weights");
+    if (dtype_ == DType::f16) loss_scale_ = {LossScale::kInitial, 0};
 
     cpu_.resize(layers.size());
     for (const Layer& layer : layers) {
@@ -63,6 +73,7 @@ class CpuExecutor final : public Executor {
       l.threads = threads_;
       l.layout = layout_;
       l.conv = cpu_conv_;
+      l.dtype = dtype_;
       l.y = activation(layer.index);
       l.dy = gradient(layer.index);
       for (std::size_t slot = 0; slot < layer.inputs.size(); ++slot) {
@@ -72,7 +83,9 @@ class CpuExecutor final : public Executor {
         l.accumulate.push_back(plan_.accumulate[i].empty() ? false : static_cast<bool>(plan_.accumulate[i][slot]));
       }
       for (int p : layer.params) {
-        l.params.push_back(params_ + param_offset_[static_cast<std::size_t>(p)]);
+        float* master = params_ + param_offset_[static_cast<std::size_t>(p)];
+        l.params.push_back(!copies_ || !params_in_dtype(layer) ? master : copies_ + param_offset_[static_cast<std::size_t>(p)]);
+        l.param_elements.push_back(graph.params()[static_cast<std::size_t>(p)].elements);
         l.grads.push_back(gets_gradient(graph, plan_, static_cast<std::size_t>(p))
                               ? grads_ + param_offset_[static_cast<std::size_t>(p)]
                               : nullptr);
@@ -108,9 +121,15 @@ class CpuExecutor final : public Executor {
                                                                t.inv_std[static_cast<std::size_t>(c)]);
     }
     std::copy(batch.labels, batch.labels + n_, labels_);
+    round_to_dtype(dtype_, x, n_ * plane, threads_);
   }
 
   void forward(bool train, std::uint64_t step) override {
+    for (std::size_t p : in_dtype_) {
+      const std::int64_t at = param_offset_[p], count = graph_.params()[p].elements;
+      std::copy_n(params_ + at, count, copies_ + at);
+      round_to_dtype(dtype_, copies_ + at, count, threads_);
+    }
     for (CpuLayer& l : cpu_) {
       if (l.layer->index == 0) continue;
       trace::Range range(names_[static_cast<std::size_t>(l.layer->index)].fwd.c_str());
@@ -118,7 +137,7 @@ class CpuExecutor final : public Executor {
       l.train = train;
       l.dropout_key = math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(l.layer->index));
       auto t0 = profiling_ ? Clock::now() : Clock::time_point{};
-      cpu_op(l.layer->op).forward(l);
+      run_forward(l);
       if (profiling_) {
         auto& t = times_[static_cast<std::size_t>(l.layer->index)];
         t.forward_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -133,7 +152,8 @@ class CpuExecutor final : public Executor {
     const int K = static_cast<int>(out.shape.c);
     const float* logits = activation(out.index);
     float* grad = train ? gradient(out.index) : nullptr;
-    const float scale = o.sum ? 1.0f : 1.0f / static_cast<float>(n_);
+    // fp16: the loss's gradient scaled up before it is stored in fp16 (see LossScale).
+    const float scale = (o.sum ? 1.0f : 1.0f / static_cast<float>(n_)) * (train ? loss_scale_.scale : 1.0f);
     double loss = 0;
     std::int64_t correct = 0;
     for (std::int64_t i = 0; i < n_; ++i) {
@@ -142,7 +162,8 @@ class CpuExecutor final : public Executor {
       loss += s.loss;
       correct += s.correct ? 1 : 0;
     }
-    stats_.push_back({tag, loss, correct, n_});
+    if (grad) round_to_dtype(dtype_, grad, n_ * K, threads_);
+    stats_.push_back({.tag = tag, .loss_sum = loss, .correct = correct, .count = n_, .loss_scale = loss_scale_.scale});
   }
 
   void backward(std::uint64_t step) override {
@@ -153,7 +174,7 @@ class CpuExecutor final : public Executor {
       trace::Range range(names_[static_cast<std::size_t>(layer.index)].bwd.c_str());
       l.dropout_key = math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(layer.index));
       auto t0 = profiling_ ? Clock::now() : Clock::time_point{};
-      cpu_op(layer.op).backward(l);
+      run_backward(l);
       if (profiling_)
         times_[static_cast<std::size_t>(layer.index)].backward_ms +=
             std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -162,11 +183,25 @@ class CpuExecutor final : public Executor {
     bool bad = false;
 #pragma omp parallel for num_threads(threads_) schedule(static) reduction(|| : bad)
     for (std::int64_t i = 0; i < param_floats_; ++i) bad = bad || !std::isfinite(grads_[i]);
-    if (!stats_.empty()) stats_.back().nonfinite_grad = bad;
+    // fp16: gradients that overflowed at the loss scale skip the update (update() halves the
+    // scale); at a scale of 1 or less they overflow unscaled, and that is a divergence.
+    skip_update_ = bad && dtype_ == DType::f16 && loss_scale_.scale > 1.0f;
+    if (!stats_.empty()) {
+      stats_.back().nonfinite_grad = bad && !skip_update_;
+      stats_.back().skipped = skip_update_;
+    }
   }
 
   void update(std::span<const math::SgdHyper> hyper) override {
     trace::Range range("optimizer");
+    if (skip_update_) {
+      loss_scale_ = {loss_scale_.scale * 0.5f, 0};
+      skip_update_ = false;
+      return;
+    }
+    const float unscale = 1.0f / loss_scale_.scale;  // a power of two: exact
+    if (dtype_ == DType::f16 && ++loss_scale_.good_steps >= LossScale::kGrowthInterval)
+      loss_scale_ = {loss_scale_.scale * 2.0f, 0};
     auto params = graph_.params();
     for (std::size_t p = 0; p < params.size(); ++p) {
       if (!gets_gradient(graph_, plan_, p)) continue;
@@ -175,8 +210,15 @@ class CpuExecutor final : public Executor {
       float* m = momentum_ + param_offset_[p];
       const float* g = grads_ + param_offset_[p];
       const std::int64_t count = params[p].elements;
+      // fp16: the gradients unscaled on the way (times a power of two: exact); at scale 1 the
+      // same operations as fp32's.
+      if (unscale == 1.0f) {
 #pragma omp parallel for num_threads(threads_) schedule(static) if (count > 4096)
-      for (std::int64_t e = 0; e < count; ++e) math::sgd_update(w[e], m[e], g[e], h);
+        for (std::int64_t e = 0; e < count; ++e) math::sgd_update(w[e], m[e], g[e], h);
+      } else {
+#pragma omp parallel for num_threads(threads_) schedule(static) if (count > 4096)
+        for (std::int64_t e = 0; e < count; ++e) math::sgd_update(w[e], m[e], g[e] * unscale, h);
+      }
     }
   }
 
@@ -208,6 +250,10 @@ class CpuExecutor final : public Executor {
     }
   }
   void read_ema(std::size_t i, std::span<float> out) const override { copy_out(ema_, i, out); }
+  LossScale loss_scale() const override { return loss_scale_; }
+  void set_loss_scale(const LossScale& scale) override {
+    if (dtype_ == DType::f16) loss_scale_ = scale;
+  }
   void write_ema(std::size_t i, std::span<const float> in) override { copy_in(ema_, i, in); }
 
   void set_profiling(bool on) override {
@@ -221,7 +267,8 @@ class CpuExecutor final : public Executor {
   }
   std::vector<LayerTime> layer_times() const override { return times_; }
   std::string describe() const override {
-    return fmt::format("cpu, {} thread{}{}", threads_, threads_ == 1 ? "" : "s", layout_ == Layout::nhwc ? ", nhwc" : "");
+    return fmt::format("cpu, {} thread{}{}{}", threads_, threads_ == 1 ? "" : "s", layout_ == Layout::nhwc ? ", nhwc" : "",
+                       dtype_ == DType::f32 ? "" : fmt::format(", {} emulated", to_string(dtype_)));
   }
 
  private:
@@ -267,11 +314,16 @@ class CpuExecutor final : public Executor {
   int threads_;
   Layout layout_;
   CpuConv cpu_conv_;
+  DType dtype_;
   MemoryPlan plan_;
   Memory memory_;
   float *arena_ = nullptr, *params_ = nullptr, *ema_ = nullptr, *grads_ = nullptr, *momentum_ = nullptr;
   std::int64_t param_floats_ = 0;  // one parameter-shaped block, padding included
   std::vector<std::int64_t> param_offset_;  // in floats
+  std::vector<std::size_t> in_dtype_;       // fp16/bf16: the parameters read in the dtype
+  float* copies_ = nullptr;                 // their rounded copies (parameter-block layout)
+  LossScale loss_scale_;                    // fp16's; {1, 0} otherwise
+  bool skip_update_ = false;                // the last backward's gradients overflowed (fp16)
   std::vector<CpuLayer> cpu_;
   int* labels_ = nullptr;
   struct RangeNames {
@@ -287,8 +339,8 @@ class CpuExecutor final : public Executor {
 }  // namespace
 
 std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads, Layout layout,
-                                            CpuConv cpu_conv) {
-  return std::make_unique<CpuExecutor>(graph, batch, threads, layout, cpu_conv);
+                                            CpuConv cpu_conv, DType dtype) {
+  return std::make_unique<CpuExecutor>(graph, batch, threads, layout, cpu_conv, dtype);
 }
 
 }  // namespace kiln::detail

@@ -1,6 +1,7 @@
 #pragma once
 
-// What one layer's CPU forward and backward see: pointers into the plan's memory, in fp32,
+// What one layer's CPU forward and backward see: pointers into the plan's memory, in fp32
+// (fp16 and bf16 plans store fp32 values rounded to their dtype, see cpu_ops.hpp),
 // for the n samples of the current batch, images laid out NCHW or NHWC as `layout` says
 // (vectors of features are [n, c] in both). Built once per plan; a step only changes n,
 // train, and the dropout key.
@@ -32,6 +33,8 @@ struct CpuLayer {
   int threads = 1;
   Layout layout = Layout::nchw;         // of the images; see dims()
   CpuConv conv = CpuConv::automatic;    // conv: whose kernels (see conv.cpp, choose())
+  DType dtype = DType::f32;             // fp16/bf16: values rounded where a GPU stores them (run_forward)
+  std::vector<std::int64_t> param_elements;  // of each parameter, in Layer::params order
 
   const Shape& in_shape(std::size_t i = 0) const { return layers[static_cast<std::size_t>(layer->inputs[i])].shape; }
   const Shape& out_shape() const { return layer->shape; }

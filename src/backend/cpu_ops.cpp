@@ -3,6 +3,8 @@
 // with the slot named instead of running another op's kernel.
 #include "backend/cpu_ops.hpp"
 
+#include "math/half.hpp"
+
 #include <array>
 #include <fmt/format.h>
 #include <stdexcept>
@@ -61,9 +63,33 @@ const CpuOp& cpu_op(OpKind kind) {
   return table[slot];
 }
 
-std::optional<std::string> cpu_runs_fp32(const Layer&, DType dtype, Layout) {
-  if (dtype != DType::f32) return fmt::format("the CPU backend runs fp32 only, got {}", to_string(dtype));
+std::optional<std::string> cpu_runs_every_dtype(const Layer&, DType dtype, Layout) {
+  if (dtype != DType::f32 && dtype != DType::bf16 && dtype != DType::f16)
+    return fmt::format("the CPU backend runs fp32, bf16 and fp16, got dtype {}", static_cast<int>(dtype));
   return std::nullopt;
+}
+
+bool params_in_dtype(const Layer& layer) { return layer.op == OpKind::conv || layer.op == OpKind::linear; }
+
+void round_to_dtype(DType dtype, float* p, std::int64_t n, int threads) {
+  if (dtype == DType::f32 || n <= 0) return;
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 16384)
+  for (std::int64_t i = 0; i < n; ++i) p[i] = math::round_to(dtype, p[i]);
+}
+
+void run_forward(const CpuLayer& l) {
+  cpu_op(l.layer->op).forward(l);
+  round_to_dtype(l.dtype, l.y, l.n * l.out_shape().elements(), l.threads);
+}
+
+void run_backward(const CpuLayer& l) {
+  cpu_op(l.layer->op).backward(l);
+  if (l.dtype == DType::f32) return;
+  for (std::size_t i = 0; i < l.dx.size(); ++i)
+    if (l.dx[i]) round_to_dtype(l.dtype, l.dx[i], l.n * l.in_shape(i).elements(), l.threads);
+  if (!params_in_dtype(*l.layer)) return;
+  for (std::size_t k = 0; k < l.grads.size() && k < l.param_elements.size(); ++k)
+    if (l.grads[k]) round_to_dtype(l.dtype, l.grads[k], l.param_elements[k], l.threads);
 }
 
 void require_cpu_support(const Graph& graph, DType dtype, Layout layout) {

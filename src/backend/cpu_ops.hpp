@@ -45,9 +45,31 @@ void check_cpu_op_table(std::span<const CpuOp> table);
 // layer the CPU refuses, with the reason (a build error, exit 1).
 void require_cpu_support(const Graph& graph, DType dtype, Layout layout);
 
-// What every CPU op supports today: fp32 in either layout ("the CPU backend runs fp32 only,
-// got bf16"). An op with narrower kernels gives its own supports.
-std::optional<std::string> cpu_runs_fp32(const Layer& layer, DType dtype, Layout layout);
+// What every CPU op supports today: fp32, and fp16 and bf16 emulated (below), in either
+// layout. An op with narrower kernels gives its own supports.
+std::optional<std::string> cpu_runs_every_dtype(const Layer& layer, DType dtype, Layout layout);
+
+// ---- fp16 and bf16 on the CPU: the oracle of half-precision GPU plans ----------------------
+//
+// A GPU plan in fp16 or bf16 stores activations, their gradients and the weights the
+// convolutions and matrix products read in that type, and computes in fp32 (tensor cores
+// accumulate in fp32; batchnorm's statistics and the loss are fp32; the optimizer updates
+// fp32 master weights). The CPU emulates it: every value stays a float, but is rounded to
+// the dtype (round to nearest even, math/half.hpp) wherever the GPU would store it, so the
+// CPU computes what an exact GPU kernel would, up to the order of fp32 sums.
+//
+// The layers whose parameters a half-precision plan reads in its dtype (conv and linear,
+// weights and biases: rounded copies of the fp32 masters); norm layers' scales, shifts and
+// statistics stay fp32.
+bool params_in_dtype(const Layer& layer);
+// Rounds n floats in place to `dtype` (nothing for fp32).
+void round_to_dtype(DType dtype, float* p, std::int64_t n, int threads);
+// The op's forward, then its output rounded to run.dtype.
+void run_forward(const CpuLayer& run);
+// The op's backward, then each input gradient rounded to run.dtype (after any accumulation,
+// as the GPU adds into a stored gradient), and the parameter gradients of a layer whose
+// parameters are in the dtype (its kernels write them in that type).
+void run_backward(const CpuLayer& run);
 
 // Per-op entries, one per file in src/layers/: `conv_cpu_op()`, ... (graph/ops.def lists them).
 #define KILN_OP(op, Camel) const CpuOp& op##_cpu_op();

@@ -57,6 +57,23 @@ struct StepStats {
   std::int64_t correct = 0;
   std::int64_t count = 0;
   bool nonfinite_grad = false;  // a NaN or Inf in the parameter gradients of this step
+  // fp16 with loss scaling: the step's gradients overflowed at `loss_scale` and the update
+  // was skipped (the scale halved); not a divergence. loss_scale: the scale this step used
+  // (1 without scaling).
+  bool skipped = false;
+  float loss_scale = 1.0f;
+};
+
+// fp16's dynamic loss scale (PyTorch's GradScaler): the loss gradient is multiplied by
+// `scale` before backward and the parameter gradients divided by it before the update; a
+// step whose gradients overflow is skipped and halves the scale, kGrowthInterval good
+// steps in a row double it. Saved in the training state so that a resumed run goes on
+// with the same scale.
+struct LossScale {
+  float scale = 1.0f;
+  std::int64_t good_steps = 0;  // good steps since the scale last changed
+  static constexpr float kInitial = 65536.0f;
+  static constexpr std::int64_t kGrowthInterval = 2000;
 };
 
 inline StepStats total(const std::vector<StepStats>& all) {
@@ -139,6 +156,10 @@ class Executor {
   virtual void read_ema(std::size_t index, std::span<float> out) const = 0;
   virtual void write_ema(std::size_t index, std::span<const float> in) = 0;
 
+  // The dynamic loss scale of an fp16 plan ({1, 0}, fixed, otherwise).
+  virtual LossScale loss_scale() const { return {}; }
+  virtual void set_loss_scale(const LossScale& scale) { (void)scale; }
+
   // Per-layer timing for `kiln bench`: switching it on resets the counters. A backend may
   // synchronize around each layer while it is on, so it is off during training.
   virtual void set_profiling(bool on) = 0;
@@ -155,9 +176,11 @@ inline bool gets_gradient(const Graph& graph, const MemoryPlan& plan, std::size_
   return p.trainable && plan.gradient[static_cast<std::size_t>(p.layer)] >= 0;
 }
 
-// The CPU backend: fp32, NCHW, OpenBLAS and OpenMP with `threads` threads.
+// The CPU backend: OpenBLAS, oneDNN and OpenMP with `threads` threads; fp32, or fp16/bf16
+// emulated in fp32 (backend/cpu_ops.hpp).
 std::unique_ptr<Executor> make_cpu_executor(const Graph& graph, std::int64_t batch, int threads,
-                                            Layout layout = Layout::nchw, CpuConv cpu_conv = CpuConv::automatic);
+                                            Layout layout = Layout::nchw, CpuConv cpu_conv = CpuConv::automatic,
+                                            DType dtype = DType::f32);
 
 // How the CUDA backend is set up (RunOptions and `kiln bench` fill it).
 struct CudaOptions {

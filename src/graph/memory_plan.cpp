@@ -245,6 +245,7 @@ void lay_out_blocks(const Graph& graph, MemoryPlan& plan, const BackendMemory* b
   add("state", state);
   add("workspace", backend->workspace_bytes);
   add("staging", backend->staging_bytes);
+  if (backend->rounded_weights_bytes > 0) add("rounded weights", backend->rounded_weights_bytes);
 }
 
 }  // namespace detail

@@ -181,7 +181,7 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   static const std::vector<std::string_view> known{
       "epochs", "batch",          "lr",       "momentum", "nesterov",  "weight_decay", "weight_decay_mode", "schedule",
       "label_smoothing", "reduction", "augment", "shuffle", "drop_last", "seed",         "normalize",
-      "lookahead", "tta", "whiten", "tf32", "format", "label"};
+      "lookahead", "tta", "whiten", "tf32", "dtype", "loss_scale", "format", "label"};
   if (!p.keys(train, known, "train")) return c;
   p.number(train, "epochs", c.epochs, 1e-9, 1e9, false, "> 0");
   p.integer(train, "batch", c.batch, 1);
@@ -200,6 +200,9 @@ TrainConfig parse_train_section(const YAML::Node& train, const std::string& file
   p.boolean(train, "shuffle", c.shuffle);
   p.boolean(train, "drop_last", c.drop_last);
   p.boolean(train, "tf32", c.tf32);
+  if (const auto v = train["dtype"])
+    if (auto name = p.choice(v, "dtype", {"fp32", "bf16", "fp16"})) c.dtype = parse_dtype(*name);
+  p.number(train, "loss_scale", c.loss_scale, 1, 1e30, false, ">= 1");
   p.integer(train, "seed", c.seed, 0);
   if (const auto v = train["normalize"]) {
     p.normalize(v, c);

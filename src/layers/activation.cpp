@@ -79,7 +79,7 @@ const OpDef& relu_op() {
 const CpuOp& relu_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::relu,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = relu_forward,
       .backward = relu_backward,
   };
@@ -101,7 +101,7 @@ const OpDef& leaky_relu_op() {
 const CpuOp& leaky_relu_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::leaky_relu,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = leaky_relu_forward,
       .backward = leaky_relu_backward,
   };
@@ -122,7 +122,7 @@ const OpDef& gelu_op() {
 const CpuOp& gelu_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::gelu,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = gelu_forward,
       .backward = gelu_backward,
   };
@@ -143,7 +143,7 @@ const OpDef& silu_op() {
 const CpuOp& silu_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::silu,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = silu_forward,
       .backward = silu_backward,
   };
@@ -164,7 +164,7 @@ const OpDef& sigmoid_op() {
 const CpuOp& sigmoid_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::sigmoid,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = sigmoid_forward,
       .backward = sigmoid_backward,
   };
@@ -185,7 +185,7 @@ const OpDef& tanh_op() {
 const CpuOp& tanh_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::tanh,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = tanh_forward,
       .backward = tanh_backward,
   };

@@ -86,7 +86,7 @@ const OpDef& add_op() {
 const CpuOp& add_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::add,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
   };

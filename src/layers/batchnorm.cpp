@@ -187,7 +187,7 @@ const OpDef& batchnorm_op() {
 const CpuOp& batchnorm_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::batchnorm,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
       .state_floats = state_floats,

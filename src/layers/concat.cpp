@@ -103,7 +103,7 @@ const OpDef& concat_op() {
 const CpuOp& concat_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::concat,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
   };

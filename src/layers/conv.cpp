@@ -672,7 +672,7 @@ const OpDef& conv_op() {
 const CpuOp& conv_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::conv,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = cpu_forward,
       .backward = cpu_backward,
       .workspace_floats = workspace,

@@ -89,7 +89,7 @@ const OpDef& dropout_op() {
 const CpuOp& dropout_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::dropout,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
   };

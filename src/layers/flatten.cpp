@@ -63,7 +63,7 @@ const OpDef& flatten_op() {
 const CpuOp& flatten_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::flatten,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
   };

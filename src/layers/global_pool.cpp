@@ -117,7 +117,7 @@ const OpDef& global_avgpool_op() {
 const CpuOp& global_avgpool_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::global_avgpool,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = avg_forward,
       .backward = avg_backward,
   };
@@ -138,7 +138,7 @@ const OpDef& global_maxpool_op() {
 const CpuOp& global_maxpool_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::global_maxpool,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = max_forward,
       .backward = max_backward,
   };

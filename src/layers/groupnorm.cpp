@@ -180,7 +180,7 @@ const OpDef& groupnorm_op() {
 const CpuOp& groupnorm_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::groupnorm,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
       .state_floats = state_floats,

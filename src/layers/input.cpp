@@ -27,7 +27,7 @@ const OpDef& input_op() {
 const CpuOp& input_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::input,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
   };
   return entry;
 }

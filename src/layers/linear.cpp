@@ -112,7 +112,7 @@ const OpDef& linear_op() {
 const CpuOp& linear_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::linear,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = cpu_forward,
       .backward = cpu_backward,
   };

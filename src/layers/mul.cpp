@@ -113,7 +113,7 @@ const OpDef& mul_op() {
 const CpuOp& mul_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::mul,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
   };

@@ -295,7 +295,7 @@ const OpDef& maxpool_op() {
 const CpuOp& maxpool_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::maxpool,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = max_forward,
       .backward = backward<true>,
   };
@@ -317,7 +317,7 @@ const OpDef& avgpool_op() {
 const CpuOp& avgpool_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::avgpool,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = avg_forward,
       .backward = backward<false>,
   };

@@ -65,7 +65,7 @@ const OpDef& scale_op() {
 const CpuOp& scale_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::scale,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
   };

@@ -90,7 +90,7 @@ const OpDef& upsample_op() {
 const CpuOp& upsample_cpu_op() {
   static const CpuOp entry{
       .kind = OpKind::upsample,
-      .supports = cpu_runs_fp32,
+      .supports = cpu_runs_every_dtype,
       .forward = forward,
       .backward = backward,
   };

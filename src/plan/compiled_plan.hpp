@@ -38,6 +38,7 @@ class CompiledPlan {
 
   const Graph& graph() const { return executor_->graph(); }
   std::int64_t capacity() const { return executor_->capacity(); }
+  DType dtype() const { return execution_.cuda.dtype; }
   const MemoryPlan& memory() const { return executor_->memory(); }
   std::string describe() const { return executor_->describe(); }
   const ExecutionOptions& execution() const { return execution_; }
@@ -83,6 +84,8 @@ class CompiledPlan {
   void read_ema(std::size_t index, std::span<float> out) const { executor_->read_ema(index, out); }
   void write_ema(std::size_t index, std::span<const float> in) { executor_->write_ema(index, in); }
   void read_grad(std::size_t index, std::span<float> out) const { executor_->read_grad(index, out); }
+  LossScale loss_scale() const { return executor_->loss_scale(); }
+  void set_loss_scale(const LossScale& scale) { executor_->set_loss_scale(scale); }
 
   // Per-layer timing (`kiln bench`); off while training.
   void set_profiling(bool on) { executor_->set_profiling(on); }

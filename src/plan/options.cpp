@@ -55,9 +55,8 @@ ExecutionOptions resolve(const Settings& s) {
   if (s.device_index < 0) throw UsageError(fmt::format("the CUDA device index must not be negative, got {}", s.device_index));
   if (s.pipeline != Pipeline::automatic && s.pipeline != Pipeline::resident && s.pipeline != Pipeline::stream)
     throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got {}", static_cast<int>(s.pipeline)));
-  if (s.backend == Backend::cpu && s.dtype != DType::f32)
-    throw UsageError(fmt::format("the CPU backend trains in fp32 only, got --dtype {} (it applies to --device cuda)",
-                                 to_string(s.dtype)));
+  if (s.dtype != DType::f32 && s.dtype != DType::f16 && s.dtype != DType::bf16)
+    throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got {}", static_cast<int>(s.dtype)));
   if (s.cpu_conv != CpuConv::automatic && s.cpu_conv != CpuConv::kiln && s.cpu_conv != CpuConv::onednn)
     throw UsageError(fmt::format("--cpu-conv must be auto, kiln or onednn, got {}", static_cast<int>(s.cpu_conv)));
   if (s.backend == Backend::cpu && s.cpu_conv == CpuConv::onednn && !has_onednn())
@@ -129,7 +128,7 @@ ExecutionOptions resolve_options(const BenchOptions& options) {
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {
   if (options.backend == Backend::cpu) {
     require_cpu_support(graph, options.cuda.dtype, options.cuda.layout);  // each layer's own word, as a build error
-    return make_cpu_executor(graph, batch, options.threads, options.cuda.layout, options.cpu_conv);
+    return make_cpu_executor(graph, batch, options.threads, options.cuda.layout, options.cpu_conv, options.cuda.dtype);
   }
   return make_cuda_executor(graph, batch, options.cuda);
 }

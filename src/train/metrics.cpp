@@ -20,7 +20,9 @@ Record optional_number(const std::optional<double>& x) { return x ? Record(*x) :
 }  // namespace
 
 std::string metrics_record(const StepEvent& e) {
-  return Record{{"type", "step"}, {"step", e.step}, {"epoch", e.epoch + 1}, {"loss", e.loss}, {"lr", e.lr}}.dump();
+  Record j{{"type", "step"}, {"step", e.step}, {"epoch", e.epoch + 1}, {"loss", e.loss}, {"lr", e.lr}};
+  if (e.loss_scale > 0) j["loss_scale"] = e.loss_scale, j["skipped"] = e.skipped;
+  return j.dump();
 }
 
 std::string metrics_record(const EpochEvent& e) {
@@ -34,6 +36,7 @@ std::string metrics_record(const EpochEvent& e) {
   j["images_per_sec"] = e.images_per_sec;
   j["train_seconds"] = e.train_seconds;
   j["elapsed"] = e.elapsed_sec;
+  if (e.loss_scale > 0) j["loss_scale"] = e.loss_scale, j["skipped_steps"] = e.skipped_steps;
   return j.dump();
 }
 

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <stdexcept>
+
 namespace kiln::detail {
 
 namespace {
@@ -24,6 +27,12 @@ void save_train_state(const std::string& path, const CompiledPlan& plan, const R
   file.metadata["batch_in_epoch"] = std::to_string(position.batch_in_epoch);
   file.metadata["seed"] = std::to_string(seed);
   file.metadata["batch"] = std::to_string(batch);
+  file.metadata["dtype"] = std::string(to_string(plan.dtype()));
+  if (plan.dtype() == DType::f16) {
+    // A power of two in shortest round-trip form: read back exactly.
+    file.metadata["loss_scale"] = fmt::format("{}", plan.loss_scale().scale);
+    file.metadata["loss_scale_good_steps"] = std::to_string(plan.loss_scale().good_steps);
+  }
   write_safetensors(path, file);
 }
 
@@ -57,6 +66,26 @@ RunPosition load_train_state(const std::string& path, CompiledPlan& plan, std::u
   if (static_cast<std::uint64_t>(number("seed")) != seed)
     throw CheckpointError(path, fmt::format("{}: was written with seed {}, this run uses seed {}; resume with --seed {}", path,
                                             number("seed"), seed, number("seed")));
+
+  // Written before dtypes were recorded: fp32.
+  const std::string dtype = file.metadata.count("dtype") ? file.metadata.at("dtype") : "fp32";
+  if (dtype != to_string(plan.dtype()))
+    throw CheckpointError(path, fmt::format("{}: was written by a {} run, this run is {}; resume with --dtype {}", path, dtype,
+                                            to_string(plan.dtype()), dtype));
+  if (plan.dtype() == DType::f16) {
+    const std::string text = meta("loss_scale");
+    float scale = 0;
+    try {
+      std::size_t used = 0;
+      scale = std::stof(text, &used);
+      if (used != text.size()) throw std::invalid_argument("loss_scale");
+    } catch (const std::exception&) {
+      scale = 0;
+    }
+    if (!(scale > 0) || !std::isfinite(scale))
+      throw CheckpointError(path, fmt::format("{}: metadata 'loss_scale' is not a positive number: '{}'", path, text));
+    plan.set_loss_scale({scale, number("loss_scale_good_steps")});
+  }
 
   // Weights first (every name and shape checked), then the momentum of each trainable one.
   SafetensorsFile weights;

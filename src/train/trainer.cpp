@@ -37,6 +37,7 @@ detail::PlanSpec plan_spec(const TrainConfig& config, const RunOptions& run) {
   spec.batch = config.batch;
   RunOptions execution = run;
   execution.tf32 = run.tf32 || config.tf32;  // the recipe's `tf32: true` or --tf32
+  execution.dtype = config.dtype.value_or(run.dtype);
   spec.execution = detail::resolve_options(execution);
   spec.input = {config.mean, config.std, config.augment.translate > 0 ? math::PadMode::reflect : math::PadMode::zero};
   spec.seed = config.seed;
@@ -67,6 +68,11 @@ struct Trainer::Impl {
 
   Impl(Graph g, TrainConfig c, RunOptions r) : graph(std::move(g)), config(std::move(c)), run(std::move(r)) {
     plan = detail::compile_plan(graph, plan_spec(config, run));
+    if (plan->dtype() == DType::f16) {
+      if (!(config.loss_scale >= 1 && config.loss_scale <= 1e30))
+        throw UsageError(fmt::format("loss_scale must be a number from 1 to 1e30, got {}", config.loss_scale));
+      plan->set_loss_scale({static_cast<float>(config.loss_scale), 0});
+    }
     if (config.lookahead.every > 0) plan->lookahead_init();
     if (!run.init.empty()) load_weights(run.init), fresh = false;
     if (!run.resume.empty()) {
@@ -201,16 +207,20 @@ struct Trainer::Impl {
     };
     std::deque<Pending> pending;
     detail::StepStats epoch_stats;
+    std::int64_t epoch_skipped = 0;
+    const bool fp16 = plan->dtype() == DType::f16;
     auto drain = [&](bool wait) {
       for (const detail::StepStats& s : plan->take_stats(wait)) {
         Pending p = pending.front();
         pending.pop_front();
         double loss = config.sum_loss ? s.loss_sum : s.loss_sum / static_cast<double>(std::max<std::int64_t>(s.count, 1));
         if (!std::isfinite(loss) || s.nonfinite_grad) diverged(loss, s.nonfinite_grad, p.step, p.epoch, p.lr);
+        if (s.skipped) ++epoch_skipped, ++result.skipped_steps;
         epoch_stats.loss_sum += s.loss_sum;
         epoch_stats.correct += s.correct;
         epoch_stats.count += s.count;
-        StepEvent ev{p.step, total, p.epoch, p.batch_in_epoch, per_epoch, loss, p.lr, p.images_per_sec};
+        StepEvent ev{p.step, total, p.epoch, p.batch_in_epoch, per_epoch, loss, p.lr, p.images_per_sec, s.skipped,
+                     fp16 ? static_cast<double>(s.loss_scale) : 0.0};
         if (metrics) metrics << metrics_record(ev) << '\n';
         if (step_callback) step_callback(ev);
       }
@@ -229,6 +239,7 @@ struct Trainer::Impl {
       const auto epoch_start = Clock::now();
       loader.start_epoch(position.epoch, position.batch_in_epoch);
       epoch_stats = {};
+      epoch_skipped = 0;
       std::int64_t seen = 0;
       detail::HostBatch batch;
       bool epoch_done = true;
@@ -265,6 +276,8 @@ struct Trainer::Impl {
       ev.train_accuracy = epoch_stats.count ? static_cast<double>(epoch_stats.correct) / static_cast<double>(epoch_stats.count) : 0.0;
       ev.lr = lr;
       ev.images_per_sec = static_cast<double>(seen) / std::max(ev.train_seconds, 1e-9);
+      ev.skipped_steps = epoch_skipped;
+      ev.loss_scale = fp16 ? static_cast<double>(plan->loss_scale().scale) : 0.0;
       if (epoch_done) {
         ++position.epoch;
         position.batch_in_epoch = 0;

@@ -194,6 +194,19 @@ TEST(CliCheck, TargetCuda) {
     EXPECT_EQ(r.code, 3);
     EXPECT_TRUE(has(r.err, "built without CUDA")) << r.err;
   }
+  // Mixed precision: every descriptor of both models finalizes in bf16 and fp16, in NHWC
+  // (the default for them on CUDA), on a machine with or without a GPU.
+  for (const char* model : {"data/models/airbench.yaml", "data/models/resnet20.yaml"})
+    for (const char* dtype : {"bf16", "fp16"}) {
+      SCOPED_TRACE(std::string(model) + " " + dtype);
+      CliRun half = run_kiln("check " + src(model) + " --target cuda --dtype " + dtype);
+      if (!KILN_HAVE_CUDA) continue;
+      EXPECT_EQ(half.code, 0) << half.err;
+      EXPECT_TRUE(has(half.out, std::string("operation descriptors finalized for batch ") +
+                                    (std::string(model).find("airbench") != std::string::npos ? "1024, " : "128, ") + dtype + ", nhwc"))
+          << half.out;
+      EXPECT_TRUE(has(half.out, "kiln's CUDA kernels run fp32 only so far")) << half.out;
+    }
   CliRun ceil = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --target cuda");
   if (KILN_HAVE_CUDA) {
     EXPECT_EQ(ceil.code, 0) << ceil.err;
@@ -235,6 +248,42 @@ TEST(CliTrain, CpuRunsNhwc) {
 // --cpu-conv: the header says which kernels a run forces, run.yaml keeps it for --resume
 // (which refuses another), bench names each conv's kernels; onednn is refused (exit 2) by a
 // build without oneDNN.
+// --dtype bf16 on the CPU: emulated, said in the header, recorded in run.yaml and the
+// training state, and kept on --resume; the spec's train: dtype: does the same.
+TEST(CliTrain, MixedPrecisionOnTheCpu) {
+  Scratch scratch("dtype");
+  ASSERT_EQ(run_kiln("synth --out " + (scratch / "data") + " --train 64 --test 16").code, 0);
+  const std::string model = src("data/models/cifar_quick.yaml");
+  CliRun train = run_kiln("train " + model + " --device cpu --dtype bf16 --steps 2 --batch 32 --data " + (scratch / "data") +
+                          " --out " + (scratch / "run"));
+  ASSERT_EQ(train.code, 0) << train.err;
+  EXPECT_TRUE(has(train.out, "device cpu (bf16, emulated in fp32)")) << train.out;
+  EXPECT_TRUE(has(slurp((scratch / "run") + "/run.yaml"), "dtype: bf16")) << slurp((scratch / "run") + "/run.yaml");
+  CliRun other = run_kiln("train --resume " + (scratch / "run") + " --dtype fp32");
+  EXPECT_EQ(other.code, 2) << other.err;
+  EXPECT_TRUE(has(other.err, "    --dtype fp32 (the run's: bf16)")) << other.err;
+  CliRun more = run_kiln("train --resume " + (scratch / "run") + " --steps 1");
+  EXPECT_EQ(more.code, 0) << more.err;
+  EXPECT_TRUE(has(more.out, "bf16, emulated in fp32")) << more.out;
+
+  // The spec's train: dtype: fp16, and a loss scale so large that the first step overflows.
+  const std::string spec = (scratch / "fp16.yaml");
+  std::string text = slurp(model);
+  const std::size_t at = text.find("\ntrain:\n");
+  ASSERT_NE(at, std::string::npos) << "cifar_quick.yaml has no train section";
+  text.insert(at + 8, "  dtype: fp16\n  loss_scale: 1e30\n");
+  std::ofstream(spec) << text;
+  CliRun fp16 = run_kiln("train " + spec + " --device cpu --steps 3 --batch 32 --data " + (scratch / "data") + " --out " +
+                         (scratch / "run16"));
+  ASSERT_EQ(fp16.code, 0) << fp16.err;
+  EXPECT_TRUE(has(fp16.out, "device cpu (fp16, emulated in fp32)")) << fp16.out;
+  EXPECT_TRUE(has(fp16.err, "step 1: the fp16 gradients overflowed at loss scale 1e+30: update skipped, scale halved")) << fp16.err;
+  EXPECT_TRUE(has(slurp((scratch / "run16") + "/metrics.jsonl"), "\"skipped\":true")) << slurp((scratch / "run16") + "/metrics.jsonl");
+  CliRun bench = run_kiln("bench " + model + " --device cpu --dtype fp16 --batch 8 --steps 1 --repeats 1");
+  EXPECT_EQ(bench.code, 0) << bench.err;
+  EXPECT_TRUE(has(bench.out, "fp16 emulated")) << bench.out;
+}
+
 TEST(CliTrain, CpuConvKernels) {
   Scratch scratch("cpu_conv");
   ASSERT_EQ(run_kiln("synth --out " + (scratch / "data") + " --train 64 --test 16").code, 0);
@@ -257,7 +306,8 @@ TEST(CliTrain, CpuConvKernels) {
   }
   CliRun edited = run_kiln("train --resume " + (scratch / "run"));
   EXPECT_EQ(edited.code, 1) << edited.err;
-  EXPECT_TRUE(has(edited.err, (scratch / "run") + "/run.yaml: device: layout 'nchw' and cpu_conv 'fast' must be")) << edited.err;
+  EXPECT_TRUE(has(edited.err, (scratch / "run") + "/run.yaml: device: layout 'nchw', cpu_conv 'fast' and dtype 'fp32' must be"))
+      << edited.err;
   CliRun bench = run_kiln("bench " + model + " --device cpu --batch 8 --steps 1 --repeats 1");
   EXPECT_EQ(bench.code, 0) << bench.err;
   // cifar_quick's conv1 reads 3 channels (kiln's); conv2 and conv3 read 32 (oneDNN's, where built).

@@ -8,6 +8,8 @@
 #include <iostream>
 #include <optional>
 
+#include "backend/cpu_ops.hpp"
+#include "math/half.hpp"
 #include "math/rng.hpp"
 
 namespace kiln::test::ops {
@@ -90,6 +92,43 @@ void expect_tail_untouched(const std::vector<float>& buffer, std::size_t batch_p
 
 }  // namespace
 
+Tolerance dtype_tolerance(DType dtype, Tolerance fp32) {
+  if (dtype == DType::f32) return fp32;
+  const Tolerance half = dtype == DType::bf16 ? Tolerance{6e-2, 2e-2} : Tolerance{1e-2, 4e-3};
+  return {std::max(fp32.atol, half.atol), std::max(fp32.rtol, half.rtol)};
+}
+
+std::vector<std::vector<float>> rounded(std::vector<std::vector<float>> values, DType dtype) {
+  for (auto& v : values)
+    for (float& e : v) e = math::round_to(dtype, e);
+  return values;
+}
+
+OpData rounded(OpData d, const Layer& layer, DType dtype) {
+  if (dtype == DType::f32) return d;
+  d.x = rounded(std::move(d.x), dtype);
+  d.dy = rounded({std::move(d.dy)}, dtype)[0];
+  if (detail::params_in_dtype(layer)) d.params = rounded(std::move(d.params), dtype);
+  return d;
+}
+
+namespace {
+
+// In bf16 and fp16 every value a kernel writes is one the dtype holds: a rounding left out
+// leaves fp32 values behind.
+void expect_in_dtype(const std::vector<float>& values, DType dtype, const std::string& what) {
+  if (dtype == DType::f32) return;
+  std::size_t off = 0, first = 0;
+  for (std::size_t i = 0; i < values.size(); ++i)
+    if (!std::isnan(values[i]) && math::round_to(dtype, values[i]) != values[i]) {
+      if (off++ == 0) first = i;
+    }
+  EXPECT_EQ(off, 0u) << what << ": " << off << " values are not " << to_string(dtype) << " values (the first: [" << first
+                     << "] = " << (values.empty() ? 0.0f : values[first]) << ")";
+}
+
+}  // namespace
+
 const char* to_string(DxMode m) {
   return m == DxMode::overwrite ? "overwrite" : m == DxMode::accumulate ? "accumulate" : "null";
 }
@@ -143,12 +182,13 @@ std::vector<std::vector<float>> random_dx(const OpCase& c, const Graph& g) {
 }
 
 Outputs run_cpu(const OpCase& c, Layout layout, int threads, const OpData& data, const std::vector<DxMode>& modes,
-                const std::vector<std::vector<float>>& before, CpuConv conv) {
+                const std::vector<std::vector<float>>& before, CpuConv conv, DType dtype) {
   const Layer& layer = op_layer(c);
   OpHarness h(c.graph, "op", c.n, 1, layout, c.capacity);
   load(h, data);
   h.cpu.threads = threads;
   h.cpu.conv = conv;
+  h.cpu.dtype = dtype;
   h.cpu.dropout_key = dropout_key(layer);
   Outputs out;
   h.forward(c.train);
@@ -182,20 +222,23 @@ void expect_outputs(const Outputs& want, const Outputs& got, const OpCase& c, To
 
 void check_forward(const OpSpec& spec, const Variant& v) {
   for_each_case(spec, v, [&](const OpCase& c, const Layer& layer) {
-    const OpData d = random_data(c, c.graph);
+    const OpData d = rounded(random_data(c, c.graph), layer, v.dtype);
     const OpRef r = spec.reference(ref_input(c, layer, d));
+    const Tolerance tol = dtype_tolerance(v.dtype, spec.forward);
     OpHarness h(c.graph, "op", c.n, 1, v.layout, c.capacity);
     h.cpu.conv = v.cpu_conv;
+    h.cpu.dtype = v.dtype;
     load(h, d);
     h.cpu.dropout_key = dropout_key(layer);
     std::fill(h.y.begin(), h.y.end(), kNaN);
     h.forward(c.train);
-    expect_close(r.y, h.y_logical(), spec.forward.atol, spec.forward.rtol, "y", logical_dims(layer.shape, c.n));
+    expect_close(r.y, h.y_logical(), tol.atol, tol.rtol, "y", logical_dims(layer.shape, c.n));
+    expect_in_dtype(h.y_logical(), v.dtype, "y");
     expect_tail_untouched(h.y, count(layer.shape, c.n), "y");
     for (std::size_t p = 0; p < d.params.size(); ++p) {
       const std::string& name = h.param(p).name;
       if (p < r.params.size() && !r.params[p].empty())
-        expect_close(r.params[p], h.params[p], spec.forward.atol, spec.forward.rtol, name + " after forward");
+        expect_close(r.params[p], h.params[p], tol.atol, tol.rtol, name + " after forward");
       else
         EXPECT_EQ(h.params[p], d.params[p]) << name << " changed in forward";
     }
@@ -204,15 +247,16 @@ void check_forward(const OpSpec& spec, const Variant& v) {
 
 void check_backward(const OpSpec& spec, const Variant& v) {
   for_each_case(spec, v, [&](const OpCase& c, const Layer& layer) {
-    const OpData d = random_data(c, c.graph);
+    const OpData d = rounded(random_data(c, c.graph), layer, v.dtype);
     const OpRef r = spec.reference(ref_input(c, layer, d));
-    const std::vector<std::vector<float>> before = random_dx(c, c.graph);
+    const std::vector<std::vector<float>> before = rounded(random_dx(c, c.graph), v.dtype);
     const detail::BackwardNeeds needs = detail::op_def(layer.op).backward_needs(layer);
+    const Tolerance tol = dtype_tolerance(v.dtype, spec.backward);
     for (const std::vector<DxMode>& modes : dx_passes(layer.inputs.size())) {
       SCOPED_TRACE(std::string("dx ") + to_string(modes[0]) + (modes.size() > 1 ? ", ..." : ""));
       OpHarness h(c.graph, "op", c.n, 1, v.layout, c.capacity);
       h.cpu.conv = v.cpu_conv;
-    h.cpu.conv = v.cpu_conv;
+      h.cpu.dtype = v.dtype;
       load(h, d);
       h.cpu.dropout_key = dropout_key(layer);
       h.forward(c.train);
@@ -237,13 +281,16 @@ void check_backward(const OpSpec& spec, const Variant& v) {
           continue;
         }
         const std::vector<double> want = modes[k] == DxMode::accumulate ? plus(before[k], r.dx[k]) : r.dx[k];
-        expect_close(want, h.dx_logical(k), spec.backward.atol, spec.backward.rtol, what, dims);
+        expect_close(want, h.dx_logical(k), tol.atol, tol.rtol, what, dims);
+        expect_in_dtype(h.dx_logical(k), v.dtype, what);
         expect_tail_untouched(h.dx[k], count(in_shape(c.graph, layer, k), c.n), what);
       }
       for (std::size_t p = 0; p < h.params.size(); ++p) {
         const std::string what = "gradient of " + h.param(p).name;
-        if (h.cpu.grads[p])
-          expect_close(r.grads[p], h.grads[p], spec.backward.atol, spec.backward.rtol, what);
+        if (h.cpu.grads[p]) {
+          expect_close(r.grads[p], h.grads[p], tol.atol, tol.rtol, what);
+          if (detail::params_in_dtype(layer)) expect_in_dtype(h.grads[p], v.dtype, what);
+        }
         else
           EXPECT_TRUE(std::all_of(h.grads[p].begin(), h.grads[p].end(), [](float e) { return std::isnan(e); }))
               << what << " was written, but the parameter gets none";
@@ -258,6 +305,7 @@ void check_backward(const OpSpec& spec, const Variant& v) {
 void check_gradcheck(const OpSpec& spec, const Variant& v) {
   constexpr float kEps = 1e-2f;
   constexpr std::size_t kPoints = 10;
+  if (v.dtype != DType::f32) GTEST_SKIP() << "finite differences need fp32's resolution (the fp32 variants run them)";
   for_each_case(spec, v, [&](const OpCase& c, const Layer& layer) {
     if (!c.finite_differences) return;
     const OpData d = random_data(c, c.graph);
@@ -316,17 +364,17 @@ void check_layouts(const OpSpec& spec, const Variant& v) {
       ADD_FAILURE() << "the CPU runs " << to_string(v.layout) << " but not nchw: " << *why;
       return;
     }
-    const OpData d = random_data(c, c.graph);
-    const std::vector<std::vector<float>> before = random_dx(c, c.graph);
+    const OpData d = rounded(random_data(c, c.graph), layer, v.dtype);
+    const std::vector<std::vector<float>> before = rounded(random_dx(c, c.graph), v.dtype);
     for (const std::vector<DxMode>& modes : dx_passes(layer.inputs.size())) {
       SCOPED_TRACE(std::string("dx ") + to_string(modes[0]));
-      const Outputs want = run_cpu(c, Layout::nchw, 1, d, modes, before, v.cpu_conv);
-      const Outputs got = run_cpu(c, v.layout, 3, d, modes, before, v.cpu_conv);
+      const Outputs want = run_cpu(c, Layout::nchw, 1, d, modes, before, v.cpu_conv, v.dtype);
+      const Outputs got = run_cpu(c, v.layout, 3, d, modes, before, v.cpu_conv, v.dtype);
       // NCHW on 3 threads must give NCHW's bits on 1 with kiln's kernels: the split never
       // changes a sum's order. oneDNN's kernels split their sums by the thread count (their
       // bits repeat only at a fixed count: ConvCpu.DeterministicRunToRun).
       const bool bitwise = v.layout == Layout::nchw && (v.cpu_conv == CpuConv::kiln || !has_onednn());
-      expect_outputs(want, got, c, bitwise ? Tolerance{} : spec.layouts,
+      expect_outputs(want, got, c, bitwise ? Tolerance{} : dtype_tolerance(v.dtype, spec.layouts),
                      std::string(to_string(v.layout)) + " on 3 threads vs nchw on 1:");
     }
   });

@@ -13,10 +13,16 @@
 //              (nchw: bit for bit; nhwc: the NCHW result permuted, to the op's tolerance);
 //   Cuda       each CUDA op entry (cuda_op(kind): prepare, bind, forward, backward) against
 //              the CPU in NCHW; in kiln_gpu_tests, skipped without a device.
+// In bf16 and fp16 the CPU emulates the dtype: inputs, dY and the weights of convs and
+// linears are rounded to it, every output and gradient must be a value of the dtype (a
+// rounding left out shows), and close to the double-precision reference of the rounded
+// inputs within the dtype's tolerance (kHalfTolerance; an op's own may be wider). GradCheck
+// runs in fp32 only: finite differences need its resolution.
 // Test names: BackendOps/<Op>.<Pass>/<dtype>_<layout>; the cases loop inside, each under a
 // SCOPED_TRACE naming it. A layout or dtype the CPU op's `supports` refuses is skipped with
 // its reason. All tensors handed to and from a reference are logical NCHW.
 #include <functional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -32,11 +38,19 @@ struct Variant {
   CpuConv cpu_conv = CpuConv::automatic;
 };
 
-inline const Variant kVariants[] = {{DType::f32, Layout::nchw}, {DType::f32, Layout::nhwc}};
+// fp16 and bf16: the CPU emulates them in fp32 (backend/cpu_ops.hpp), the oracle of the GPU's
+// half-precision kernels.
+inline const Variant kVariants[] = {{DType::f32, Layout::nchw},  {DType::f32, Layout::nhwc},  {DType::bf16, Layout::nchw},
+                                    {DType::bf16, Layout::nhwc}, {DType::f16, Layout::nchw}, {DType::f16, Layout::nhwc}};
 inline const Variant kConvVariants[] = {{DType::f32, Layout::nchw, CpuConv::kiln},
                                         {DType::f32, Layout::nhwc, CpuConv::kiln},
                                         {DType::f32, Layout::nchw, CpuConv::onednn},
                                         {DType::f32, Layout::nhwc, CpuConv::onednn}};
+
+// gtest's description of a parameter ("fp32 nchw auto" rather than its bytes).
+inline void PrintTo(const Variant& v, std::ostream* os) {
+  *os << to_string(v.dtype) << ' ' << to_string(v.layout) << ' ' << to_string(v.cpu_conv);
+}
 
 inline std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
   // DType's spelling is "fp32"; test names use the short "f32".
@@ -86,6 +100,17 @@ struct Tolerance {
   double atol = 0, rtol = 0;
 };
 
+// What rounding to the dtype adds against a double reference of the rounded inputs: the
+// output's own rounding (2^-9 relative in bf16, 2^-12 in fp16), and the rounding of what the
+// op kept for backward (an activation's y: tanh's 1 - y^2 near y = 1 loses most of its bits
+// in bf16, hence the absolute terms). Measured worst cases over every op are about a third
+// of these.
+Tolerance dtype_tolerance(DType dtype, Tolerance fp32);
+// The data of a case as the dtype holds it: inputs, dY and the parameters of layers whose
+// parameters are in the dtype (detail::params_in_dtype) rounded (fp32: unchanged).
+OpData rounded(OpData data, const Layer& layer, DType dtype);
+std::vector<std::vector<float>> rounded(std::vector<std::vector<float>> values, DType dtype);
+
 struct OpSpec {
   std::vector<OpCase> (*cases)();
   OpRef (*reference)(const RefInput&);
@@ -119,7 +144,8 @@ struct Outputs {
 // The CPU op on `data` in `layout` on `threads` threads: forward, then backward with `modes`
 // (accumulating into `before`, logical, per input).
 Outputs run_cpu(const OpCase& c, Layout layout, int threads, const OpData& data, const std::vector<DxMode>& modes,
-                const std::vector<std::vector<float>>& before, CpuConv conv = CpuConv::automatic);
+                const std::vector<std::vector<float>>& before, CpuConv conv = CpuConv::automatic,
+                DType dtype = DType::f32);
 // Random starting values of every input's gradient (for accumulate).
 std::vector<std::vector<float>> random_dx(const OpCase& c, const Graph& graph);
 // y, dx, gradients and parameters of `got` against `want` (CPU or CUDA) with one tolerance.

@@ -189,17 +189,18 @@ void check_cuda(const OpSpec& spec, const Variant& v) {
       std::cout << "[  NOTE    ] case " << c.name << " not run on CUDA: " << *why << "\n";
       continue;
     }
-    const OpData d = random_data(c, c.graph);
-    const std::vector<std::vector<float>> before = random_dx(c, c.graph);
+    const OpData d = rounded(random_data(c, c.graph), layer, v.dtype);
+    const std::vector<std::vector<float>> before = rounded(random_dx(c, c.graph), v.dtype);
     for (const std::vector<DxMode>& modes : dx_passes(layer.inputs.size())) {
       // A view shares its gradient with its input's: there is nothing to add or to skip.
       if (cuda::cuda_op(layer.op).is_view && cuda::cuda_op(layer.op).is_view(c.graph, layer, v.layout) &&
           modes[0] != DxMode::overwrite)
         continue;
       SCOPED_TRACE(std::string("dx ") + to_string(modes[0]));
-      const Outputs want = run_cpu(c, Layout::nchw, 1, d, modes, before);
+      // The CPU emulating the dtype is the reference of the GPU's kernels in it.
+      const Outputs want = run_cpu(c, Layout::nchw, 1, d, modes, before, CpuConv::automatic, v.dtype);
       const Outputs got = run_cuda(c, layer, v, d, modes, before);
-      expect_outputs(want, got, c, spec.cuda, "cuda vs cpu:");
+      expect_outputs(want, got, c, dtype_tolerance(v.dtype, spec.cuda), "cuda vs cpu:");
       if (::testing::Test::HasFatalFailure()) return;
     }
     ++ran;

@@ -122,6 +122,7 @@ class OpHarness {
       if (!param.trainable && !param.buffer) std::fill(v.begin(), v.end(), param.role == ParamRole::weight ? 1.0f : 0.0f);
       params.push_back(v);
       grads.emplace_back(static_cast<std::size_t>(param.elements), 0.0f);
+      cpu.param_elements.push_back(param.elements);
     }
     if (kernels.state_floats) state.assign(static_cast<std::size_t>(kernels.state_floats(*layer_, capacity)), 0.0f);
     if (kernels.workspace_floats)
@@ -173,9 +174,9 @@ class OpHarness {
 
   void forward(bool train = true) {
     cpu.train = train;
-    detail::cpu_op(layer_->op).forward(cpu);
+    detail::run_forward(cpu);  // the op's kernel, then its output rounded to cpu.dtype
   }
-  void backward() { detail::cpu_op(layer_->op).backward(cpu); }
+  void backward() { detail::run_backward(cpu); }
 
   // L = sum(y * dy) over the batch after a forward (in double).
   double objective(bool train = true) {

@@ -17,15 +17,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("kiln_train_" + name + "_" + std::to_string(getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string str(const std::string& child = "") const { return (path / child).string(); }
+// Each test's own temporary directory.
+struct TrainDir : TempDir {
+  explicit TrainDir(const std::string& name) : TempDir("kiln_train", name) {}
 };
 
 const Cifar10& small_data() {
@@ -56,17 +50,9 @@ TrainConfig recipe() {
 SafetensorsFile weights_after(const Graph& g, const TrainConfig& c, RunOptions run) {
   Trainer t(g, c, run);
   t.fit(small_data());
-  TempDir tmp("w");
+  TrainDir tmp("w");
   t.save_weights(tmp.str("w.safetensors"));
   return read_safetensors(tmp.str("w.safetensors"));
-}
-
-void expect_same_weights(const SafetensorsFile& a, const SafetensorsFile& b) {
-  ASSERT_EQ(a.tensors.size(), b.tensors.size());
-  for (std::size_t i = 0; i < a.tensors.size(); ++i) {
-    EXPECT_EQ(a.tensors[i].name, b.tensors[i].name);
-    EXPECT_EQ(a.tensors[i].f32, b.tensors[i].f32) << a.tensors[i].name;  // bit for bit
-  }
 }
 
 // The CPU's convolution kernels a run can use: kiln's (what auto picks for these small
@@ -90,7 +76,7 @@ TEST(Training, SameSeedSameWeights) {
 TEST(Training, ResumeEqualsAnUninterruptedRun) {
   for (CpuConv conv : conv_kernels()) {
   SCOPED_TRACE(to_string(conv));
-  TempDir whole("whole"), split("split");
+  TrainDir whole("whole"), split("split");
   RunOptions run;
   run.threads = 2;
   run.cpu_conv = conv;
@@ -118,7 +104,7 @@ TEST(Training, ResumeEqualsAnUninterruptedRun) {
 }
 
 TEST(Training, ResumeRejectsAnotherModelOrBatch) {
-  TempDir dir("other");
+  TrainDir dir("other");
   RunOptions run;
   run.threads = 1;
   run.out = dir.str();
@@ -144,7 +130,7 @@ TEST(Training, ResumeRejectsAnotherModelOrBatch) {
 }
 
 TEST(Training, StopRequestSavesAndReturns) {
-  TempDir dir("stop");
+  TrainDir dir("stop");
   RunOptions run;
   run.threads = 1;
   run.out = dir.str();
@@ -213,7 +199,7 @@ TEST(Training, EpochEventCarriesTheTestLoss) {
 // With a validation split every epoch is judged on it, the test set is evaluated once at
 // the end, metrics.jsonl has a "val" line per epoch, and best.safetensors follows validation.
 TEST(Training, ValidationSplitIsEvaluatedEveryEpochAndTestOnce) {
-  TempDir tmp("val");
+  TrainDir tmp("val");
   Splits data = small_data();
   hold_out(data, 128, 7);
   ASSERT_EQ(data.val.size(), 128);
@@ -256,7 +242,7 @@ TEST(Training, ValidationSplitIsEvaluatedEveryEpochAndTestOnce) {
 }
 
 TEST(Training, WeightsRoundTripAndPredict) {
-  TempDir dir("predict");
+  TrainDir dir("predict");
   RunOptions run;
   run.threads = 1;
   run.max_steps = 4;
@@ -283,7 +269,7 @@ TEST(Training, WeightsRoundTripAndPredict) {
 }
 
 TEST(Training, InitFromMismatchedWeightsListsEveryProblem) {
-  TempDir dir("mismatch");
+  TrainDir dir("mismatch");
   RunOptions run;
   run.max_steps = 1;
   Trainer a(load_spec(repo_path("data/models/cifar_quick.yaml")).graph, recipe(), run);

@@ -132,15 +132,17 @@ TEST(CpuOpTable, MissingFunctionIsNamed) {
             fmt::format("CPU op table: {} entries for {} OpKinds", detail::kOpCount - 1, detail::kOpCount));
 }
 
-TEST(CpuOpTable, SupportsFp32InBothLayouts) {
+TEST(CpuOpTable, SupportsEveryDtypeInBothLayouts) {
   const Spec spec = parse_spec("input: [3, 8, 8]\nclasses: 10\nlayers:\n  - {op: conv, out: 4, kernel: 3}\n"
                                "  - {op: flatten}\n  - {op: linear, out: 10}\n");
   for (const Layer& layer : spec.graph.layers()) {
     const CpuOp& entry = detail::cpu_op(layer.op);
     EXPECT_EQ(entry.supports(layer, DType::f32, Layout::nchw), std::nullopt) << layer.name;
-    EXPECT_EQ(entry.supports(layer, DType::bf16, Layout::nchw), "the CPU backend runs fp32 only, got bf16") << layer.name;
-    EXPECT_EQ(entry.supports(layer, DType::f16, Layout::nchw), "the CPU backend runs fp32 only, got fp16") << layer.name;
+    EXPECT_EQ(entry.supports(layer, DType::bf16, Layout::nchw), std::nullopt) << layer.name;  // emulated
+    EXPECT_EQ(entry.supports(layer, DType::f16, Layout::nhwc), std::nullopt) << layer.name;
     EXPECT_EQ(entry.supports(layer, DType::f32, Layout::nhwc), std::nullopt) << layer.name;
+    EXPECT_EQ(entry.supports(layer, static_cast<DType>(9), Layout::nchw), "the CPU backend runs fp32, bf16 and fp16, got dtype 9")
+        << layer.name;
   }
 }
 
@@ -149,15 +151,16 @@ TEST(CpuOpTable, ARefusedLayerIsABuildErrorNamingIt) {
                                "  - {op: flatten}\n  - {name: fc, op: linear, out: 10}\n",
                                "m.yaml");
   EXPECT_NO_THROW(detail::require_cpu_support(spec.graph, DType::f32, Layout::nchw));
+  EXPECT_NO_THROW(detail::require_cpu_support(spec.graph, DType::bf16, Layout::nchw));
   try {
-    detail::require_cpu_support(spec.graph, DType::bf16, Layout::nchw);
-    FAIL() << "bf16 on the CPU was accepted";
+    detail::require_cpu_support(spec.graph, static_cast<DType>(9), Layout::nchw);  // no op runs it
+    FAIL() << "an unknown dtype on the CPU was accepted";
   } catch (const GraphError& e) {
     ASSERT_EQ(e.diagnostics().size(), 3u);  // conv, flatten, linear
     const Diagnostic& first = e.diagnostics()[0];
     EXPECT_EQ(first.layer, "c1");
     EXPECT_EQ(first.loc.line, 4);
-    EXPECT_EQ(first.message, "the CPU backend cannot run this layer: the CPU backend runs fp32 only, got bf16");
+    EXPECT_EQ(first.message, "the CPU backend cannot run this layer: the CPU backend runs fp32, bf16 and fp16, got dtype 9");
   }
 }
 

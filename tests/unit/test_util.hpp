@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -38,6 +41,30 @@ inline Diagnostic only_error(const std::string& yaml, const std::string& file = 
 
 inline bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
+}
+
+// A fresh directory under the system's temporary one, removed with the object: `prefix`
+// and `name` keep concurrent tests (and processes: the pid) apart.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir(const std::string& prefix, const std::string& name)
+      : path(std::filesystem::temp_directory_path() / (prefix + "_" + name + "_" + std::to_string(getpid()))) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str(const std::string& child = "") const { return (path / child).string(); }
+};
+
+// Two weights files hold the same tensors, bit for bit.
+inline void expect_same_weights(const SafetensorsFile& a, const SafetensorsFile& b) {
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (std::size_t i = 0; i < a.tensors.size(); ++i) {
+    EXPECT_EQ(a.tensors[i].name, b.tensors[i].name);
+    EXPECT_EQ(a.tensors[i].f32, b.tensors[i].f32) << a.tensors[i].name;
+  }
 }
 
 }  // namespace kiln::test

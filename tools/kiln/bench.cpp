@@ -16,7 +16,7 @@ struct BenchCliOptions {
   int repeats = 7;
   int steps = 5;
   bool json = false;
-  std::string layout = "nchw";
+  std::optional<std::string> layout;  // nhwc for bf16/fp16 on CUDA, else nchw
   std::string cpu_conv = "auto";
   std::string dtype = "fp32";
   bool autotune = false;
@@ -32,11 +32,12 @@ int run_bench(const BenchCliOptions& o) {
   b.threads = o.threads;
   b.repeats = o.repeats;
   b.steps_per_repeat = o.steps;
-  b.layout = *parse_layout(o.layout);
   b.cpu_conv = *parse_cpu_conv(o.cpu_conv);
   auto dtype = parse_dtype(o.dtype);
   if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", o.dtype));
   b.dtype = *dtype;
+  // NHWC by default where tensor cores want it: bf16 and fp16 on a GPU.
+  b.layout = *parse_layout(o.layout ? *o.layout : b.device == Backend::cuda && b.dtype != DType::f32 ? "nhwc" : "nchw");
   b.autotune = o.autotune;
   b.tf32 = o.tf32;
   b.nondeterministic = o.nondeterministic;
@@ -84,11 +85,12 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--repeats", o->repeats, "Timed repetitions (the median is reported)")->check(positive())->capture_default_str();
   app->add_option("--steps", o->steps, "Training steps per repetition")->check(positive())->capture_default_str();
   app->add_flag("--json", o->json, "Print JSON (the last line stays the summary)");
-  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}))->capture_default_str();
+  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc (default: nhwc for bf16/fp16 on CUDA, else nchw)")
+      ->check(CLI::IsMember({"nchw", "nhwc"}));
   app->add_option("--cpu-conv", o->cpu_conv, "CPU convolution kernels: auto (per layer and pass: kiln's GEMM or Winograd, or oneDNN's), kiln (im2col + GEMM only) or onednn")
       ->check(CLI::IsMember({"auto", "kiln", "onednn"}))
       ->capture_default_str();
-  app->add_option("--dtype", o->dtype, "CUDA: fp32 (fp16, bf16 not implemented yet)")->capture_default_str();
+  app->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (mixed precision; the CPU emulates bf16 and fp16 in fp32, slowly; CUDA: not implemented yet)")->capture_default_str();
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines first");
   app->add_flag("--tf32", o->tf32,
                 "CUDA, fp32: let cuDNN and cuBLAS use TF32 tensor cores (the spec's train: tf32: true does the same). "

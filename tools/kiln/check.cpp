@@ -16,7 +16,7 @@ struct CheckOptions {
   std::string model;
   std::optional<std::int64_t> batch;
   std::string dtype = "fp32";
-  std::string layout = "nchw";
+  std::optional<std::string> layout;  // nhwc for bf16/fp16 on CUDA, else nchw
   std::string target = "cpu";
   std::string data;
   std::string format, label;
@@ -62,10 +62,12 @@ nlohmann::json attrs_json(const Layer& layer) {
 
 int run_check(const CheckOptions& o) {
   auto dtype = parse_dtype(o.dtype);
-  auto layout = parse_layout(o.layout);
   if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", o.dtype));
-  if (!layout) throw UsageError(fmt::format("--layout must be nchw or nhwc, got '{}'", o.layout));
   const bool cuda = o.target == "cuda";
+  // NHWC by default where tensor cores want it: bf16 and fp16 on a GPU.
+  const std::string layout_name = o.layout ? *o.layout : cuda && *dtype != DType::f32 ? "nhwc" : "nchw";
+  auto layout = parse_layout(layout_name);
+  if (!layout) throw UsageError(fmt::format("--layout must be nchw or nhwc, got '{}'", layout_name));
 
   try {
     Spec spec = load_spec(o.model);
@@ -223,6 +225,10 @@ int run_check(const CheckOptions& o) {
     if (cudnn)
       fmt::print("cuDNN {}: {} tensor and {} operation descriptors finalized for batch {}, {}, {}\n", build_description(),
                  cudnn->tensors, cudnn->operations, batch, to_string(*dtype), to_string(*layout));
+    if (cuda && *dtype != DType::f32)
+      fmt::print("note: the descriptors above are {}'s, but kiln's CUDA kernels run fp32 only so far: a {} run on a GPU is "
+                 "refused until they do (the CPU emulates {}: --device cpu --dtype {})\n",
+                 to_string(*dtype), to_string(*dtype), to_string(*dtype), to_string(*dtype));
     if (on_gpu) {
       if (no_engine.empty()) fmt::print("cuDNN on this GPU has an engine for every convolution pass\n");
       for (const auto& line : no_engine) fmt::print(stderr, "{}: error: {}\n", o.model, line);
@@ -249,7 +255,7 @@ void add_check(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("model", o->model, "Model spec (YAML)")->required();
   app->add_option("--batch", o->batch, "Batch size (default: the spec's train: batch, else 128)")->check(positive());
   app->add_option("--dtype", o->dtype, "Element type: fp32, fp16 or bf16")->capture_default_str();
-  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc")->capture_default_str();
+  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc (default: nhwc for bf16/fp16 with --target cuda, else nchw)");
   app->add_option("--target", o->target, "Compile for: cpu, or cuda (cuDNN descriptors; needs no GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();

@@ -20,6 +20,7 @@ struct EvalOptions {
   std::string device = "auto";
   int threads = 0;
   std::optional<std::string> cpu_conv;  // auto; a run folder: the run's
+  std::optional<std::string> dtype;     // the spec's, else fp32; a run folder: the run's
   bool json = false;
 };
 
@@ -39,6 +40,13 @@ int run_eval(const EvalOptions& o) {
   run.device = resolve_device(o.device, &run.device_index);
   run.threads = o.threads;
   run.cpu_conv = *parse_cpu_conv(o.cpu_conv ? *o.cpu_conv : record ? record->cpu_conv : "auto");
+  // The number type the run trained (and evaluated) in, unless told otherwise.
+  const std::string dtype = o.dtype          ? *o.dtype
+                            : record         ? record->dtype
+                            : config.dtype   ? std::string(to_string(*config.dtype))
+                                             : "fp32";
+  run.dtype = *parse_dtype(dtype);
+  config.dtype = run.dtype;
   run.init = weights;
   std::string description;
   DataRequest want = data_request(!o.data.empty() ? o.data : record ? record->data_dir : "", o.format, o.label, spec);
@@ -97,6 +105,8 @@ void add_eval(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--batch", o->batch, "Batch size")->check(positive());
   app->add_option("--device", o->device, "auto (default), cpu, cuda or cuda:N (a device index, see kiln info)")->check(device_choice());
   app->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(positive());
+  app->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (default: a run folder's, else the spec's train: dtype, else fp32)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   app->add_option("--cpu-conv", o->cpu_conv, "CPU convolution kernels: auto (default; a run folder: the run's), kiln or onednn")
       ->check(CLI::IsMember({"auto", "kiln", "onednn"}));
   app->add_flag("--json", o->json, "Print JSON");

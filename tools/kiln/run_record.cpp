@@ -129,10 +129,11 @@ RunRecord read_run_record(const std::string& path) {
                             path, r.data_format),
                 ExitCode::invalid_input);
   // A resume and eval parse these; an edited value must not reach them unchecked.
-  if (!parse_layout(r.layout) || !parse_cpu_conv(r.cpu_conv))
-    throw Error(fmt::format("{}: device: layout '{}' and cpu_conv '{}' must be nchw or nhwc and auto, kiln or onednn\n"
+  if (!parse_layout(r.layout) || !parse_cpu_conv(r.cpu_conv) || !parse_dtype(r.dtype))
+    throw Error(fmt::format("{}: device: layout '{}', cpu_conv '{}' and dtype '{}' must be nchw or nhwc, auto, kiln or onednn, "
+                            "and fp32, bf16 or fp16\n"
                             "    hint: it is written by kiln train; to start over, train into a new --out",
-                            path, r.layout, r.cpu_conv),
+                            path, r.layout, r.cpu_conv, r.dtype),
                 ExitCode::invalid_input);
   if (r.model_file.empty())
     throw Error(fmt::format("{}: names no model file (model: file is empty)\n    hint: kiln train writes it; this one was "

@@ -267,14 +267,20 @@ int run_train(const TrainOptions& o) {
   refuse_to_overwrite(run.out, o);
   run.init = record ? record->init : o.init;
   run.resume = o.resume;
-  const std::string layout = o.layout ? *o.layout : record ? record->layout : "nchw";
-  run.layout = *parse_layout(layout);
   // The kernels change the rounding, so a resumed run keeps the ones it started with.
   run.cpu_conv = *parse_cpu_conv(o.cpu_conv ? *o.cpu_conv : record ? record->cpu_conv : "auto");
-  const std::string dtype_name = o.dtype ? *o.dtype : record ? record->dtype : "fp32";
+  // The number type: --dtype, else a resumed run's, else the spec's train: dtype, else fp32.
+  const std::string dtype_name = o.dtype          ? *o.dtype
+                                 : record         ? record->dtype
+                                 : config.dtype   ? std::string(to_string(*config.dtype))
+                                                  : "fp32";
   auto dtype = parse_dtype(dtype_name);
   if (!dtype) throw UsageError(fmt::format("--dtype must be fp32, fp16 or bf16, got '{}'", dtype_name));
   run.dtype = *dtype;
+  config.dtype = *dtype;
+  // NHWC by default where tensor cores want it: bf16 and fp16 on a GPU.
+  const std::string default_layout = run.device == Backend::cuda && run.dtype != DType::f32 ? "nhwc" : "nchw";
+  run.layout = *parse_layout(o.layout ? *o.layout : record ? record->layout : default_layout);
   if (o.workspace_mb) run.workspace_limit = static_cast<std::int64_t>(*o.workspace_mb * 1024 * 1024);
   run.autotune = o.autotune;
   run.tf32 = o.tf32;
@@ -396,6 +402,8 @@ int run_train(const TrainOptions& o) {
     if (run.device == Backend::cpu && run.cpu_conv != CpuConv::automatic)
       notes.emplace_back(fmt::format("{} convolutions", to_string(run.cpu_conv)));
     if (run.device == Backend::cuda && run.dtype == DType::f32 && (run.tf32 || config.tf32)) notes.emplace_back("tf32");
+    if (run.dtype != DType::f32)
+      notes.emplace_back(fmt::format("{}{}", to_string(run.dtype), run.device == Backend::cpu ? ", emulated in fp32" : ""));
     if (run.device == Backend::cuda && run.nondeterministic) notes.emplace_back("nondeterministic");
     const std::string device = fmt::format("device {}{}", to_string(run.device),
                                            notes.empty() ? "" : fmt::format(" ({})", fmt::join(notes, ", ")));
@@ -436,6 +444,9 @@ int run_train(const TrainOptions& o) {
   auto progress = std::make_shared<Progress>();
   trainer.on_step([&, progress](const StepEvent& e) {
     if (o.json) return;
+    if (e.skipped)
+      fmt::print(stderr, "{}step {}: the fp16 gradients overflowed at loss scale {:g}: update skipped, scale halved\n",
+                 tty ? "\r\033[K" : "", e.step, e.loss_scale);
     Progress& p = *progress;
     if (p.first_step < 0) p.first_step = e.step - 1, p.start = Clock::now();
     if (e.epoch != p.epoch) p.epoch = e.epoch, p.loss_sum = 0, p.count = 0;
@@ -553,11 +564,14 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
       ->check(CLI::IsMember({"epoch", "end", "none"}))
       ->capture_default_str();
   app->add_flag("--json", o->json, "One JSON object per epoch on stdout, no progress bar");
-  app->add_option("--layout", o->layout, "Activation layout: nchw (default) or nhwc")->check(CLI::IsMember({"nchw", "nhwc"}));
+  app->add_option("--layout", o->layout, "Activation layout: nchw or nhwc (default: nhwc for bf16/fp16 on CUDA, else nchw)")->check(CLI::IsMember({"nchw", "nhwc"}));
   app->add_option("--cpu-conv", o->cpu_conv,
                   "CPU convolution kernels: auto (default: per layer and pass, kiln's GEMM or Winograd or oneDNN's, by a fixed rule), kiln (im2col + GEMM only) or onednn")
       ->check(CLI::IsMember({"auto", "kiln", "onednn"}));
-  app->add_option("--dtype", o->dtype, "CUDA: activation type (fp32; fp16 and bf16 are not implemented yet)");
+  app->add_option("--dtype", o->dtype,
+                  "fp32 (default), or mixed precision in bf16 or fp16 (the spec's train: dtype; fp16 with a dynamic loss "
+                  "scale). The CPU emulates bf16 and fp16 in fp32, slowly: for checking. CUDA: not implemented yet")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(non_negative());
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines of each convolution before training");
   app->add_flag("--tf32", o->tf32,
