@@ -49,9 +49,14 @@ constexpr int kLanes = 8;              // tiles transformed at once
 constexpr std::int64_t kChunk = 64;    // tiles per chunk at most (a multiple of kLanes)
 constexpr std::int64_t kAlign = 64;    // floats (256 bytes) between workspace regions
 constexpr std::int64_t kPoints = 36;   // 6x6
-constexpr std::int64_t kDwChunk = 256; // tiles per step of a shared or summed chunk at most
+constexpr std::int64_t kStep = 256;    // tiles per step of a shared or summed chunk at most
 
 std::int64_t aligned(std::int64_t floats) { return (floats + kAlign - 1) / kAlign * kAlign; }
+// Columns of V, M and E: whole groups of kLanes tiles.
+std::int64_t whole_lanes(std::int64_t tiles) { return (tiles + kLanes - 1) / kLanes * kLanes; }
+// Tiles per step where the whole team works on each chunk (shared chunks, the weight
+// gradient's sum): all of them, up to kStep.
+std::int64_t step_chunk(std::int64_t tiles) { return std::clamp<std::int64_t>(whole_lanes(tiles), kLanes, kStep); }
 
 // The conv both passes run: `in` (n x cin x h x w) to `out` (n x cout x h x w), 3x3, pad 1,
 // with the filters already in the Winograd domain, u[xi] a cout x cin matrix (`transposed`:
@@ -69,7 +74,7 @@ struct Conv {
 
 std::int64_t chunk_for(std::int64_t tiles, int threads) {
   const std::int64_t per = (tiles + threads - 1) / threads;
-  return std::clamp<std::int64_t>((per + kLanes - 1) / kLanes * kLanes, kLanes, kChunk);
+  return std::clamp<std::int64_t>(whole_lanes(per), kLanes, kChunk);
 }
 
 std::int64_t slot_floats(std::int64_t cin, std::int64_t cout, std::int64_t chunk) {
@@ -179,6 +184,17 @@ KILN_INLINE inline void output_tiles(const Conv& cv, const float* m, std::int64_
   }
 }
 
+// Where tiles [t0, t1) lie, padded with empty lanes to `lanes`.
+void tile_table(const Conv& cv, std::int64_t t0, std::int64_t t1, std::int64_t lanes, TileAt* at) {
+  for (std::int64_t q = 0; q < lanes; ++q) at[q] = t0 + q < t1 ? tile_at(cv, t0 + q) : TileAt{};
+}
+
+// V[xi][c][0 .. lanes) for input channel c of a chunk's tiles.
+KILN_INLINE inline void input_channel(const Conv& cv, const float* in, std::int64_t c, const TileAt* at, std::int64_t lanes,
+                                      float* v) {
+  for (std::int64_t g = 0; g < lanes; g += kLanes) input_tiles(cv, in, c, at + g, v + c * lanes + g, cv.cin * lanes);
+}
+
 // M[xi] = U[xi] V[xi] for `lanes` tiles.
 void products(const Conv& cv, std::int64_t xi, const float* v, float* m, std::int64_t lanes) {
   const float* u = cv.u + xi * cv.cin * cv.cout;
@@ -189,14 +205,13 @@ void products(const Conv& cv, std::int64_t xi, const float* v, float* m, std::in
 // Tiles [t0, t1) of `in` into `out`, in the slot (V then M) of the calling thread.
 void run_chunk(const Conv& cv, const float* in, float* out, std::int64_t t0, std::int64_t t1, std::int64_t chunk,
                float* slot) {
-  const std::int64_t lanes = (t1 - t0 + kLanes - 1) / kLanes * kLanes;  // columns of V and M
+  const std::int64_t lanes = whole_lanes(t1 - t0);  // columns of V and M
   float* v = slot;
   float* m = slot + aligned(kPoints * cv.cin * chunk);
   TileAt at[kChunk];
-  for (std::int64_t q = 0; q < lanes; ++q) at[q] = t0 + q < t1 ? tile_at(cv, t0 + q) : TileAt{};
+  tile_table(cv, t0, t1, lanes, at);
   math::with_best_simd([&](auto) KILN_INLINE {
-    for (std::int64_t c = 0; c < cv.cin; ++c)
-      for (std::int64_t g = 0; g < lanes; g += kLanes) input_tiles(cv, in, c, at + g, v + c * lanes + g, cv.cin * lanes);
+    for (std::int64_t c = 0; c < cv.cin; ++c) input_channel(cv, in, c, at, lanes, v);
   });
   for (std::int64_t xi = 0; xi < kPoints; ++xi) products(cv, xi, v, m, lanes);
   math::with_best_simd([&](auto) KILN_INLINE {
@@ -213,31 +228,24 @@ void run_chunk(const Conv& cv, const float* in, float* out, std::int64_t t0, std
 // of U, many megabytes, for a few tiles.
 bool shared_chunks(std::int64_t tiles, int team) { return team > 1 && chunk_for(tiles, team) < kChunk; }
 
-// Chunks shared by the team: kDwChunk tiles at a time.
-std::int64_t shared_chunk(std::int64_t tiles) {
-  return std::clamp<std::int64_t>((tiles + kLanes - 1) / kLanes * kLanes, kLanes, kDwChunk);
-}
-
 // The whole conv: the filters are in the workspace's first region already.
 void run(const Conv& cv, int threads, const float* in, float* out, float* slots) {
   const std::int64_t tiles = cv.tiles();
   if (tiles == 0) return;
   const int team_max = gemm_team(threads);
   if (shared_chunks(tiles, team_max)) {
-    const std::int64_t chunk = shared_chunk(tiles);
+    const std::int64_t chunk = step_chunk(tiles);
     float* v = slots;
     float* m = slots + aligned(kPoints * cv.cin * chunk);
-    TileAt ats[kDwChunk];
+    TileAt ats[kStep];
     for (std::int64_t t0 = 0; t0 < tiles; t0 += chunk) {
-      const std::int64_t lanes = (std::min(chunk, tiles - t0) + kLanes - 1) / kLanes * kLanes;
-      for (std::int64_t q = 0; q < lanes; ++q) ats[q] = t0 + q < tiles ? tile_at(cv, t0 + q) : TileAt{};
+      const std::int64_t lanes = whole_lanes(std::min(chunk, tiles - t0));
+      tile_table(cv, t0, tiles, lanes, ats);
 #pragma omp parallel num_threads(team_max)
       {
 #pragma omp for schedule(static)
         for (std::int64_t c = 0; c < cv.cin; ++c)
-          math::with_best_simd([&](auto) KILN_INLINE {
-            for (std::int64_t g = 0; g < lanes; g += kLanes) input_tiles(cv, in, c, ats + g, v + c * lanes + g, cv.cin * lanes);
-          });
+          math::with_best_simd([&](auto) KILN_INLINE { input_channel(cv, in, c, ats, lanes, v); });
 #pragma omp for schedule(static)
         for (std::int64_t xi = 0; xi < kPoints; ++xi) products(cv, xi, v, m, lanes);
 #pragma omp for schedule(static)
@@ -323,17 +331,13 @@ void transform_filters(const ConvShape& s, int threads, const float* w, bool rot
 //   MT[xi][c][k] = sum_t V[xi][c][t] E[xi][t][k]      36 GEMMs summing over tiles
 //   dW[k][c]     = G^T MT[.][c][k] G
 //
-// The tiles are summed in steps of at most kDwChunk: all threads transform a step's input
+// The tiles are summed in steps of at most kStep: all threads transform a step's input
 // tiles (split by channel) and dY tiles (split by tile), then run its 36 GEMMs (split by xi),
 // each adding into MT. Every element of MT is one sum over the tiles in order, so dW does
 // not depend on the thread count.
 
-std::int64_t dw_chunk(std::int64_t tiles) {
-  return std::clamp<std::int64_t>((tiles + kLanes - 1) / kLanes * kLanes, kLanes, kDwChunk);
-}
-
 std::int64_t dw_floats(const ConvShape& s) {
-  const std::int64_t chunk = dw_chunk(s.n * ((s.h + 3) / 4) * ((s.w + 3) / 4));
+  const std::int64_t chunk = step_chunk(s.n * ((s.h + 3) / 4) * ((s.w + 3) / 4));
   return aligned(kPoints * s.c * chunk) + aligned(kPoints * chunk * s.co) + aligned(kPoints * s.c * s.co);
 }
 
@@ -396,23 +400,21 @@ void backward_weights_impl(const ConvShape& s, int threads, const float* x, cons
     std::fill(dw, dw + s.co * s.c * 9, 0.0f);
     return;
   }
-  const std::int64_t chunk = dw_chunk(tiles);
-  const std::int64_t co_pad = (s.co + kLanes - 1) / kLanes * kLanes;  // E's rows: whole groups of 8
+  const std::int64_t chunk = step_chunk(tiles);
+  const std::int64_t co_pad = whole_lanes(s.co);  // E's rows: whole groups of 8
   float* v = ws;
   float* e = v + aligned(kPoints * s.c * chunk);
   float* mt = e + aligned(kPoints * chunk * s.co);
   const int team = gemm_team(threads);
-  TileAt ats[kDwChunk];
+  TileAt ats[kStep];
   for (std::int64_t t0 = 0; t0 < tiles; t0 += chunk) {
-    const std::int64_t lanes = (std::min(chunk, tiles - t0) + kLanes - 1) / kLanes * kLanes;
-    for (std::int64_t q = 0; q < lanes; ++q) ats[q] = t0 + q < tiles ? tile_at(cv, t0 + q) : TileAt{};
+    const std::int64_t lanes = whole_lanes(std::min(chunk, tiles - t0));
+    tile_table(cv, t0, tiles, lanes, ats);
 #pragma omp parallel num_threads(team)
     {
 #pragma omp for schedule(static)
       for (std::int64_t c = 0; c < s.c; ++c)
-        math::with_best_simd([&](auto) KILN_INLINE {
-          for (std::int64_t g = 0; g < lanes; g += kLanes) input_tiles(cv, x, c, ats + g, v + c * lanes + g, s.c * lanes);
-        });
+        math::with_best_simd([&](auto) KILN_INLINE { input_channel(cv, x, c, ats, lanes, v); });
 #pragma omp for schedule(static)
       for (std::int64_t q = 0; q < lanes; ++q)
         math::with_best_simd([&](auto) KILN_INLINE {
@@ -466,7 +468,7 @@ std::int64_t workspace_floats(const ConvShape& s, int threads) {
   const std::int64_t tiles = s.n * ((s.h + 3) / 4) * ((s.w + 3) / 4);
   const std::int64_t chunk = chunk_for(std::max<std::int64_t>(tiles, 1), team);
   const std::int64_t own = shared_chunks(std::max<std::int64_t>(tiles, 1), team)
-                               ? slot_floats(s.c, s.co, shared_chunk(tiles))
+                               ? slot_floats(s.c, s.co, step_chunk(tiles))
                                : team * slot_floats(s.c, s.co, chunk);
   return std::max(aligned(kPoints * s.c * s.co) + own, dw_floats(s));
 }

@@ -83,7 +83,9 @@ RunPosition load_train_state(const std::string& path, CompiledPlan& plan, std::u
       scale = 0;
     }
     if (!(scale > 0) || !std::isfinite(scale))
-      throw CheckpointError(path, fmt::format("{}: metadata 'loss_scale' is not a positive number: '{}'", path, text));
+      throw CheckpointError(path, fmt::format("{}: metadata 'loss_scale' is not a positive number: '{}'\n    hint: kiln train "
+                                              "writes it; the file was edited or damaged. To start over, train into a new --out",
+                                              path, text));
     plan.set_loss_scale({scale, number("loss_scale_good_steps")});
   }
 

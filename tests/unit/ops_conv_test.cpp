@@ -278,6 +278,30 @@ TEST(ConvCpu, PartialBatch) {
   expect_matches_reference(h, true);
 }
 
+// A forward, then backward adding dx into what the buffer holds (a layer read by two
+// others), then backward with no dx wanted (a first layer): the results and the reference,
+// dx's plus what the buffer held.
+struct AccumulatedThenAlone {
+  ConvRef ref;
+  std::vector<float> dx, dw;
+};
+
+AccumulatedThenAlone accumulate_then_dw_alone(OpHarness& h) {
+  h.forward();
+  std::vector<float> before(h.dx[0].size());
+  for (std::size_t i = 0; i < before.size(); ++i) before[i] = static_cast<float>(i % 13) * 0.25f - 1.5f;
+  h.dx[0] = before;
+  h.cpu.accumulate[0] = true;
+  h.backward();
+  AccumulatedThenAlone out{reference(h), h.dx[0], {}};
+  for (std::size_t i = 0; i < before.size(); ++i) out.ref.dx[i] += before[i];
+  h.cpu.dx[0] = nullptr;
+  std::fill(h.grads[0].begin(), h.grads[0].end(), kNaN);
+  h.backward();
+  out.dw = h.grads[0];
+  return out;
+}
+
 // ---- oneDNN's kernels (conv_onednn.cpp) --------------------------------------------------
 
 #define KILN_SKIP_WITHOUT_ONEDNN() \
@@ -310,19 +334,9 @@ TEST(OneDnnConv, AccumulatesDxAndSkipsIt) {
     OpHarness h(conv_graph(k), "c", k.n);
     h.cpu.threads = 2;
     h.cpu.conv = CpuConv::onednn;
-    h.forward();
-    std::vector<float> before(h.dx[0].size());
-    for (std::size_t i = 0; i < before.size(); ++i) before[i] = static_cast<float>(i % 13) * 0.25f - 1.5f;
-    h.dx[0] = before;
-    h.cpu.accumulate[0] = true;
-    h.backward();
-    ConvRef r = reference(h);
-    for (std::size_t i = 0; i < before.size(); ++i) r.dx[i] += before[i];
-    expect_close(r.dx, h.dx[0].data(), kBwdAtol, kBwdRtol, "dx accumulated");
-    h.cpu.dx[0] = nullptr;
-    std::fill(h.grads[0].begin(), h.grads[0].end(), kNaN);
-    h.backward();
-    expect_close(r.dw, h.grads[0].data(), kBwdAtol, kBwdRtol, "dW without dx");
+    const AccumulatedThenAlone got = accumulate_then_dw_alone(h);
+    expect_close(got.ref.dx, got.dx.data(), kBwdAtol, kBwdRtol, "dx accumulated");
+    expect_close(got.ref.dw, got.dw.data(), kBwdAtol, kBwdRtol, "dW without dx");
   }
 }
 
@@ -465,19 +479,9 @@ TEST(WinogradConv, AccumulatesDxAndSkipsIt) {
     OpHarness h(conv_graph(k), "c", k.n);
     h.cpu.threads = 2;
     ASSERT_EQ(kernels_of(h), kWinogradKernel);
-    h.forward();
-    std::vector<float> before(h.dx[0].size());
-    for (std::size_t i = 0; i < before.size(); ++i) before[i] = static_cast<float>(i % 13) * 0.25f - 1.5f;
-    h.dx[0] = before;
-    h.cpu.accumulate[0] = true;
-    h.backward();
-    ConvRef r = reference(h);
-    for (std::size_t i = 0; i < before.size(); ++i) r.dx[i] += before[i];
-    expect_close_to_scale(r.dx, h.dx[0].data(), "dx accumulated");
-    h.cpu.dx[0] = nullptr;
-    std::fill(h.grads[0].begin(), h.grads[0].end(), kNaN);
-    h.backward();
-    expect_close_to_scale(r.dw, h.grads[0].data(), "dW without dx");
+    const AccumulatedThenAlone got = accumulate_then_dw_alone(h);
+    expect_close_to_scale(got.ref.dx, got.dx.data(), "dx accumulated");
+    expect_close_to_scale(got.ref.dw, got.dw.data(), "dW without dx");
   }
 }
 
