@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 
+#include "backend/cpu_ops.hpp"
 #include "graph/memory_blocks.hpp"
 #include "kiln/cudnn.hpp"
 #include "kiln/format.hpp"
@@ -54,7 +55,7 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
     : graph_(graph),
       batch_(batch),
       options_(options),
-      plan_(plan_memory(graph, batch, DType::f32, PlanMode::train, options.layout)),
+      plan_(plan_memory(graph, batch, options.dtype, PlanMode::train, options.layout)),
       batch_sizes_(planned_batch_sizes(batch, options.batch_sizes)),
       device_(options),  // first to touch the device: kiln's message when there is none
       convs_(device_.cudnn(), options.dtype, options.layout, {.tf32 = options.tf32, .deterministic = options.deterministic}),
@@ -111,15 +112,25 @@ void CudaExecutor::allocate_arena() {
     const auto& acc = plan_.accumulate[static_cast<std::size_t>(layer.index)];
     if (cuda_op(layer.op).dx_via_scratch && !acc.empty() && acc[0] &&
         plan_.gradient[static_cast<std::size_t>(layer.inputs[0])] >= 0)
-      scratch_bytes_ = std::max(scratch_bytes_, batch_ * graph_.layers()[static_cast<std::size_t>(layer.inputs[0])].shape.elements() * 4);
+      scratch_bytes_ = std::max(scratch_bytes_, batch_ * graph_.layers()[static_cast<std::size_t>(layer.inputs[0])].shape.elements() *
+                                                    size_of(options_.dtype));
   }
+  // bf16/fp16: the dtype copies of conv and linear parameters, and their gradients: half a
+  // parameter block each (2-byte elements at the masters' offsets, so 128-byte aligned).
+  in_dtype_.clear();
+  if (options_.dtype != DType::f32)
+    for (const Layer& layer : graph_.layers())
+      if (detail::params_in_dtype(layer))
+        for (int p : layer.params) in_dtype_.push_back(static_cast<std::size_t>(p));
+  if (!in_dtype_.empty()) needs.rounded_weights_bytes = 2 * (plan_.param_block_bytes / 4) * size_of(options_.dtype);
   // The scratch sits at the workspace's start, cuDNN's workspace after it: both are used by
   // one backward-data call.
   const std::int64_t scratch_span = detail::align_up(scratch_bytes_, MemoryPlan::alignment);
   needs.workspace_bytes = scratch_span + workspace_bytes_;
   const std::int64_t labels_span = detail::align_up(batch_ * 4, MemoryPlan::alignment);
   const std::int64_t stats_span = detail::align_up(StatsRing::kBlockBytes, MemoryPlan::alignment);
-  needs.staging_bytes = labels_span + stats_span + Staging::arena_bytes(batch_, graph_.input_shape());
+  const std::int64_t scaler_span = detail::align_up(static_cast<std::int64_t>(sizeof(LossScaler)), MemoryPlan::alignment);
+  needs.staging_bytes = labels_span + stats_span + scaler_span + Staging::arena_bytes(batch_, graph_.input_shape());
   detail::lay_out_blocks(graph_, plan_, &needs);
   check_fits(plan_.total_bytes, 4 * plan_.param_block_bytes, workspace_bytes_);
 
@@ -135,19 +146,28 @@ void CudaExecutor::allocate_arena() {
   for (std::int64_t offset : plan_.param_offsets) param_offset_.push_back(offset / 4);
   activations_ = block("activations");
   state_ = reinterpret_cast<float*>(block("state"));
-  scratch_ = scratch_bytes_ ? reinterpret_cast<float*>(block("workspace")) : nullptr;
+  scratch_ = scratch_bytes_ ? block("workspace") : nullptr;
+  if (!in_dtype_.empty()) {
+    dtype_params_ = block("rounded weights");
+    dtype_grads_ = dtype_params_ + (plan_.param_block_bytes / 4) * size_of(options_.dtype);
+  }
   workspace_ = block("workspace") + scratch_span;
   std::byte* staging = block("staging");
   labels_ = reinterpret_cast<std::int32_t*>(staging);
   KILN_CUDA_CHECK(cudaMemsetAsync(base, 0, static_cast<std::size_t>(plan_.total_bytes), device_.stream()));
   stats_.bind(staging + labels_span);
-  staging_.bind(staging + labels_span + stats_span, device_.stream());
+  if (options_.dtype == DType::f16) {
+    scaler_ = reinterpret_cast<LossScaler*>(staging + labels_span + stats_span);
+    set_loss_scale({detail::LossScale::kInitial, 0});
+  }
+  staging_.bind(staging + labels_span + stats_span + scaler_span, device_.stream());
 }
 
 void CudaExecutor::bind_layers_to_memory() {
-  auto buffer = [&](int b) -> float* {
-    return b < 0 ? nullptr : reinterpret_cast<float*>(activations_ + plan_.buffers[static_cast<std::size_t>(b)].offset);
+  auto buffer = [&](int b) -> void* {
+    return b < 0 ? nullptr : activations_ + plan_.buffers[static_cast<std::size_t>(b)].offset;
   };
+  const std::int64_t element = size_of(options_.dtype);
   float* state = state_;
   for (const Layer& layer : graph_.layers()) {
     LayerRun& run = runs_[static_cast<std::size_t>(layer.index)];
@@ -159,10 +179,17 @@ void CudaExecutor::bind_layers_to_memory() {
       run.dx.push_back(buffer(plan_.gradient[static_cast<std::size_t>(layer.inputs[slot])]));
       run.accumulate.push_back(slot < acc.size() && acc[slot]);
     }
+    const bool in_dtype = dtype_params_ && detail::params_in_dtype(layer);
     for (int p : layer.params) {
       const auto index = static_cast<std::size_t>(p);
-      run.params.push_back(params_ + param_offset_[index]);
-      run.grads.push_back(detail::gets_gradient(graph_, plan_, index) ? grads_ + param_offset_[index] : nullptr);
+      const bool grad = detail::gets_gradient(graph_, plan_, index);
+      if (in_dtype) {
+        run.params.push_back(dtype_params_ + param_offset_[index] * element);
+        run.grads.push_back(grad ? dtype_grads_ + param_offset_[index] * element : nullptr);
+      } else {
+        run.params.push_back(params_ + param_offset_[index]);
+        run.grads.push_back(grad ? grads_ + param_offset_[index] : nullptr);
+      }
     }
     if (const std::int64_t at = plan_.state_offsets[static_cast<std::size_t>(layer.index)]; at >= 0) run.state = state + at / 4;
   }
@@ -239,8 +266,24 @@ void CudaExecutor::read_grad(std::size_t i, std::span<float> out) const { copy_p
 void CudaExecutor::read_ema(std::size_t i, std::span<float> out) const { copy_param(i, out, ema_); }
 void CudaExecutor::write_ema(std::size_t i, std::span<const float> in) { upload_param(i, in, ema_); }
 
+detail::LossScale CudaExecutor::loss_scale() const {
+  if (!scaler_) return {};
+  LossScaler s{};
+  KILN_CUDA_CHECK(cudaMemcpyAsync(&s, scaler_, sizeof s, cudaMemcpyDeviceToHost, device_.stream()));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(device_.stream()));
+  return {s.scale, s.good_steps};
+}
+
+void CudaExecutor::set_loss_scale(const detail::LossScale& scale) {
+  if (!scaler_) return;
+  const LossScaler s{.scale = scale.scale, .skip = 0u, .good_steps = scale.good_steps};
+  KILN_CUDA_CHECK(cudaMemcpyAsync(scaler_, &s, sizeof s, cudaMemcpyHostToDevice, device_.stream()));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(device_.stream()));  // s lives on this stack
+}
+
 std::string CudaExecutor::describe() const {
-  return fmt::format("cuda, {}, fp32, {}{}{}", device_.name(), to_string(options_.layout), options_.tf32 ? ", tf32" : "",
+  return fmt::format("cuda, {}, {}, {}{}{}", device_.name(), to_string(options_.dtype), to_string(options_.layout),
+                     options_.tf32 ? ", tf32" : "",
                      options_.deterministic ? "" : ", nondeterministic");
 }
 

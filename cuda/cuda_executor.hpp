@@ -3,6 +3,12 @@
 // The CUDA backend's executor: one device arena per plan (parameters, gradients, momentum,
 // EMA, activations laid out by the memory planner, per-layer state, one cuDNN workspace,
 // staging), one compute stream, each layer run through its CUDA op table entry (op_*.cpp).
+// In a bf16/fp16 plan (mixed precision) the activations and their gradients are in that
+// dtype, and so are the weights convs and linears read and the gradients they write: copies
+// of the fp32 masters made before each forward, widened into the fp32 gradients after each
+// backward, so that the optimizer, batchnorm's parameters and statistics, the loss and the
+// checkpoints stay fp32 (the CPU oracle's contract, backend/cpu_ops.hpp). fp16 adds the
+// dynamic loss scale, kept on the device (LossScaler), so a step never waits for the host.
 // A training step allocates nothing and never waits for the host: cuDNN plans exist for the
 // capacity and every size in CudaOptions::batch_sizes from construction (and the workspace is
 // sized to them), and for a size given to prepare_batches() before the first step that runs
@@ -25,6 +31,7 @@
 #include "backend/executor.hpp"
 #include "cuda/conv_plan_cache.hpp"
 #include "cuda/device_context.hpp"
+#include "cuda/kernels.hpp"
 #include "cuda/memory.hpp"
 #include "cuda/op_table.hpp"
 #include "cuda/staging.hpp"
@@ -65,6 +72,8 @@ class CudaExecutor final : public detail::Executor {
   void set_profiling(bool on) override;
   std::vector<detail::LayerTime> layer_times() const override;
   std::string describe() const override;
+  detail::LossScale loss_scale() const override;
+  void set_loss_scale(const detail::LossScale& scale) override;
 
  private:
   // The constructor's steps, in order.
@@ -108,9 +117,15 @@ class CudaExecutor final : public detail::Executor {
   float* ema_ = nullptr;
   std::int64_t param_floats_ = 0;
   std::vector<std::int64_t> param_offset_;  // floats from params_ (and grads_, momentum_, ema_)
+  // bf16/fp16: the dtype copies of conv and linear parameters and their gradients, at the
+  // masters' offsets counted in dtype elements; in_dtype_ lists those parameters.
+  std::byte* dtype_params_ = nullptr;
+  std::byte* dtype_grads_ = nullptr;
+  std::vector<std::size_t> in_dtype_;
+  LossScaler* scaler_ = nullptr;  // fp16 only
   std::byte* activations_ = nullptr;
   float* state_ = nullptr;                   // every layer's state_floats, in layer order
-  float* scratch_ = nullptr;
+  void* scratch_ = nullptr;
   std::int64_t scratch_bytes_ = 0;
   std::byte* workspace_ = nullptr;
   std::int64_t workspace_bytes_ = 0;

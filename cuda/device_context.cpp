@@ -13,9 +13,6 @@ namespace {
 // Runs before any member touches the device: a machine without a GPU or driver gets kiln's
 // message, not the CUDA runtime's error from creating a stream.
 int select_device(const detail::CudaOptions& options) {
-  if (options.dtype != DType::f32)
-    throw DeviceError(fmt::format("the CUDA backend trains in fp32 only so far; {} is not implemented yet (use --dtype fp32)",
-                                  to_string(options.dtype)));
   const int count = cuda_device_count();
   if (count == 0)
     throw DeviceError(fmt::format("--device cuda: {}; train on the CPU with --device cpu", cuda_unavailable_reason()));

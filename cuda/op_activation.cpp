@@ -17,16 +17,16 @@ Status compile(const Graph&, const Layer& layer, const Target& target, OpCompile
 
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  activation_forward(layer.op, static_cast<float>(layer.attrs.slope), run.x[0], run.y, ctx.dims(layer.shape).count(),
+  activation_forward(ctx.dtype, layer.op, static_cast<float>(layer.attrs.slope), run.x[0], run.y, ctx.dims(layer.shape).count(),
                      ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  float* dx = first_dx(run);
+  void* dx = first_dx(run);
   if (!dx) return;
-  const float* saved = detail::op_def(layer.op).backward_needs(layer).output ? run.y : run.x[0];
-  activation_backward(layer.op, static_cast<float>(layer.attrs.slope), saved, run.dy, dx, first_accumulates(run),
+  const void* saved = detail::op_def(layer.op).backward_needs(layer).output ? run.y : run.x[0];
+  activation_backward(ctx.dtype, layer.op, static_cast<float>(layer.attrs.slope), saved, run.dy, dx, first_accumulates(run),
                       ctx.dims(layer.shape).count(), ctx.stream);
 }
 

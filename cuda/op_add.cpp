@@ -13,14 +13,14 @@ Status compile(const Graph&, const Layer& layer, const Target& target, OpCompile
 
 void forward(LayerRun& run, const StepContext& ctx) {
   const std::int64_t count = ctx.dims(run.layer->shape).count();
-  add2(run.x[0], run.x[1], run.y, count, ctx.stream);
-  for (std::size_t i = 2; i < run.x.size(); ++i) add2(run.y, run.x[i], run.y, count, ctx.stream);
+  add2(ctx.dtype, run.x[0], run.x[1], run.y, count, ctx.stream);
+  for (std::size_t i = 2; i < run.x.size(); ++i) add2(ctx.dtype, run.y, run.x[i], run.y, count, ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const std::int64_t count = ctx.dims(run.layer->shape).count();
   for (std::size_t i = 0; i < run.dx.size(); ++i)
-    if (run.dx[i]) copy_or_add(run.dy, run.dx[i], run.accumulate[i], count, ctx.stream);
+    if (run.dx[i]) copy_or_add(ctx.dtype, run.dy, run.dx[i], run.accumulate[i], count, ctx.stream);
 }
 
 }  // namespace

@@ -16,15 +16,16 @@ std::int64_t state_floats(const Layer& layer) { return 2 * layer.shape.c; }
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
   const Attrs& a = layer.attrs;
-  batchnorm_forward(ctx.train, run.x[0], ctx.dims(layer.shape), run.y, run.params[0], run.params[1], run.params[2],
-                    run.params[3], run.state, run.state + layer.shape.c, static_cast<float>(a.momentum),
+  batchnorm_forward(ctx.dtype, ctx.train, run.x[0], ctx.dims(layer.shape), run.y, f32(run.params[0]), f32(run.params[1]),
+                    f32(run.params[2]), f32(run.params[3]), run.state, run.state + layer.shape.c, static_cast<float>(a.momentum),
                     static_cast<float>(a.eps), ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  batchnorm_backward(ctx.train, run.x[0], run.dy, ctx.dims(layer.shape), first_dx(run), first_accumulates(run), run.params[0],
-                     run.grads[0], run.grads[1], run.state, run.state + layer.shape.c, run.params[2], run.params[3],
+  batchnorm_backward(ctx.dtype, ctx.train, run.x[0], run.dy, ctx.dims(layer.shape), first_dx(run), first_accumulates(run),
+                     f32(run.params[0]), f32(run.grads[0]), f32(run.grads[1]), run.state, run.state + layer.shape.c,
+                     f32(run.params[2]), f32(run.params[3]),
                      static_cast<float>(layer.attrs.eps), ctx.stream);
 }
 

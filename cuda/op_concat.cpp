@@ -17,7 +17,7 @@ void forward(LayerRun& run, const StepContext& ctx) {
   std::int64_t offset = 0;
   for (std::size_t i = 0; i < run.x.size(); ++i) {
     const math::Dims4 part = ctx.input(layer, i);
-    concat_forward_part(run.x[i], part, run.y, out, offset, ctx.stream);
+    concat_forward_part(ctx.dtype, run.x[i], part, run.y, out, offset, ctx.stream);
     offset += part.c;
   }
 }
@@ -28,7 +28,7 @@ void backward(LayerRun& run, const StepContext& ctx) {
   std::int64_t offset = 0;
   for (std::size_t i = 0; i < run.dx.size(); ++i) {
     const math::Dims4 part = ctx.input(layer, i);
-    if (run.dx[i]) concat_backward_part(run.dy, out, run.dx[i], part, offset, run.accumulate[i], ctx.stream);
+    if (run.dx[i]) concat_backward_part(ctx.dtype, run.dy, out, run.dx[i], part, offset, run.accumulate[i], ctx.stream);
     offset += part.c;
   }
 }

@@ -42,18 +42,18 @@ void bind(const Layer& layer, const LayerRun& run, const BindContext& ctx) {
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
   ctx.convs->find(layer.index, ctx.n)->fwd->execute(ctx.cudnn);
-  if (layer.attrs.bias) bias_forward(run.y, run.params[1], ctx.dims(layer.shape), ctx.stream);
+  if (layer.attrs.bias) bias_forward(ctx.dtype, run.y, run.params[1], ctx.dims(layer.shape), ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
   ConvPlans& p = *ctx.convs->find(layer.index, ctx.n);
-  if (float* dx = first_dx(run); p.bwd_data && dx) {
+  if (void* dx = first_dx(run); p.bwd_data && dx) {
     p.bwd_data->execute(ctx.cudnn);
-    if (first_accumulates(run)) copy_or_add(ctx.scratch, dx, true, ctx.input(layer, 0).count(), ctx.stream);
+    if (first_accumulates(run)) copy_or_add(ctx.dtype, ctx.scratch, dx, true, ctx.input(layer, 0).count(), ctx.stream);
   }
   if (p.bwd_filter && run.grads[0]) p.bwd_filter->execute(ctx.cudnn);
-  if (layer.attrs.bias && run.grads[1]) bias_backward(run.dy, ctx.dims(layer.shape), run.grads[1], ctx.stream);
+  if (layer.attrs.bias && run.grads[1]) bias_backward(ctx.dtype, run.dy, ctx.dims(layer.shape), run.grads[1], ctx.stream);
 }
 
 }  // namespace

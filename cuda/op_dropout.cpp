@@ -21,18 +21,18 @@ void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
   const float p = static_cast<float>(layer.attrs.p);
   const math::Dims4 d = ctx.dims(layer.shape);
-  if (ctx.train && p > 0) dropout_forward(p, mask_key(ctx.step, layer), run.x[0], run.y, d, ctx.stream);
-  else if (run.y != run.x[0]) copy_or_add(run.x[0], run.y, false, d.count(), ctx.stream);
+  if (ctx.train && p > 0) dropout_forward(ctx.dtype, p, mask_key(ctx.step, layer), run.x[0], run.y, d, ctx.stream);
+  else if (run.y != run.x[0]) copy_or_add(ctx.dtype, run.x[0], run.y, false, d.count(), ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  float* dx = first_dx(run);
+  void* dx = first_dx(run);
   if (!dx) return;
   const float p = static_cast<float>(layer.attrs.p);
   const math::Dims4 d = ctx.dims(layer.shape);
-  if (ctx.train && p > 0) dropout_backward(p, mask_key(ctx.step, layer), run.dy, dx, first_accumulates(run), d, ctx.stream);
-  else copy_or_add(run.dy, dx, first_accumulates(run), d.count(), ctx.stream);
+  if (ctx.train && p > 0) dropout_backward(ctx.dtype, p, mask_key(ctx.step, layer), run.dy, dx, first_accumulates(run), d, ctx.stream);
+  else copy_or_add(ctx.dtype, run.dy, dx, first_accumulates(run), d.count(), ctx.stream);
 }
 
 }  // namespace

@@ -17,12 +17,12 @@ Status compile(const Graph& graph, const Layer& layer, const Target& target, OpC
 }
 
 void forward(LayerRun& run, const StepContext& ctx) {
-  if (!run.view) nhwc_to_nchw(run.x[0], ctx.input(*run.layer, 0), run.y, ctx.stream);
+  if (!run.view) nhwc_to_nchw(ctx.dtype, run.x[0], ctx.input(*run.layer, 0), run.y, ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
-  if (float* dx = first_dx(run); !run.view && dx)
-    nchw_to_nhwc_grad(run.dy, ctx.input(*run.layer, 0), dx, first_accumulates(run), ctx.stream);
+  if (void* dx = first_dx(run); !run.view && dx)
+    nchw_to_nhwc_grad(ctx.dtype, run.dy, ctx.input(*run.layer, 0), dx, first_accumulates(run), ctx.stream);
 }
 
 }  // namespace

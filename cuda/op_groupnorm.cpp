@@ -13,14 +13,14 @@ Status compile(const Graph&, const Layer& layer, const Target& target, OpCompile
 
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  groupnorm_forward(run.x[0], ctx.dims(layer.shape), layer.attrs.groups, run.params[0], run.params[1], run.y,
+  groupnorm_forward(ctx.dtype, run.x[0], ctx.dims(layer.shape), layer.attrs.groups, f32(run.params[0]), f32(run.params[1]), run.y,
                     static_cast<float>(layer.attrs.eps), ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  groupnorm_backward(run.x[0], run.dy, ctx.dims(layer.shape), layer.attrs.groups, run.params[0], first_dx(run),
-                     first_accumulates(run), run.grads[0], run.grads[1], static_cast<float>(layer.attrs.eps), ctx.stream);
+  groupnorm_backward(ctx.dtype, run.x[0], run.dy, ctx.dims(layer.shape), layer.attrs.groups, f32(run.params[0]),
+                     first_dx(run), first_accumulates(run), f32(run.grads[0]), f32(run.grads[1]), static_cast<float>(layer.attrs.eps), ctx.stream);
 }
 
 }  // namespace

@@ -18,12 +18,12 @@ bool per_channel(const Layer& layer, const StepContext& ctx) {
 
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  mul_forward(run.x[0], run.x[1], per_channel(layer, ctx), ctx.dims(layer.shape), run.y, ctx.stream);
+  mul_forward(ctx.dtype, run.x[0], run.x[1], per_channel(layer, ctx), ctx.dims(layer.shape), run.y, ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  mul_backward(run.x[0], run.x[1], per_channel(layer, ctx), run.dy, ctx.dims(layer.shape), run.dx[0], run.accumulate[0],
+  mul_backward(ctx.dtype, run.x[0], run.x[1], per_channel(layer, ctx), run.dy, ctx.dims(layer.shape), run.dx[0], run.accumulate[0],
                run.dx[1], run.accumulate[1], ctx.stream);
 }
 

@@ -35,26 +35,26 @@ Status compile_global(const Graph&, const Layer& layer, const Target& target, Op
 
 void window_forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  pool_forward(layer.op == OpKind::maxpool, run.x[0], ctx.input(layer, 0), run.y, ctx.dims(layer.shape),
+  pool_forward(ctx.dtype, layer.op == OpKind::maxpool, run.x[0], ctx.input(layer, 0), run.y, ctx.dims(layer.shape),
                pool_geometry(layer.attrs), ctx.stream);
 }
 
 void window_backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  if (float* dx = first_dx(run))
-    pool_backward(layer.op == OpKind::maxpool, run.x[0], ctx.input(layer, 0), run.dy, ctx.dims(layer.shape), dx,
+  if (void* dx = first_dx(run))
+    pool_backward(ctx.dtype, layer.op == OpKind::maxpool, run.x[0], ctx.input(layer, 0), run.dy, ctx.dims(layer.shape), dx,
                   first_accumulates(run), pool_geometry(layer.attrs), ctx.stream);
 }
 
 void global_forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  global_pool_forward(layer.op == OpKind::global_maxpool, run.x[0], ctx.input(layer, 0), run.y, ctx.stream);
+  global_pool_forward(ctx.dtype, layer.op == OpKind::global_maxpool, run.x[0], ctx.input(layer, 0), run.y, ctx.stream);
 }
 
 void global_backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  if (float* dx = first_dx(run))
-    global_pool_backward(layer.op == OpKind::global_maxpool, run.x[0], ctx.input(layer, 0), run.dy, dx, first_accumulates(run),
+  if (void* dx = first_dx(run))
+    global_pool_backward(ctx.dtype, layer.op == OpKind::global_maxpool, run.x[0], ctx.input(layer, 0), run.dy, dx, first_accumulates(run),
                          ctx.stream);
 }
 

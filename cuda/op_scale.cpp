@@ -12,13 +12,13 @@ Status compile(const Graph&, const Layer& layer, const Target& target, OpCompile
 
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  scale_forward(static_cast<float>(layer.attrs.factor), run.x[0], run.y, ctx.dims(layer.shape).count(), ctx.stream);
+  scale_forward(ctx.dtype, static_cast<float>(layer.attrs.factor), run.x[0], run.y, ctx.dims(layer.shape).count(), ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  if (float* dx = first_dx(run))
-    scale_backward(static_cast<float>(layer.attrs.factor), run.dy, dx, first_accumulates(run), ctx.dims(layer.shape).count(),
+  if (void* dx = first_dx(run))
+    scale_backward(ctx.dtype, static_cast<float>(layer.attrs.factor), run.dy, dx, first_accumulates(run), ctx.dims(layer.shape).count(),
                    ctx.stream);
 }
 

@@ -23,14 +23,17 @@ namespace kiln::cuda {
 class ConvPlanCache;
 
 // One layer bound to its memory: everything its forward and backward read and write. Made
-// at construction; a step only reads it.
+// at construction; a step only reads it. Activations and their gradients are in the plan's
+// dtype (StepContext::dtype). Parameters and their gradients are the fp32 masters, except a
+// conv's and a linear's in a bf16/fp16 plan: those point to the dtype copies (the weights
+// cuDNN and cuBLAS read, the gradients they write; CudaExecutor casts them each step).
 struct LayerRun {
   const Layer* layer = nullptr;
-  std::vector<float*> x, dx;     // per input; dx nullptr where that input needs no gradient
+  std::vector<void*> x, dx;      // per input; dx nullptr where that input needs no gradient
   std::vector<bool> accumulate;  // per input: add into dx (another consumer wrote it first)
-  float* y = nullptr;
-  float* dy = nullptr;           // nullptr: the layer's output does not reach the loss
-  std::vector<float*> params, grads;  // grads nullptr where a parameter gets no gradient
+  void* y = nullptr;
+  void* dy = nullptr;            // nullptr: the layer's output does not reach the loss
+  std::vector<void*> params, grads;  // grads nullptr where a parameter gets no gradient
   float* state = nullptr;        // the op's state_floats (batchnorm: saved mean, inv std)
   bool view = false;             // a flatten sharing its input's memory
   std::string fwd_name, bwd_name;  // NVTX ranges and error context, made once
@@ -40,6 +43,7 @@ struct LayerRun {
 struct StepContext {
   const Graph* graph = nullptr;
   Layout layout = Layout::nchw;
+  DType dtype = DType::f32;      // of the activations and their gradients
   std::int64_t n = 0;            // samples in this batch
   bool train = false;
   std::uint64_t step = 0;        // keys the dropout masks
@@ -47,7 +51,7 @@ struct StepContext {
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
   ConvPlanCache* convs = nullptr;
-  float* scratch = nullptr;      // a convolution's dx when it must be added, not written
+  void* scratch = nullptr;       // a convolution's dx when it must be added, not written
 
   math::Dims4 dims(const Shape& s) const { return {n, s.c, s.h, s.w, layout == Layout::nhwc && s.is_image()}; }
   math::Dims4 input(const Layer& layer, std::size_t i) const {
@@ -83,7 +87,7 @@ PrepareContext prepare_context(const Graph& graph, const MemoryPlan& memory, con
 struct BindContext {
   ConvPlanCache* convs = nullptr;
   std::int64_t n = 0;
-  float* scratch = nullptr;
+  void* scratch = nullptr;
   std::byte* workspace = nullptr;
 };
 
@@ -124,7 +128,9 @@ Diagnostic cudnn_refusal(const Layer& layer, const std::string& what, const std:
 #include "graph/ops.def"
 
 // Helpers the entries share.
-inline float* first_dx(const LayerRun& run) { return run.dx.empty() ? nullptr : run.dx[0]; }
+inline void* first_dx(const LayerRun& run) { return run.dx.empty() ? nullptr : run.dx[0]; }
+// A parameter, gradient or input of an op that reads it as fp32 (batchnorm's, groupnorm's).
+inline float* f32(void* p) { return static_cast<float*>(p); }
 inline bool first_accumulates(const LayerRun& run) { return !run.accumulate.empty() && run.accumulate[0]; }
 std::optional<std::string> supported_everywhere(const Layer&, DType, Layout);
 std::int64_t no_state(const Layer&);

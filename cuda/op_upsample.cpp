@@ -12,14 +12,14 @@ Status compile(const Graph&, const Layer& layer, const Target& target, OpCompile
 
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  upsample_forward(run.x[0], ctx.input(layer, 0), run.y, ctx.dims(layer.shape), layer.attrs.scale.h, layer.attrs.scale.w,
+  upsample_forward(ctx.dtype, run.x[0], ctx.input(layer, 0), run.y, ctx.dims(layer.shape), layer.attrs.scale.h, layer.attrs.scale.w,
                    ctx.stream);
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
-  if (float* dx = first_dx(run))
-    upsample_backward(run.dy, ctx.dims(layer.shape), dx, ctx.input(layer, 0), first_accumulates(run), layer.attrs.scale.h,
+  if (void* dx = first_dx(run))
+    upsample_backward(ctx.dtype, run.dy, ctx.dims(layer.shape), dx, ctx.input(layer, 0), first_accumulates(run), layer.attrs.scale.h,
                       layer.attrs.scale.w, ctx.stream);
 }
 

@@ -78,8 +78,8 @@ bool Staging::transform_changed(const detail::InputTransform& t) const {
          !std::equal(t.inv_std.begin(), t.inv_std.end(), host + c, host + 2 * c);
 }
 
-void Staging::stage(const detail::HostBatch& batch, const detail::InputTransform& t, float* input, const math::Dims4& dims,
-                    std::int32_t* labels, cudaStream_t stream) {
+void Staging::stage(const detail::HostBatch& batch, const detail::InputTransform& t, void* input, DType dtype,
+                    const math::Dims4& dims, std::int32_t* labels, cudaStream_t stream) {
   trace::Range range("data/stage");
   const std::int64_t n = batch.n;
   const std::int64_t plane = sample_.elements();
@@ -124,7 +124,7 @@ void Staging::stage(const detail::HostBatch& batch, const detail::InputTransform
   const auto* labels_u8 = reinterpret_cast<const std::uint8_t*>(gather ? resident->second.labels.data() : slot.device_labels);
   const auto* indices = gather ? reinterpret_cast<const std::int64_t*>(slot.device_indices) : identity_;
   const auto* augment = batch.augment ? reinterpret_cast<const math::AugmentParams*>(slot.device_augment) : nullptr;
-  stage_batch(images, indices, augment, t.pad, mean_, inv_std_, input, dims, stream);
+  stage_batch(dtype, images, indices, augment, t.pad, mean_, inv_std_, input, dims, stream);
   gather_labels(labels_u8, indices, n, labels, stream);
   KILN_CUDA_CHECK(cudaEventRecord(slot.consumed.get(), stream));
 }

@@ -31,12 +31,12 @@ class Staging {
   static std::int64_t arena_bytes(std::int64_t capacity, const Shape& sample);
   void bind(std::byte* region, cudaStream_t stream);
 
-  // Writes `batch` into `input` (the input activation, dims of batch.n samples) and its
+  // Writes `batch` into `input` (the input activation in `dtype`, dims of batch.n samples) and its
   // labels into `labels`, on `stream`. The host waits only for the slot used two batches
   // ago, which is normally long done, and copies the normalization constants only when they
   // change.
-  void stage(const detail::HostBatch& batch, const detail::InputTransform& transform, float* input, const math::Dims4& dims,
-             std::int32_t* labels, cudaStream_t stream);
+  void stage(const detail::HostBatch& batch, const detail::InputTransform& transform, void* input, DType dtype,
+             const math::Dims4& dims, std::int32_t* labels, cudaStream_t stream);
   // Copies `data` to device memory, on the compute stream (so the first gather is ordered
   // after it) through pinned bounce buffers, and returns its content key
   // (detail::content_key): the batches' HostBatch::resident. Copies are kept by key, so a

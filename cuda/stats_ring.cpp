@@ -48,8 +48,16 @@ void StatsRing::collect(bool wait) {
     unsigned int nonfinite = 0;
     std::memcpy(&loss, host, 8);
     std::memcpy(&correct, host + 8, 8);
+    float scale = 0.0f;
     std::memcpy(&nonfinite, host + 16, 4);
-    collected_.push_back({slot.tag, loss, static_cast<std::int64_t>(correct), slot.count, nonfinite != 0});
+    std::memcpy(&scale, host + 20, 4);
+    detail::StepStats stats{.tag = slot.tag, .loss_sum = loss, .correct = static_cast<std::int64_t>(correct), .count = slot.count};
+    // fp16's loss scale (written only in training with loss scaling; 0 otherwise): gradients
+    // that overflowed at a scale above 1 skip the update; at 1 they are a divergence.
+    stats.loss_scale = scale > 0.0f ? scale : 1.0f;
+    stats.skipped = nonfinite != 0 && scale > 1.0f;
+    stats.nonfinite_grad = nonfinite != 0 && !stats.skipped;
+    collected_.push_back(stats);
     slot.pending = false;
     ++tail_;
   }

@@ -16,7 +16,8 @@ namespace kiln::cuda {
 class StatsRing {
  public:
   static constexpr std::size_t kSlots = 64;
-  // The device block: double loss sum, unsigned long long correct, unsigned int flag.
+  // The device block: double loss sum, unsigned long long correct, unsigned int flag, and
+  // float loss scale (fp16's, the step's; 0 where none was written).
   static constexpr std::int64_t kBlockBytes = 32;
 
   StatsRing();
@@ -27,6 +28,7 @@ class StatsRing {
   double* loss_sum() const { return reinterpret_cast<double*>(block_); }
   unsigned long long* correct() const { return reinterpret_cast<unsigned long long*>(block_ + 8); }
   unsigned int* nonfinite() const { return reinterpret_cast<unsigned int*>(block_ + 16); }
+  float* loss_scale() const { return reinterpret_cast<float*>(block_ + 20); }
 
   // Opens the next slot for a loss() of `count` samples recorded under `tag`. Only when 64
   // steps went unread does the host wait, for the oldest.

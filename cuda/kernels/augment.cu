@@ -12,8 +12,9 @@ namespace kiln::cuda {
 namespace {
 
 // One thread per output element, decoded from its offset in `d`'s layout.
+template <class T>
 __global__ void stage_kernel(const std::uint8_t* images, const std::int64_t* indices, const math::AugmentParams* augment,
-                             math::PadMode pad, const float* mean, const float* inv_std, float* out, Dims4 d,
+                             math::PadMode pad, const float* mean, const float* inv_std, T* out, Dims4 d,
                              std::int64_t count) {
   const std::int64_t plane = d.c * d.h * d.w;
   for (std::int64_t o = first_index(); o < count; o += grid_stride()) {
@@ -29,8 +30,8 @@ __global__ void stage_kernel(const std::uint8_t* images, const std::int64_t* ind
     }
     const std::uint8_t* image = images + indices[n] * plane;
     const math::AugmentParams a = augment ? augment[n] : math::AugmentParams{};
-    out[o] = math::augmented_pixel(image, static_cast<int>(d.h), static_cast<int>(d.w), static_cast<int>(c),
-                                   static_cast<int>(y), static_cast<int>(x), a, pad, mean[c], inv_std[c]);
+    out[o] = st<T>(math::augmented_pixel(image, static_cast<int>(d.h), static_cast<int>(d.w), static_cast<int>(c),
+                                   static_cast<int>(y), static_cast<int>(x), a, pad, mean[c], inv_std[c]));
   }
 }
 
@@ -41,11 +42,15 @@ __global__ void gather_labels_kernel(const std::uint8_t* labels, const std::int6
 
 }  // namespace
 
-void stage_batch(const std::uint8_t* images, const std::int64_t* indices, const math::AugmentParams* augment,
-                 math::PadMode pad, const float* mean, const float* inv_std, float* out, const Dims4& dims, cudaStream_t s) {
+void stage_batch(DType t, const std::uint8_t* images, const std::int64_t* indices, const math::AugmentParams* augment,
+                 math::PadMode pad, const float* mean, const float* inv_std, void* out, const Dims4& dims, cudaStream_t s) {
   const std::int64_t count = dims.count();
   if (count <= 0) return;
-  stage_kernel<<<grid_for(count), kThreads, 0, s>>>(images, indices, augment, pad, mean, inv_std, out, dims, count);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    stage_kernel<<<grid_for(count), kThreads, 0, s>>>(images, indices, augment, pad, mean, inv_std, static_cast<T*>(out),
+                                                      dims, count);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 

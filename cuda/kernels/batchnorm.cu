@@ -21,7 +21,8 @@ __device__ std::int64_t channel_value(const Dims4& d, std::int64_t c, std::int64
   return d.at(n, c, s / d.w, s % d.w);
 }
 
-__global__ void __launch_bounds__(kThreads) forward_kernel(bool train, const float* x, Dims4 d, float* y,
+template <class T>
+__global__ void __launch_bounds__(kThreads) forward_kernel(bool train, const T* x, Dims4 d, T* y,
                                                            const float* weight, const float* bias, float* running_mean,
                                                            float* running_var, float* save_mean, float* save_invstd,
                                                            float momentum, float eps) {
@@ -31,11 +32,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(bool train, const flo
     double mean = 0.0, invstd = 0.0;
     if (train) {
       double sum = 0.0;
-      for (std::int64_t j = threadIdx.x; j < m; j += kThreads) sum += x[channel_value(d, c, j)];
+      for (std::int64_t j = threadIdx.x; j < m; j += kThreads) sum += ld(x[channel_value(d, c, j)]);
       mean = block_sum(sum, shared) / static_cast<double>(m);
       double squares = 0.0;
       for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
-        const double dev = x[channel_value(d, c, j)] - mean;
+        const double dev = ld(x[channel_value(d, c, j)]) - mean;
         squares += dev * dev;
       }
       const double var = block_sum(squares, shared) / static_cast<double>(m);
@@ -55,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(bool train, const flo
     const math::BnAffine f = math::bn_affine(mean, invstd, weight ? weight[c] : 1.0f, bias ? bias[c] : 0.0f);
     for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
       const std::int64_t o = channel_value(d, c, j);
-      y[o] = x[o] * f.alpha + f.beta;
+      y[o] = st<T>(ld(x[o]) * f.alpha + f.beta);
     }
   }
 }
@@ -63,8 +64,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(bool train, const flo
 // Training: the batch statistics forward saved; evaluation: the running ones, the inverse
 // standard deviation rounded to float as the CPU's forward state holds it, and the
 // statistics are constants (dx = dy * weight * invstd).
-__global__ void __launch_bounds__(kThreads) backward_kernel(bool train, const float* x, const float* dy, Dims4 d,
-                                                            float* dx, bool accumulate, const float* weight,
+template <class T>
+__global__ void __launch_bounds__(kThreads) backward_kernel(bool train, const T* x, const T* dy, Dims4 d, T* dx, bool accumulate, const float* weight,
                                                             float* dweight, float* dbias, const float* save_mean,
                                                             const float* save_invstd, const float* running_mean,
                                                             const float* running_var, float eps) {
@@ -82,8 +83,9 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(bool train, const fl
     double sum_dy = 0.0, sum_dy_xmu = 0.0;
     for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
       const std::int64_t o = channel_value(d, c, j);
-      sum_dy += dy[o];
-      sum_dy_xmu += static_cast<double>(dy[o]) * (x[o] - mean);
+      const float g = ld(dy[o]);
+      sum_dy += g;
+      sum_dy_xmu += static_cast<double>(g) * (ld(x[o]) - mean);
     }
     sum_dy = block_sum(sum_dy, shared);
     sum_dy_xmu = block_sum(sum_dy_xmu, shared);
@@ -96,24 +98,27 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(bool train, const fl
     if (!train) b.proj = 0.0f, b.mean_dy = 0.0f;
     for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
       const std::int64_t o = channel_value(d, c, j);
-      const float v = math::bn_grad_input(x[o], dy[o], b);
-      dx[o] = accumulate ? dx[o] + v : v;
+      put(dx[o], math::bn_grad_input(ld(x[o]), ld(dy[o]), b), accumulate);
     }
   }
 }
 
 }  // namespace
 
-void batchnorm_forward(bool train, const float* x, const Dims4& dims, float* y, const float* weight, const float* bias,
+void batchnorm_forward(DType t, bool train, const void* x, const Dims4& dims, void* y, const float* weight, const float* bias,
                        float* running_mean, float* running_var, float* save_mean, float* save_invstd, float momentum, float eps,
                        cudaStream_t s) {
   if (dims.c <= 0 || dims.count() <= 0) return;
-  forward_kernel<<<blocks_for_items(dims.c), kThreads, 0, s>>>(train, x, dims, y, weight, bias, running_mean, running_var,
-                                                         save_mean, save_invstd, momentum, eps);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    forward_kernel<<<blocks_for_items(dims.c), kThreads, 0, s>>>(train, static_cast<const T*>(x), dims, static_cast<T*>(y),
+                                                                 weight, bias, running_mean, running_var, save_mean,
+                                                                 save_invstd, momentum, eps);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-void batchnorm_backward(bool train, const float* x, const float* dy, const Dims4& dims, float* dx, bool accumulate,
+void batchnorm_backward(DType t, bool train, const void* x, const void* dy, const Dims4& dims, void* dx, bool accumulate,
                         const float* weight, float* dweight, float* dbias, const float* save_mean, const float* save_invstd,
                         const float* running_mean, const float* running_var, float eps, cudaStream_t s) {
   if (dims.c <= 0 || (!dx && !dweight && !dbias)) return;
@@ -123,8 +128,12 @@ void batchnorm_backward(bool train, const float* x, const float* dy, const Dims4
     if (dbias) KILN_CUDA_CHECK(cudaMemsetAsync(dbias, 0, bytes, s));
     return;
   }
-  backward_kernel<<<blocks_for_items(dims.c), kThreads, 0, s>>>(train, x, dy, dims, dx, accumulate, weight, dweight, dbias,
-                                                          save_mean, save_invstd, running_mean, running_var, eps);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    backward_kernel<<<blocks_for_items(dims.c), kThreads, 0, s>>>(train, static_cast<const T*>(x), static_cast<const T*>(dy),
+                                                                  dims, static_cast<T*>(dx), accumulate, weight, dweight, dbias,
+                                                                  save_mean, save_invstd, running_mean, running_var, eps);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 

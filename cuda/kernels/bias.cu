@@ -10,20 +10,22 @@ namespace kiln::cuda {
 
 namespace {
 
-__global__ void bias_forward_kernel(float* y, const float* bias, Dims4 d, std::int64_t count) {
+template <class T>
+__global__ void bias_forward_kernel(T* y, const T* bias, Dims4 d, std::int64_t count) {
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += static_cast<std::int64_t>(blockDim.x) * gridDim.x)
-    y[i] += bias[d.channel_of(i)];
+    y[i] = st<T>(ld(y[i]) + ld(bias[d.channel_of(i)]));
 }
 
-__global__ void __launch_bounds__(kThreads) bias_backward_kernel(const float* dy, Dims4 d, float* dbias) {
+template <class T>
+__global__ void __launch_bounds__(kThreads) bias_backward_kernel(const T* dy, Dims4 d, T* dbias) {
   __shared__ double shared[kThreads];
   const std::int64_t hw = d.h * d.w, m = d.n * hw;
   for (std::int64_t c = blockIdx.x; c < d.c; c += gridDim.x) {
     double sum = 0.0;
     for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
       const std::int64_t n = j / hw, s = j % hw;
-      sum += dy[d.at(n, c, s / d.w, s % d.w)];
+      sum += ld(dy[d.at(n, c, s / d.w, s % d.w)]);
     }
     shared[threadIdx.x] = sum;
     __syncthreads();
@@ -31,28 +33,34 @@ __global__ void __launch_bounds__(kThreads) bias_backward_kernel(const float* dy
       if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
       __syncthreads();
     }
-    if (threadIdx.x == 0) dbias[c] = static_cast<float>(shared[0]);
+    if (threadIdx.x == 0) dbias[c] = st<T>(static_cast<float>(shared[0]));
     __syncthreads();  // shared[0] is read before the next channel overwrites it
   }
 }
 
 }  // namespace
 
-void bias_forward(float* y, const float* bias, const Dims4& dims, cudaStream_t s) {
+void bias_forward(DType t, void* y, const void* bias, const Dims4& dims, cudaStream_t s) {
   const std::int64_t count = dims.count();
   if (count <= 0 || !bias) return;
-  bias_forward_kernel<<<grid_for(count), kThreads, 0, s>>>(y, bias, dims, count);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    bias_forward_kernel<<<grid_for(count), kThreads, 0, s>>>(static_cast<T*>(y), static_cast<const T*>(bias), dims, count);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-void bias_backward(const float* dy, const Dims4& dims, float* dbias, cudaStream_t s) {
+void bias_backward(DType t, const void* dy, const Dims4& dims, void* dbias, cudaStream_t s) {
   if (dims.c <= 0 || !dbias) return;
-  if (dims.count() <= 0) {  // no values: the sum is 0, as the CPU's empty loop gives
-    KILN_CUDA_CHECK(cudaMemsetAsync(dbias, 0, static_cast<std::size_t>(dims.c) * sizeof(float), s));
+  if (dims.count() <= 0) {  // no values: the sum is 0 (all bits zero in every dtype), as the CPU's empty loop gives
+    KILN_CUDA_CHECK(cudaMemsetAsync(dbias, 0, static_cast<std::size_t>(dims.c * size_of(t)), s));
     return;
   }
   const unsigned blocks = static_cast<unsigned>(dims.c < 65535 ? dims.c : 65535);
-  bias_backward_kernel<<<blocks, kThreads, 0, s>>>(dy, dims, dbias);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    bias_backward_kernel<<<blocks, kThreads, 0, s>>>(static_cast<const T*>(dy), dims, static_cast<T*>(dbias));
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 

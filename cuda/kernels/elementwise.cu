@@ -44,30 +44,33 @@ struct Tanh {
   __device__ float bwd(float y, float dy) const { return math::tanh_bwd(y, dy); }
 };
 
-template <class F>
-__global__ void activation_forward_kernel(F f, const float* x, float* y, std::int64_t count) {
-  for (std::int64_t i = first_index(); i < count; i += grid_stride()) y[i] = f.fwd(x[i]);
+template <class F, class T>
+__global__ void activation_forward_kernel(F f, const T* x, T* y, std::int64_t count) {
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) y[i] = st<T>(f.fwd(ld(x[i])));
+}
+
+template <class F, class T>
+__global__ void activation_backward_kernel(F f, const T* saved, const T* dy, T* dx, bool accumulate, std::int64_t count) {
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) put(dx[i], f.bwd(ld(saved[i]), ld(dy[i])), accumulate);
 }
 
 template <class F>
-__global__ void activation_backward_kernel(F f, const float* saved, const float* dy, float* dx, bool accumulate,
-                                           std::int64_t count) {
-  for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const float v = f.bwd(saved[i], dy[i]);
-    dx[i] = accumulate ? dx[i] + v : v;
-  }
-}
-
-template <class F>
-void launch_forward(F f, const float* x, float* y, std::int64_t count, cudaStream_t s) {
-  activation_forward_kernel<<<grid_for(count), kThreads, 0, s>>>(f, x, y, count);
+void launch_forward(DType t, F f, const void* x, void* y, std::int64_t count, cudaStream_t s) {
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    activation_forward_kernel<<<grid_for(count), kThreads, 0, s>>>(f, static_cast<const T*>(x), static_cast<T*>(y), count);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 
 template <class F>
-void launch_backward(F f, const float* saved, const float* dy, float* dx, bool accumulate, std::int64_t count,
+void launch_backward(DType t, F f, const void* saved, const void* dy, void* dx, bool accumulate, std::int64_t count,
                      cudaStream_t s) {
-  activation_backward_kernel<<<grid_for(count), kThreads, 0, s>>>(f, saved, dy, dx, accumulate, count);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    activation_backward_kernel<<<grid_for(count), kThreads, 0, s>>>(f, static_cast<const T*>(saved), static_cast<const T*>(dy),
+                                                                   static_cast<T*>(dx), accumulate, count);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 
@@ -77,29 +80,33 @@ void launch_backward(F f, const float* saved, const float* dy, float* dx, bool a
 
 // ---- the rest -------------------------------------------------------------------------
 
-__global__ void scale_kernel(float factor, const float* in, float* out, bool accumulate, std::int64_t count) {
-  for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
-    const float v = factor * in[i];
-    out[i] = accumulate ? out[i] + v : v;
-  }
+template <class T>
+__global__ void scale_kernel(float factor, const T* in, T* out, bool accumulate, std::int64_t count) {
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) put(out[i], factor * ld(in[i]), accumulate);
 }
 
-__global__ void dropout_kernel(float p, float scale, std::uint64_t key, const float* in, float* out, bool accumulate,
-                               math::Dims4 d) {
+template <class T>
+__global__ void dropout_kernel(float p, float scale, std::uint64_t key, const T* in, T* out, bool accumulate, math::Dims4 d) {
   const std::int64_t count = d.count();
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
     const auto j = static_cast<std::uint64_t>(math::logical_index(d, i));
-    const float v = in[i] * math::dropout_multiplier(key, j, p, scale);
-    out[i] = accumulate ? out[i] + v : v;
+    put(out[i], ld(in[i]) * math::dropout_multiplier(key, j, p, scale), accumulate);
   }
 }
 
-__global__ void copy_or_add_kernel(const float* src, float* dst, bool accumulate, std::int64_t count) {
-  for (std::int64_t i = first_index(); i < count; i += grid_stride()) dst[i] = accumulate ? dst[i] + src[i] : src[i];
+template <class T>
+__global__ void copy_or_add_kernel(const T* src, T* dst, bool accumulate, std::int64_t count) {
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
+    if (accumulate)
+      dst[i] = st<T>(ld(dst[i]) + ld(src[i]));
+    else
+      dst[i] = src[i];
+  }
 }
 
-__global__ void add2_kernel(const float* a, const float* b, float* y, std::int64_t count) {
-  for (std::int64_t i = first_index(); i < count; i += grid_stride()) y[i] = a[i] + b[i];
+template <class T>
+__global__ void add2_kernel(const T* a, const T* b, T* y, std::int64_t count) {
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) y[i] = st<T>(ld(a[i]) + ld(b[i]));
 }
 
 __global__ void fill_kernel(float* p, float value, std::int64_t count) {
@@ -109,71 +116,90 @@ __global__ void fill_kernel(float* p, float value, std::int64_t count) {
 // The CPU computes 1 / (1 - p) in double from the spec's p and rounds it once; so does this.
 float dropout_scale(float p) { return static_cast<float>(1.0 / (1.0 - static_cast<double>(p))); }
 
+void launch_scale(DType t, float factor, const void* in, void* out, bool accumulate, std::int64_t count, cudaStream_t s) {
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    scale_kernel<<<grid_for(count), kThreads, 0, s>>>(factor, static_cast<const T*>(in), static_cast<T*>(out), accumulate, count);
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void launch_dropout(DType t, float p, std::uint64_t key, const void* in, void* out, bool accumulate, const Dims4& d,
+                    cudaStream_t s) {
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    dropout_kernel<<<grid_for(d.count()), kThreads, 0, s>>>(p, dropout_scale(p), key, static_cast<const T*>(in),
+                                                            static_cast<T*>(out), accumulate, d);
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
 }  // namespace
 
-void activation_forward(OpKind op, float slope, const float* x, float* y, std::int64_t count, cudaStream_t s) {
+void activation_forward(DType t, OpKind op, float slope, const void* x, void* y, std::int64_t count, cudaStream_t s) {
   if (count <= 0) return;
   switch (op) {
-    case OpKind::relu: return launch_forward(Relu{}, x, y, count, s);
-    case OpKind::leaky_relu: return launch_forward(LeakyRelu{slope}, x, y, count, s);
-    case OpKind::gelu: return launch_forward(Gelu{}, x, y, count, s);
-    case OpKind::silu: return launch_forward(Silu{}, x, y, count, s);
-    case OpKind::sigmoid: return launch_forward(Sigmoid{}, x, y, count, s);
-    case OpKind::tanh: return launch_forward(Tanh{}, x, y, count, s);
+    case OpKind::relu: return launch_forward(t, Relu{}, x, y, count, s);
+    case OpKind::leaky_relu: return launch_forward(t, LeakyRelu{slope}, x, y, count, s);
+    case OpKind::gelu: return launch_forward(t, Gelu{}, x, y, count, s);
+    case OpKind::silu: return launch_forward(t, Silu{}, x, y, count, s);
+    case OpKind::sigmoid: return launch_forward(t, Sigmoid{}, x, y, count, s);
+    case OpKind::tanh: return launch_forward(t, Tanh{}, x, y, count, s);
     default: not_an_activation("activation_forward", op);
   }
 }
 
-void activation_backward(OpKind op, float slope, const float* saved, const float* dy, float* dx, bool accumulate,
+void activation_backward(DType t, OpKind op, float slope, const void* saved, const void* dy, void* dx, bool accumulate,
                          std::int64_t count, cudaStream_t s) {
   if (count <= 0 || !dx) return;
   switch (op) {
-    case OpKind::relu: return launch_backward(Relu{}, saved, dy, dx, accumulate, count, s);
-    case OpKind::leaky_relu: return launch_backward(LeakyRelu{slope}, saved, dy, dx, accumulate, count, s);
-    case OpKind::gelu: return launch_backward(Gelu{}, saved, dy, dx, accumulate, count, s);
-    case OpKind::silu: return launch_backward(Silu{}, saved, dy, dx, accumulate, count, s);
-    case OpKind::sigmoid: return launch_backward(Sigmoid{}, saved, dy, dx, accumulate, count, s);
-    case OpKind::tanh: return launch_backward(Tanh{}, saved, dy, dx, accumulate, count, s);
+    case OpKind::relu: return launch_backward(t, Relu{}, saved, dy, dx, accumulate, count, s);
+    case OpKind::leaky_relu: return launch_backward(t, LeakyRelu{slope}, saved, dy, dx, accumulate, count, s);
+    case OpKind::gelu: return launch_backward(t, Gelu{}, saved, dy, dx, accumulate, count, s);
+    case OpKind::silu: return launch_backward(t, Silu{}, saved, dy, dx, accumulate, count, s);
+    case OpKind::sigmoid: return launch_backward(t, Sigmoid{}, saved, dy, dx, accumulate, count, s);
+    case OpKind::tanh: return launch_backward(t, Tanh{}, saved, dy, dx, accumulate, count, s);
     default: not_an_activation("activation_backward", op);
   }
 }
 
-void scale_forward(float factor, const float* x, float* y, std::int64_t count, cudaStream_t s) {
+void scale_forward(DType t, float factor, const void* x, void* y, std::int64_t count, cudaStream_t s) {
   if (count <= 0) return;
-  scale_kernel<<<grid_for(count), kThreads, 0, s>>>(factor, x, y, false, count);
-  KILN_CUDA_LAUNCH_CHECK();
+  launch_scale(t, factor, x, y, false, count, s);
 }
 
-void scale_backward(float factor, const float* dy, float* dx, bool accumulate, std::int64_t count, cudaStream_t s) {
+void scale_backward(DType t, float factor, const void* dy, void* dx, bool accumulate, std::int64_t count, cudaStream_t s) {
   if (count <= 0 || !dx) return;
-  scale_kernel<<<grid_for(count), kThreads, 0, s>>>(factor, dy, dx, accumulate, count);
-  KILN_CUDA_LAUNCH_CHECK();
+  launch_scale(t, factor, dy, dx, accumulate, count, s);
 }
 
-void dropout_forward(float p, std::uint64_t key, const float* x, float* y, const Dims4& d, cudaStream_t s) {
-  const std::int64_t count = d.count();
-  if (count <= 0) return;
-  dropout_kernel<<<grid_for(count), kThreads, 0, s>>>(p, dropout_scale(p), key, x, y, false, d);
-  KILN_CUDA_LAUNCH_CHECK();
+void dropout_forward(DType t, float p, std::uint64_t key, const void* x, void* y, const Dims4& d, cudaStream_t s) {
+  if (d.count() <= 0) return;
+  launch_dropout(t, p, key, x, y, false, d, s);
 }
 
-void dropout_backward(float p, std::uint64_t key, const float* dy, float* dx, bool accumulate, const Dims4& d,
+void dropout_backward(DType t, float p, std::uint64_t key, const void* dy, void* dx, bool accumulate, const Dims4& d,
                       cudaStream_t s) {
-  const std::int64_t count = d.count();
-  if (count <= 0 || !dx) return;
-  dropout_kernel<<<grid_for(count), kThreads, 0, s>>>(p, dropout_scale(p), key, dy, dx, accumulate, d);
-  KILN_CUDA_LAUNCH_CHECK();
+  if (d.count() <= 0 || !dx) return;
+  launch_dropout(t, p, key, dy, dx, accumulate, d, s);
 }
 
-void copy_or_add(const float* src, float* dst, bool accumulate, std::int64_t count, cudaStream_t s) {
+void copy_or_add(DType t, const void* src, void* dst, bool accumulate, std::int64_t count, cudaStream_t s) {
   if (count <= 0 || !dst || (dst == src && !accumulate)) return;
-  copy_or_add_kernel<<<grid_for(count), kThreads, 0, s>>>(src, dst, accumulate, count);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    copy_or_add_kernel<<<grid_for(count), kThreads, 0, s>>>(static_cast<const T*>(src), static_cast<T*>(dst), accumulate, count);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-void add2(const float* a, const float* b, float* y, std::int64_t count, cudaStream_t s) {
+void add2(DType t, const void* a, const void* b, void* y, std::int64_t count, cudaStream_t s) {
   if (count <= 0) return;
-  add2_kernel<<<grid_for(count), kThreads, 0, s>>>(a, b, y, count);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    add2_kernel<<<grid_for(count), kThreads, 0, s>>>(static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y),
+                                                     count);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 

@@ -4,6 +4,8 @@
 // striding over the elements (grid-stride loops), at most 65,535 blocks.
 #include <cstdint>
 
+#include "cuda/kernels/storage.cuh"
+
 namespace kiln::cuda {
 
 constexpr int kThreads = 256;  // a power of two: block reductions halve it

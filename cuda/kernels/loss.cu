@@ -15,14 +15,17 @@ namespace kiln::cuda {
 
 namespace {
 
-__global__ void loss_kernel(const float* logits, const std::int32_t* labels, std::int64_t n, int classes, float smoothing,
-                            float grad_scale, float* dlogits, double* loss_sum, unsigned long long* correct) {
+template <class T>
+__global__ void loss_kernel(const T* logits, const std::int32_t* labels, std::int64_t n, int classes, float smoothing,
+                            float grad_scale, const float* loss_scale, T* dlogits, double* loss_sum,
+                            unsigned long long* correct) {
   __shared__ double partial[kThreads];
+  if (loss_scale) grad_scale *= *loss_scale;  // a power of two: exact
   double loss = 0;
   double right = 0;  // counts below 2^53 are exact in a double
   for (std::int64_t i = threadIdx.x; i < n; i += kThreads) {
     const std::int64_t row = i * classes;
-    const math::SampleLoss s = math::softmax_cross_entropy(logits + row, classes, labels[i], smoothing, grad_scale,
+    const math::SampleLoss s = math::softmax_cross_entropy<T, T>(logits + row, classes, labels[i], smoothing, grad_scale,
                                                            dlogits ? dlogits + row : nullptr);
     loss += static_cast<double>(s.loss);
     right += s.correct ? 1.0 : 0.0;
@@ -37,10 +40,15 @@ __global__ void loss_kernel(const float* logits, const std::int32_t* labels, std
 
 }  // namespace
 
-void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std::int64_t n, int classes, float smoothing,
-                           float grad_scale, float* dlogits, double* loss_sum, unsigned long long* correct, cudaStream_t s) {
+void softmax_cross_entropy(DType t, const void* logits, const std::int32_t* labels, std::int64_t n, int classes,
+                           float smoothing, float grad_scale, const float* loss_scale, void* dlogits, double* loss_sum,
+                           unsigned long long* correct, cudaStream_t s) {
   if (n <= 0 || classes <= 0) return;
-  loss_kernel<<<1, kThreads, 0, s>>>(logits, labels, n, classes, smoothing, grad_scale, dlogits, loss_sum, correct);
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    loss_kernel<<<1, kThreads, 0, s>>>(static_cast<const T*>(logits), labels, n, classes, smoothing, grad_scale, loss_scale,
+                                       static_cast<T*>(dlogits), loss_sum, correct);
+  });
   KILN_CUDA_LAUNCH_CHECK();
 }
 

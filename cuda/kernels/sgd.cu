@@ -20,12 +20,30 @@ __global__ void sgd_kernel(float* w, float* momentum, const float* grad, std::in
   }
 }
 
+// fp16: the CPU's update with its loss scale — nothing on a skipped step; at scale 1 the
+// same operations as fp32's, otherwise the gradient times 1 / scale.
+__global__ void scaled_sgd_kernel(float* w, float* momentum, const float* grad, std::int64_t count, math::SgdHyper h,
+                                  const LossScaler* scaler) {
+  if (scaler->skip) return;
+  const float unscale = 1.0f / scaler->scale;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+    float unused = 0.0f;
+    math::sgd_update(w[i], momentum ? momentum[i] : unused, unscale == 1.0f ? grad[i] : grad[i] * unscale, h);
+  }
+}
+
 }  // namespace
 
-void sgd_update(float* w, float* momentum, const float* grad, std::int64_t count, const math::SgdHyper& h, cudaStream_t s) {
+void sgd_update(float* w, float* momentum, const float* grad, std::int64_t count, const math::SgdHyper& h,
+                const LossScaler* scaler, cudaStream_t s) {
   if (count <= 0) return;
   const std::int64_t blocks = (count + kThreads - 1) / kThreads;
-  sgd_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0, s>>>(w, momentum, grad, count, h);
+  const auto grid = static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
+  if (scaler)
+    scaled_sgd_kernel<<<grid, kThreads, 0, s>>>(w, momentum, grad, count, h, scaler);
+  else
+    sgd_kernel<<<grid, kThreads, 0, s>>>(w, momentum, grad, count, h);
   KILN_CUDA_LAUNCH_CHECK();
 }
 

@@ -15,8 +15,8 @@ namespace kiln {
 /// Element type of activations and parameters in a compiled plan.
 enum class DType : std::uint8_t {
   f32,   ///< IEEE single precision ("fp32")
-  f16,   ///< IEEE half precision ("fp16"; planned)
-  bf16,  ///< bfloat16 ("bf16"; planned)
+  f16,   ///< IEEE half precision ("fp16"): mixed precision with a dynamic loss scale
+  bf16,  ///< bfloat16 ("bf16"): mixed precision
 };
 
 /// Memory layout of 4-D activations: NCHW (channels-first) or NHWC (channels-last).

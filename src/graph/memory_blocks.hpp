@@ -14,7 +14,9 @@ struct BackendMemory {
   std::vector<std::int64_t> state_bytes;  // per layer: kept from forward to backward
   std::int64_t workspace_bytes = 0;       // one workspace, sized to the largest need
   std::int64_t staging_bytes = 0;         // labels and images on their way in
-  std::int64_t rounded_weights_bytes = 0;  // CPU, fp16/bf16: the weights convs and linears read, rounded (cpu_ops.hpp)
+  // fp16/bf16: the weights convs and linears read, rounded to the dtype (cpu_ops.hpp); on CUDA
+  // also their gradients in the dtype (cuda_executor.hpp).
+  std::int64_t rounded_weights_bytes = 0;
 };
 
 // Fills plan.blocks, plan.state_offsets and plan.total_bytes. Without `backend`: the

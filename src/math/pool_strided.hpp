@@ -13,25 +13,28 @@
 namespace kiln::math {
 
 // Offset (r * row_stride + c * col_stride) in `plane` of the window's first maximum in
-// row-major scan order; a NaN wins over any number.
-KILN_HD std::int64_t max_offset_strided(const float* plane, std::int64_t row_stride, std::int64_t col_stride, PoolSpan h,
+// row-major scan order; a NaN wins over any number. V: float, or a CUDA kernel's half
+// type (read as float).
+template <class V>
+KILN_HD std::int64_t max_offset_strided(const V* plane, std::int64_t row_stride, std::int64_t col_stride, PoolSpan h,
                                         PoolSpan w) {
   std::int64_t best = h.begin * row_stride + w.begin * col_stride;
   float best_value = -INFINITY;
   for (std::int64_t r = h.begin; r < h.end; ++r)
     for (std::int64_t c = w.begin; c < w.end; ++c) {
       const std::int64_t o = r * row_stride + c * col_stride;
-      float v = plane[o];
+      float v = static_cast<float>(plane[o]);
       if (v > best_value || v != v) best_value = v, best = o;  // v != v: NaN
     }
   return best;
 }
 
-KILN_HD float avg_window_strided(const float* plane, std::int64_t row_stride, std::int64_t col_stride, PoolSpan h,
+template <class V>
+KILN_HD float avg_window_strided(const V* plane, std::int64_t row_stride, std::int64_t col_stride, PoolSpan h,
                                  PoolSpan w) {
   float sum = 0.0f;
   for (std::int64_t r = h.begin; r < h.end; ++r)
-    for (std::int64_t c = w.begin; c < w.end; ++c) sum += plane[r * row_stride + c * col_stride];
+    for (std::int64_t c = w.begin; c < w.end; ++c) sum += static_cast<float>(plane[r * row_stride + c * col_stride]);
   return sum / static_cast<float>(h.extent * w.extent);
 }
 

@@ -205,7 +205,9 @@ TEST(CliCheck, TargetCuda) {
       EXPECT_TRUE(has(half.out, std::string("operation descriptors finalized for batch ") +
                                     (std::string(model).find("airbench") != std::string::npos ? "1024, " : "128, ") + dtype + ", nhwc"))
           << half.out;
-      EXPECT_TRUE(has(half.out, "kiln's CUDA kernels run fp32 only so far")) << half.out;
+      EXPECT_TRUE(has(half.out, std::string("mixed precision: activations, their gradients and conv/linear weights in ") + dtype))
+          << half.out;
+      EXPECT_EQ(has(half.out, "dynamic loss scaling"), std::string(dtype) == "fp16") << half.out;
     }
   CliRun ceil = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --target cuda");
   if (KILN_HAVE_CUDA) {

@@ -82,14 +82,31 @@ void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, 
                      << gpu[worst] << ", cpu " << cpu[worst] << " (atol " << atol << ", rtol " << rtol << ")";
 }
 
+// The bounds of compare_step: fp32's, and in bf16/fp16 (both backends in the dtype, the CPU
+// emulating it) one or two units of the dtype's last place where the backends' fp32 sums,
+// rounded to the dtype, land on either side of a rounding boundary.
+struct StepTolerance {
+  double logits_atol, logits_rtol, loss_rel, grad_rel, grad_rtol;
+};
+StepTolerance step_tolerance(DType dtype) {
+  switch (dtype) {
+    case DType::bf16: return {2e-2, 4e-2, 1e-2, 3e-2, 6e-2};
+    case DType::f16: return {4e-3, 8e-3, 3e-3, 6e-3, 2e-2};
+    case DType::f32: break;
+  }
+  return {1e-3, 1e-2, 1e-3, 2e-3, 1e-2};
+}
+
 // One training step on both backends from the same weights; compares logits, loss,
 // gradients and updated weights.
-void compare_step(Layout layout, bool resident, std::int64_t n) {
+void compare_step(Layout layout, bool resident, std::int64_t n, DType dtype = DType::f32) {
   Graph g = mixed_net();
   const std::int64_t capacity = 8;
-  auto cpu = detail::make_cpu_executor(g, capacity, 2);
+  const StepTolerance tol = step_tolerance(dtype);
+  auto cpu = detail::make_cpu_executor(g, capacity, 2, Layout::nchw, CpuConv::automatic, dtype);
   detail::CudaOptions o;
   o.layout = layout;
+  o.dtype = dtype;
   o.batch_sizes = {n};  // a short batch: planned at construction (the Trainer run below plans on first use)
   auto gpu = detail::make_cuda_executor(g, capacity, o);
   detail::init_params(*cpu, 9);
@@ -119,15 +136,18 @@ void compare_step(Layout layout, bool resident, std::int64_t n) {
   std::vector<float> lc(static_cast<std::size_t>(n * 10)), lg(lc.size());
   cpu->read_logits(lc);
   gpu->read_logits(lg);
-  expect_close(lg, lc, 1e-3, 1e-2, "logits");
+  expect_close(lg, lc, tol.logits_atol, tol.logits_rtol, "logits");
   for (auto* ex : {cpu.get(), gpu.get()}) {
     ex->backward(77);
     ex->update(hyper);
   }
   auto sc = detail::total(cpu->take_stats(true)), sg = detail::total(gpu->take_stats(true));
   EXPECT_EQ(sg.count, n);
-  EXPECT_NEAR(sg.loss_sum, sc.loss_sum, 1e-3 * std::fabs(sc.loss_sum) + 1e-3);
-  EXPECT_EQ(sg.correct, sc.correct);
+  EXPECT_NEAR(sg.loss_sum, sc.loss_sum, tol.loss_rel * std::fabs(sc.loss_sum) + 1e-3);
+  if (dtype == DType::f32) {
+    EXPECT_EQ(sg.correct, sc.correct);  // half logits may tie or swap a close argmax
+  }
+  EXPECT_FALSE(sg.nonfinite_grad);
   for (std::size_t p = 0; p < params.size(); ++p) {
     std::vector<float> c(static_cast<std::size_t>(params[p].elements)), gg(c.size());
     if (params[p].trainable) {
@@ -136,7 +156,7 @@ void compare_step(Layout layout, bool resident, std::int64_t n) {
       // Relative to the gradient's scale: fp32 summation orders differ between backends.
       double scale = 0;
       for (float v : c) scale = std::max(scale, static_cast<double>(std::fabs(v)));
-      expect_close(gg, c, 2e-3 * scale + 1e-6, 1e-2, params[p].name + " gradient");
+      expect_close(gg, c, tol.grad_rel * scale + 1e-6, tol.grad_rtol, params[p].name + " gradient");
     }
     cpu->read_param(p, c);
     gpu->read_param(p, gg);
@@ -211,6 +231,120 @@ TEST(CudaExecutor, WeightsRoundTripInBothLayouts) {
     gpu->write_param(0, w);
     gpu->read_param(0, back);
     EXPECT_EQ(w, back);
+  }
+}
+
+// Mixed precision: each CUDA kernel in bf16/fp16 against the CPU oracle of the same dtype,
+// through a whole step (NHWC, their default on CUDA, and NCHW). In fp16 the loss gradient is
+// scaled by 65536 on both, and the gradients read back are the scaled ones.
+TEST(CudaExecutor, TrainingStepMatchesCpuInBf16) {
+  KILN_REQUIRE_GPU();
+  compare_step(Layout::nhwc, false, 8, DType::bf16);
+  compare_step(Layout::nchw, true, 8, DType::bf16);
+}
+
+TEST(CudaExecutor, TrainingStepMatchesCpuInFp16) {
+  KILN_REQUIRE_GPU();
+  compare_step(Layout::nhwc, true, 8, DType::f16);
+  compare_step(Layout::nchw, false, 5, DType::f16);
+}
+
+// fp16's loss scale lives on the device: a scale so large that the scaled gradients overflow
+// fp16 skips the update (weights unchanged, not a divergence) and halves the scale, on the
+// GPU as on the CPU; the scale reads back and writes (resume) exactly.
+TEST(CudaExecutor, Fp16OverflowSkipsTheStepAndHalvesTheScale) {
+  KILN_REQUIRE_GPU();
+  Graph g = mixed_net();
+  const std::int64_t n = 8;
+  auto cpu = detail::make_cpu_executor(g, n, 2, Layout::nchw, CpuConv::automatic, DType::f16);
+  detail::CudaOptions o;
+  o.layout = Layout::nhwc;
+  o.dtype = DType::f16;
+  auto gpu = detail::make_cuda_executor(g, n, o);
+  EXPECT_EQ(gpu->loss_scale().scale, detail::LossScale::kInitial);
+  detail::init_params(*cpu, 9);
+  auto params = g.params();
+  std::vector<std::vector<float>> before;
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    std::vector<float> v(static_cast<std::size_t>(params[p].elements));
+    cpu->read_param(p, v);
+    gpu->write_param(p, v);
+    before.push_back(v);
+  }
+  const detail::LossScale huge{1099511627776.0f, 17};  // 2^40: every scaled gradient is inf in fp16
+  Batch b = make_batch(g, n);
+  detail::HostBatch hb{n, b.images.data(), b.labels.data(), b.augment.data(), 0, b.indices.data()};
+  detail::InputTransform t;
+  t.mean = {0.5f, 0.4f, 0.3f};
+  t.inv_std = {4.0f, 5.0f, 6.0f};
+  std::vector<math::SgdHyper> hyper(params.size(), math::SgdHyper{0.05f, 0.9f, 5e-4f, 0.0f, true});
+  for (auto* ex : {cpu.get(), gpu.get()}) {
+    ex->set_loss_scale(huge);
+    ex->stage(hb, t);
+    ex->forward(true, 3);
+    ex->loss({0.0f, false}, true, 1);
+    ex->backward(3);
+    ex->update(hyper);
+  }
+  for (auto* ex : {cpu.get(), gpu.get()}) {
+    const auto stats = ex->take_stats(true);
+    ASSERT_EQ(stats.size(), 1u);
+    EXPECT_TRUE(stats[0].skipped);
+    EXPECT_FALSE(stats[0].nonfinite_grad);
+    EXPECT_EQ(stats[0].loss_scale, huge.scale);
+    const detail::LossScale after = ex->loss_scale();
+    EXPECT_EQ(after.scale, huge.scale / 2);
+    EXPECT_EQ(after.good_steps, 0);
+  }
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    std::vector<float> w(static_cast<std::size_t>(params[p].elements));
+    gpu->read_param(p, w);
+    EXPECT_EQ(w, before[p]) << params[p].name << " changed on a skipped step";
+  }
+  // A good step counts toward growth, exactly as the CPU's.
+  gpu->set_loss_scale({1024.0f, 5});
+  gpu->stage(hb, t);
+  gpu->forward(true, 4);
+  gpu->loss({0.0f, false}, true, 2);
+  gpu->backward(4);
+  gpu->update(hyper);
+  const auto stats = gpu->take_stats(true);
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_FALSE(stats[0].skipped);
+  EXPECT_EQ(stats[0].loss_scale, 1024.0f);
+  EXPECT_EQ(gpu->loss_scale().scale, 1024.0f);
+  EXPECT_EQ(gpu->loss_scale().good_steps, 6);
+}
+
+// A short run in each half dtype follows the CPU oracle's losses step by step.
+TEST(CudaExecutor, ShortMixedPrecisionRunTracksTheCpu) {
+  KILN_REQUIRE_GPU();
+  Cifar10 data = make_synthetic_cifar10({512, 128, 1});
+  data.train.source = data.test.source = "synthetic";
+  Graph g = load_spec(std::string(KILN_SOURCE_DIR) + "/data/models/cifar_quick.yaml").graph;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(std::string(to_string(dtype)));
+    TrainConfig c;
+    c.epochs = 1;
+    c.batch = 64;
+    c.lr = 0.01;
+    c.augment = Augment{4, 0, true};
+    c.dtype = dtype;
+    std::vector<double> losses[2];
+    for (int device = 0; device < 2; ++device) {
+      RunOptions run;
+      run.device = device ? Backend::cuda : Backend::cpu;
+      run.threads = 2;
+      Trainer t(g, c, run);
+      t.on_step([&](const StepEvent& e) { losses[device].push_back(e.loss); });
+      TrainResult r = t.fit(data);
+      EXPECT_EQ(r.steps, 8);
+      EXPECT_EQ(r.skipped_steps, 0);
+    }
+    ASSERT_EQ(losses[0].size(), losses[1].size());
+    const double tol = dtype == DType::bf16 ? 2e-2 : 5e-3;
+    for (std::size_t i = 0; i < losses[0].size(); ++i)
+      EXPECT_NEAR(losses[1][i], losses[0][i], tol + tol * losses[0][i]) << "step " << i + 1;
   }
 }
 

@@ -49,7 +49,7 @@ void check_bn(OpHarness& h, bool train, bool nhwc) {
   DeviceBuffer<float> save_mean(std::vector<float>(c, kNaN)), save_invstd(std::vector<float>(c, kNaN));
 
   h.forward(train);  // updates the CPU's running statistics, keeps mean and invstd in state
-  cuda::batchnorm_forward(train, x.get(), d, y.get(), weight.get(), bias.get(), running_mean.get(), running_var.get(),
+  cuda::batchnorm_forward(DType::f32, train, x.get(), d, y.get(), weight.get(), bias.get(), running_mean.get(), running_var.get(),
                           save_mean.get(), save_invstd.get(), momentum, eps, nullptr);
   expect_near(h.y, from_layout(y.download(), d), 1e-4, 1e-4, "y", &d);
   expect_near(h.params[kMean], running_mean.download(), 1e-5, 1e-5, "running_mean");
@@ -61,7 +61,7 @@ void check_bn(OpHarness& h, bool train, bool nhwc) {
   // Backward, on the GPU's own saved statistics and running statistics.
   DeviceBuffer<float> dy(to_layout(h.dy, d)), dweight(std::vector<float>(c, kNaN)), dbias(std::vector<float>(c, kNaN));
   auto run = [&](float* dx, bool accumulate) {
-    cuda::batchnorm_backward(train, x.get(), dy.get(), d, dx, accumulate, weight.get(), weight_trained ? dweight.get() : nullptr,
+    cuda::batchnorm_backward(DType::f32, train, x.get(), dy.get(), d, dx, accumulate, weight.get(), weight_trained ? dweight.get() : nullptr,
                              bias_trained ? dbias.get() : nullptr, save_mean.get(), save_invstd.get(), running_mean.get(),
                              running_var.get(), eps, nullptr);
   };
@@ -164,9 +164,9 @@ void check_bias(const Dims4& nchw_dims, bool nhwc) {
   const std::vector<float> want_db(sums.begin(), sums.end());
 
   DeviceBuffer<float> y(to_layout(y0, d)), bias(b), ddy(to_layout(dy, d)), db(std::vector<float>(b.size(), kNaN));
-  cuda::bias_forward(y.get(), bias.get(), d, nullptr);
+  cuda::bias_forward(DType::f32, y.get(), bias.get(), d, nullptr);
   expect_near(want_y, from_layout(y.download(), d), 0.0, 0.0, "y", &d);
-  cuda::bias_backward(ddy.get(), d, db.get(), nullptr);
+  cuda::bias_backward(DType::f32, ddy.get(), d, db.get(), nullptr);
   expect_near(want_db, db.download(), 1e-5, 1e-5, "dbias");
 }
 

@@ -38,12 +38,12 @@ void check_groupnorm(OpHarness& h, bool nhwc) {
   DeviceBuffer<float> weight(h.params[0]), bias(h.params[1]);
   DeviceBuffer<float> x(to_layout(h.x[0], d)), y(std::vector<float>(h.y.size(), kNaN));
   h.forward();
-  cuda::groupnorm_forward(x.get(), d, groups, weight.get(), bias.get(), y.get(), eps, nullptr);
+  cuda::groupnorm_forward(DType::f32, x.get(), d, groups, weight.get(), bias.get(), y.get(), eps, nullptr);
   expect_near(h.y, from_layout(y.download(), d), 1e-4, 1e-4, "y", &d);
 
   DeviceBuffer<float> dy(to_layout(h.dy, d)), dweight(std::vector<float>(c, kNaN)), dbias(std::vector<float>(c, kNaN));
   auto run = [&](float* dx, bool accumulate) {
-    cuda::groupnorm_backward(x.get(), dy.get(), d, groups, weight.get(), dx, accumulate, dweight.get(), dbias.get(), eps,
+    cuda::groupnorm_backward(DType::f32, x.get(), dy.get(), d, groups, weight.get(), dx, accumulate, dweight.get(), dbias.get(), eps,
                              nullptr);
   };
   check_dx(h, d, 1e-4, 1e-4, run);  // ends with dx null: the parameter gradients must still come
@@ -51,7 +51,7 @@ void check_groupnorm(OpHarness& h, bool nhwc) {
   expect_near(h.grads[1], dbias.download(), 1e-4, 1e-4, "dbias");
   // Only dx wanted (frozen parameters).
   DeviceBuffer<float> dx(std::vector<float>(h.dx[0].size(), kNaN));
-  cuda::groupnorm_backward(x.get(), dy.get(), d, groups, weight.get(), dx.get(), false, nullptr, nullptr, eps, nullptr);
+  cuda::groupnorm_backward(DType::f32, x.get(), dy.get(), d, groups, weight.get(), dx.get(), false, nullptr, nullptr, eps, nullptr);
   h.bind();
   h.backward();
   expect_near(h.dx[0], from_layout(dx.download(), d), 1e-4, 1e-4, "dx (no parameter gradients)", &d);
@@ -103,7 +103,7 @@ void check_mul(OpHarness& h, bool nhwc) {
   const Dims4 d = dims_of(s, n, nhwc), db_dims = dims_of(h.cpu.in_shape(1), n, nhwc && !per_channel);
   DeviceBuffer<float> a(to_layout(h.x[0], d)), b(to_layout(h.x[1], db_dims)), y(std::vector<float>(h.y.size(), kNaN));
   h.forward();
-  cuda::mul_forward(a.get(), b.get(), per_channel, d, y.get(), nullptr);
+  cuda::mul_forward(DType::f32, a.get(), b.get(), per_channel, d, y.get(), nullptr);
   expect_near(h.y, from_layout(y.download(), d), 0, 0, "y", &d);
 
   DeviceBuffer<float> dy(to_layout(h.dy, d));
@@ -115,13 +115,13 @@ void check_mul(OpHarness& h, bool nhwc) {
     const std::vector<float> want_b = cpu_grad(h, 1, accumulate ? &before_b : nullptr);
     DeviceBuffer<float> da(accumulate ? to_layout(before_a, d) : std::vector<float>(want_a.size(), kNaN));
     DeviceBuffer<float> db(accumulate ? to_layout(before_b, db_dims) : std::vector<float>(want_b.size(), kNaN));
-    cuda::mul_backward(a.get(), b.get(), per_channel, dy.get(), d, da.get(), accumulate, nullptr, false, nullptr);
-    cuda::mul_backward(a.get(), b.get(), per_channel, dy.get(), d, nullptr, false, db.get(), accumulate, nullptr);
+    cuda::mul_backward(DType::f32, a.get(), b.get(), per_channel, dy.get(), d, da.get(), accumulate, nullptr, false, nullptr);
+    cuda::mul_backward(DType::f32, a.get(), b.get(), per_channel, dy.get(), d, nullptr, false, db.get(), accumulate, nullptr);
     const std::string how = accumulate ? " (accumulated)" : "";
     expect_near(want_a, from_layout(da.download(), d), 0, 0, "da" + how, &d);
     expect_near(want_b, from_layout(db.download(), db_dims), tol, tol, "db" + how, &db_dims);
   }
-  cuda::mul_backward(a.get(), b.get(), per_channel, dy.get(), d, nullptr, false, nullptr, false, nullptr);
+  cuda::mul_backward(DType::f32, a.get(), b.get(), per_channel, dy.get(), d, nullptr, false, nullptr, false, nullptr);
   sync();
 }
 
@@ -152,10 +152,10 @@ TEST(CudaUpsample, MatchesCpu) {
       const Dims4 in = dims_of(h.cpu.in_shape(), 2, nhwc), out = dims_of(h.layer().shape, 2, nhwc);
       DeviceBuffer<float> x(to_layout(h.x[0], in)), y(std::vector<float>(h.y.size(), kNaN)), dy(to_layout(h.dy, out));
       h.forward();
-      cuda::upsample_forward(x.get(), in, y.get(), out, scale.h, scale.w, nullptr);
+      cuda::upsample_forward(DType::f32, x.get(), in, y.get(), out, scale.h, scale.w, nullptr);
       expect_near(h.y, from_layout(y.download(), out), 0, 0, "y", &out);
       check_dx(h, in, 1e-6, 1e-6, [&](float* dx, bool accumulate) {
-        if (dx) cuda::upsample_backward(dy.get(), out, dx, in, accumulate, scale.h, scale.w, nullptr);
+        if (dx) cuda::upsample_backward(DType::f32, dy.get(), out, dx, in, accumulate, scale.h, scale.w, nullptr);
       });
     }
 }

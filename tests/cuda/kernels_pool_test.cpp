@@ -69,11 +69,11 @@ void check_pool(bool max, const PoolCase& c, bool nhwc, Values values) {
 
   h.forward();
   DeviceBuffer<float> x(to_layout(h.x[0], in)), y(std::vector<float>(h.y.size(), kNaN)), dy(to_layout(h.dy, out));
-  cuda::pool_forward(max, x.get(), in, y.get(), out, g, nullptr);
+  cuda::pool_forward(DType::f32, max, x.get(), in, y.get(), out, g, nullptr);
   expect_near(h.y, from_layout(y.download(), out), tol, tol, "y", &out);
 
   check_dx(h, in, tol, tol, [&](float* dx, bool accumulate) {
-    cuda::pool_backward(max, x.get(), in, dy.get(), out, dx, accumulate, g, nullptr);
+    cuda::pool_backward(DType::f32, max, x.get(), in, dy.get(), out, dx, accumulate, g, nullptr);
   });
 }
 
@@ -92,7 +92,7 @@ TEST(CudaPool, MaxTiesGoToTheFirstMaximum) {
   // By hand: a 2x2 window of equal values sends its whole gradient to the top-left one.
   const Dims4 in{1, 1, 2, 2, false}, out{1, 1, 1, 1, false};
   DeviceBuffer<float> x(std::vector<float>{3, 3, 3, 3}), dy(std::vector<float>{5}), dx(4);
-  cuda::pool_backward(true, x.get(), in, dy.get(), out, dx.get(), false, {2, 2, 2, 2, 0, 0}, nullptr);
+  cuda::pool_backward(DType::f32, true, x.get(), in, dy.get(), out, dx.get(), false, {2, 2, 2, 2, 0, 0}, nullptr);
   EXPECT_EQ(dx.download(), (std::vector<float>{5, 0, 0, 0}));
 }
 
@@ -118,10 +118,10 @@ void check_global(bool max, bool nhwc, bool ties) {
   const double tol = max ? 0.0 : 1e-6;
   h.forward();
   DeviceBuffer<float> x(to_layout(h.x[0], in)), y(std::vector<float>(h.y.size(), kNaN)), dy(h.dy);
-  cuda::global_pool_forward(max, x.get(), in, y.get(), nullptr);
+  cuda::global_pool_forward(DType::f32, max, x.get(), in, y.get(), nullptr);
   expect_near(h.y, from_layout(y.download(), out), tol, tol, "y", &out);
   check_dx(h, in, tol, tol, [&](float* dx, bool accumulate) {
-    cuda::global_pool_backward(max, x.get(), in, dy.get(), dx, accumulate, nullptr);
+    cuda::global_pool_backward(DType::f32, max, x.get(), in, dy.get(), dx, accumulate, nullptr);
   });
 }
 

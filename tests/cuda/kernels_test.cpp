@@ -46,18 +46,18 @@ TEST(CudaKernels, Activations) {
 
     h.forward();
     DeviceBuffer<float> x(h.x[0]), y(std::vector<float>(h.y.size(), kNaN));
-    cuda::activation_forward(op, slope, x.get(), y.get(), count, nullptr);
+    cuda::activation_forward(DType::f32, op, slope, x.get(), y.get(), count, nullptr);
     expect_near(h.y, y.download(), 1e-5, 1e-5, "y", &d);
 
     // Backward reads what the plan keeps for it: y (the CPU's) or x.
     const bool keeps_output = detail::op_def(op).backward_needs(h.layer()).output;
     DeviceBuffer<float> saved(keeps_output ? h.y : h.x[0]), dy(h.dy);
     check_dx(h, d, 1e-5, 1e-5, [&](float* dx, bool accumulate) {
-      cuda::activation_backward(op, slope, saved.get(), dy.get(), dx, accumulate, count, nullptr);
+      cuda::activation_backward(DType::f32, op, slope, saved.get(), dy.get(), dx, accumulate, count, nullptr);
     });
 
     // In place, as the executor may run it.
-    cuda::activation_forward(op, slope, x.get(), x.get(), count, nullptr);
+    cuda::activation_forward(DType::f32, op, slope, x.get(), x.get(), count, nullptr);
     expect_near(h.y, x.download(), 1e-5, 1e-5, "y in place", &d);
   }
 }
@@ -65,7 +65,7 @@ TEST(CudaKernels, Activations) {
 TEST(CudaKernels, ActivationRejectsOtherOps) {
   KILN_REQUIRE_GPU();
   DeviceBuffer<float> x(std::vector<float>{1.0f});
-  EXPECT_THROW(cuda::activation_forward(OpKind::conv, 0.0f, x.get(), x.get(), 1, nullptr), std::invalid_argument);
+  EXPECT_THROW(cuda::activation_forward(DType::f32, OpKind::conv, 0.0f, x.get(), x.get(), 1, nullptr), std::invalid_argument);
 }
 
 // ---- scale, dropout -----------------------------------------------------------------------
@@ -79,10 +79,10 @@ TEST(CudaKernels, Scale) {
   const Dims4 d = dims_of(h.layer().shape, n, false);
   h.forward();
   DeviceBuffer<float> x(h.x[0]), y(count), dy(h.dy);
-  cuda::scale_forward(factor, x.get(), y.get(), count, nullptr);
+  cuda::scale_forward(DType::f32, factor, x.get(), y.get(), count, nullptr);
   expect_near(h.y, y.download(), 0.0, 0.0, "y", &d);
   check_dx(h, d, 1e-6, 1e-6, [&](float* dx, bool accumulate) {
-    cuda::scale_backward(factor, dy.get(), dx, accumulate, count, nullptr);
+    cuda::scale_backward(DType::f32, factor, dy.get(), dx, accumulate, count, nullptr);
   });
 }
 
@@ -102,7 +102,7 @@ TEST(CudaKernels, DropoutMaskIsTheCpus) {
     h.bind();
     h.forward(true);
     DeviceBuffer<float> x(h.x[0]), y(count), dy(h.dy);
-    cuda::dropout_forward(pf, key, x.get(), y.get(), d, nullptr);
+    cuda::dropout_forward(DType::f32, pf, key, x.get(), y.get(), d, nullptr);
     const std::vector<float> got = y.download();
     std::int64_t dropped = 0, mask_differs = 0;
     for (std::size_t i = 0; i < got.size(); ++i) {
@@ -117,7 +117,7 @@ TEST(CudaKernels, DropoutMaskIsTheCpus) {
     // The rate: 1024 elements, p within 5 standard deviations (0.016).
     EXPECT_NEAR(static_cast<double>(dropped) / static_cast<double>(count), p, 0.08);
     check_dx(h, d, 1e-6, 1e-6, [&](float* dx, bool accumulate) {
-      cuda::dropout_backward(pf, key, dy.get(), dx, accumulate, d, nullptr);
+      cuda::dropout_backward(DType::f32, pf, key, dy.get(), dx, accumulate, d, nullptr);
     });
   }
 }
@@ -133,14 +133,14 @@ TEST(CudaKernels, CopyOrAddAndFill) {
   for (float& v : b) v = normal(rng);
   const auto count = static_cast<std::int64_t>(a.size());
   DeviceBuffer<float> src(a), dst(b);
-  cuda::copy_or_add(src.get(), dst.get(), true, count, nullptr);
+  cuda::copy_or_add(DType::f32, src.get(), dst.get(), true, count, nullptr);
   std::vector<float> sum(a.size());
   for (std::size_t i = 0; i < a.size(); ++i) sum[i] = b[i] + a[i];
   expect_near(sum, dst.download(), 0.0, 0.0, "dst += src");
-  cuda::copy_or_add(src.get(), dst.get(), false, count, nullptr);
+  cuda::copy_or_add(DType::f32, src.get(), dst.get(), false, count, nullptr);
   expect_near(a, dst.download(), 0.0, 0.0, "dst = src");
-  cuda::copy_or_add(dst.get(), dst.get(), false, count, nullptr);  // a no-op
-  cuda::copy_or_add(src.get(), nullptr, false, count, nullptr);    // no gradient wanted
+  cuda::copy_or_add(DType::f32, dst.get(), dst.get(), false, count, nullptr);  // a no-op
+  cuda::copy_or_add(DType::f32, src.get(), nullptr, false, count, nullptr);    // no gradient wanted
   expect_near(a, dst.download(), 0.0, 0.0, "dst after no-ops");
 
   cuda::fill(dst.get(), 2.5f, count, nullptr);
@@ -159,8 +159,8 @@ TEST(CudaKernels, AddOfThreeInputs) {
   const auto count = static_cast<std::int64_t>(h.y.size());
   h.forward();
   DeviceBuffer<float> x0(h.x[0]), x1(h.x[1]), x2(h.x[2]), y(count), dy(h.dy);
-  cuda::add2(x0.get(), x1.get(), y.get(), count, nullptr);
-  cuda::add2(y.get(), x2.get(), y.get(), count, nullptr);
+  cuda::add2(DType::f32, x0.get(), x1.get(), y.get(), count, nullptr);
+  cuda::add2(DType::f32, y.get(), x2.get(), y.get(), count, nullptr);
   expect_near(h.y, y.download(), 0.0, 0.0, "y");
 
   std::fill(h.dx[0].begin(), h.dx[0].end(), kNaN);
@@ -171,9 +171,9 @@ TEST(CudaKernels, AddOfThreeInputs) {
   h.cpu.dx[2] = nullptr;
   h.backward();
   DeviceBuffer<float> dx0(std::vector<float>(h.dx[0].size(), kNaN)), dx1(before);
-  cuda::copy_or_add(dy.get(), dx0.get(), false, count, nullptr);
-  cuda::copy_or_add(dy.get(), dx1.get(), true, count, nullptr);
-  cuda::copy_or_add(dy.get(), nullptr, false, count, nullptr);
+  cuda::copy_or_add(DType::f32, dy.get(), dx0.get(), false, count, nullptr);
+  cuda::copy_or_add(DType::f32, dy.get(), dx1.get(), true, count, nullptr);
+  cuda::copy_or_add(DType::f32, dy.get(), nullptr, false, count, nullptr);
   expect_near(h.dx[0], dx0.download(), 0.0, 0.0, "dx0");
   expect_near(h.dx[1], dx1.download(), 0.0, 0.0, "dx1 accumulated");
 }
@@ -184,8 +184,8 @@ TEST(CudaKernels, GridStrideCoversLargeCounts) {
   const std::int64_t count = 65535LL * 256 + 1000003;
   DeviceBuffer<float> a(static_cast<std::size_t>(count)), b(static_cast<std::size_t>(count));
   cuda::fill(a.get(), -1.5f, count, nullptr);
-  cuda::activation_forward(OpKind::relu, 0.0f, a.get(), b.get(), count, nullptr);
-  cuda::add2(a.get(), b.get(), b.get(), count, nullptr);  // -1.5 + relu(-1.5) = -1.5
+  cuda::activation_forward(DType::f32, OpKind::relu, 0.0f, a.get(), b.get(), count, nullptr);
+  cuda::add2(DType::f32, a.get(), b.get(), b.get(), count, nullptr);  // -1.5 + relu(-1.5) = -1.5
   const std::vector<float> got = b.download();
   const auto wrong = std::count_if(got.begin(), got.end(), [](float v) { return v != -1.5f; });
   EXPECT_EQ(wrong, 0) << "first wrong element: " << (std::find_if(got.begin(), got.end(), [](float v) { return v != -1.5f; }) - got.begin());
@@ -196,30 +196,30 @@ TEST(CudaKernels, ZeroSizeLaunchesAreSkipped) {
   KILN_REQUIRE_GPU();
   const Dims4 empty{0, 3, 4, 4, false};
   const Dims4 one{1, 3, 4, 4, false};
-  cuda::activation_forward(OpKind::relu, 0.0f, nullptr, nullptr, 0, nullptr);
-  cuda::activation_backward(OpKind::gelu, 0.0f, nullptr, nullptr, nullptr, true, 0, nullptr);
-  cuda::scale_forward(2.0f, nullptr, nullptr, 0, nullptr);
-  cuda::scale_backward(2.0f, nullptr, nullptr, false, 0, nullptr);
-  cuda::dropout_forward(0.5f, 1, nullptr, nullptr, Dims4{0, 3, 4, 4, false}, nullptr);
-  cuda::dropout_backward(0.5f, 1, nullptr, nullptr, false, Dims4{0, 3, 4, 4, false}, nullptr);
-  cuda::copy_or_add(nullptr, nullptr, true, 0, nullptr);
-  cuda::add2(nullptr, nullptr, nullptr, 0, nullptr);
+  cuda::activation_forward(DType::f32, OpKind::relu, 0.0f, nullptr, nullptr, 0, nullptr);
+  cuda::activation_backward(DType::f32, OpKind::gelu, 0.0f, nullptr, nullptr, nullptr, true, 0, nullptr);
+  cuda::scale_forward(DType::f32, 2.0f, nullptr, nullptr, 0, nullptr);
+  cuda::scale_backward(DType::f32, 2.0f, nullptr, nullptr, false, 0, nullptr);
+  cuda::dropout_forward(DType::f32, 0.5f, 1, nullptr, nullptr, Dims4{0, 3, 4, 4, false}, nullptr);
+  cuda::dropout_backward(DType::f32, 0.5f, 1, nullptr, nullptr, false, Dims4{0, 3, 4, 4, false}, nullptr);
+  cuda::copy_or_add(DType::f32, nullptr, nullptr, true, 0, nullptr);
+  cuda::add2(DType::f32, nullptr, nullptr, nullptr, 0, nullptr);
   cuda::fill(nullptr, 1.0f, 0, nullptr);
-  cuda::concat_forward_part(nullptr, empty, nullptr, one, 0, nullptr);
-  cuda::concat_backward_part(nullptr, one, nullptr, empty, 0, false, nullptr);
-  cuda::nhwc_to_nchw(nullptr, empty, nullptr, nullptr);
-  cuda::nchw_to_nhwc_grad(nullptr, empty, nullptr, false, nullptr);
+  cuda::concat_forward_part(DType::f32, nullptr, empty, nullptr, one, 0, nullptr);
+  cuda::concat_backward_part(DType::f32, nullptr, one, nullptr, empty, 0, false, nullptr);
+  cuda::nhwc_to_nchw(DType::f32, nullptr, empty, nullptr, nullptr);
+  cuda::nchw_to_nhwc_grad(DType::f32, nullptr, empty, nullptr, false, nullptr);
   const cuda::PoolGeometry g{2, 2, 2, 2, 0, 0};
-  cuda::pool_forward(true, nullptr, empty, nullptr, Dims4{0, 3, 2, 2, false}, g, nullptr);
-  cuda::pool_backward(false, nullptr, empty, nullptr, Dims4{0, 3, 2, 2, false}, nullptr, false, g, nullptr);
-  cuda::global_pool_forward(true, nullptr, empty, nullptr, nullptr);
-  cuda::global_pool_backward(true, nullptr, empty, nullptr, nullptr, false, nullptr);
-  cuda::bias_forward(nullptr, nullptr, empty, nullptr);
-  cuda::sgd_update(nullptr, nullptr, nullptr, 0, math::SgdHyper{}, nullptr);
-  cuda::softmax_cross_entropy(nullptr, nullptr, 0, 10, 0.0f, 1.0f, nullptr, nullptr, nullptr, nullptr);
-  cuda::stage_batch(nullptr, nullptr, nullptr, math::PadMode::zero, nullptr, nullptr, nullptr, empty, nullptr);
+  cuda::pool_forward(DType::f32, true, nullptr, empty, nullptr, Dims4{0, 3, 2, 2, false}, g, nullptr);
+  cuda::pool_backward(DType::f32, false, nullptr, empty, nullptr, Dims4{0, 3, 2, 2, false}, nullptr, false, g, nullptr);
+  cuda::global_pool_forward(DType::f32, true, nullptr, empty, nullptr, nullptr);
+  cuda::global_pool_backward(DType::f32, true, nullptr, empty, nullptr, nullptr, false, nullptr);
+  cuda::bias_forward(DType::f32, nullptr, nullptr, empty, nullptr);
+  cuda::sgd_update(nullptr, nullptr, nullptr, 0, math::SgdHyper{}, nullptr, nullptr);
+  cuda::softmax_cross_entropy(DType::f32, nullptr, nullptr, 0, 10, 0.0f, 1.0f, nullptr, nullptr, nullptr, nullptr, nullptr);
+  cuda::stage_batch(DType::f32, nullptr, nullptr, nullptr, math::PadMode::zero, nullptr, nullptr, nullptr, empty, nullptr);
   cuda::gather_labels(nullptr, nullptr, 0, nullptr, nullptr);
-  cuda::batchnorm_forward(true, nullptr, Dims4{2, 0, 4, 4, false}, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+  cuda::batchnorm_forward(DType::f32, true, nullptr, Dims4{2, 0, 4, 4, false}, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
                           nullptr, 0.1f, 1e-5f, nullptr);
   EXPECT_NO_THROW(sync());
 }
@@ -253,7 +253,7 @@ void check_concat(bool image, bool nhwc) {
   for (std::size_t k = 0; k < sizes.size(); ++k) {
     const Dims4 part = dims_of(h.cpu.in_shape(k), n, nhwc);
     parts.push_back(std::make_unique<DeviceBuffer<float>>(to_layout(h.x[k], part)));
-    cuda::concat_forward_part(parts.back()->get(), part, y.get(), whole, offset, nullptr);
+    cuda::concat_forward_part(DType::f32, parts.back()->get(), part, y.get(), whole, offset, nullptr);
     offset += part.c;
   }
   expect_near(h.y, from_layout(y.download(), whole), 0.0, 0.0, "y", &whole);
@@ -269,7 +269,7 @@ void check_concat(bool image, bool nhwc) {
   for (std::size_t k = 0; k < sizes.size(); ++k) {
     const Dims4 part = dims_of(h.cpu.in_shape(k), n, nhwc);
     DeviceBuffer<float> dx(k == 1 ? to_layout(before, part) : std::vector<float>(h.dx[k].size(), kNaN));
-    cuda::concat_backward_part(dy.get(), whole, k == 2 ? nullptr : dx.get(), part, offset, k == 1, nullptr);
+    cuda::concat_backward_part(DType::f32, dy.get(), whole, k == 2 ? nullptr : dx.get(), part, offset, k == 1, nullptr);
     if (k < 2) expect_near(h.dx[k], from_layout(dx.download(), part), 0.0, 0.0, "dx" + std::to_string(k), &part);
     offset += part.c;
   }
@@ -287,10 +287,10 @@ TEST(CudaKernels, FlattenNhwcByHand) {
   KILN_REQUIRE_GPU();
   const Dims4 d{1, 2, 1, 2, true};
   DeviceBuffer<float> x(std::vector<float>{1, 2, 3, 4}), y(4);
-  cuda::nhwc_to_nchw(x.get(), d, y.get(), nullptr);
+  cuda::nhwc_to_nchw(DType::f32, x.get(), d, y.get(), nullptr);
   EXPECT_EQ(y.download(), (std::vector<float>{1, 3, 2, 4}));
   DeviceBuffer<float> dx(4);
-  cuda::nchw_to_nhwc_grad(y.get(), d, dx.get(), false, nullptr);
+  cuda::nchw_to_nhwc_grad(DType::f32, y.get(), d, dx.get(), false, nullptr);
   EXPECT_EQ(dx.download(), (std::vector<float>{1, 2, 3, 4}));
 }
 
@@ -305,10 +305,10 @@ TEST(CudaKernels, FlattenNhwcMatchesCpu) {
   const Dims4 in = dims_of(h.cpu.in_shape(), n, true);
   h.forward();
   DeviceBuffer<float> x(to_layout(h.x[0], in)), y(std::vector<float>(h.y.size(), kNaN)), dy(h.dy);
-  cuda::nhwc_to_nchw(x.get(), in, y.get(), nullptr);
+  cuda::nhwc_to_nchw(DType::f32, x.get(), in, y.get(), nullptr);
   expect_near(h.y, y.download(), 0.0, 0.0, "y");
   check_dx(h, in, 0.0, 0.0, [&](float* dx, bool accumulate) {
-    cuda::nchw_to_nhwc_grad(dy.get(), in, dx, accumulate, nullptr);
+    cuda::nchw_to_nhwc_grad(DType::f32, dy.get(), in, dx, accumulate, nullptr);
   });
 }
 

@@ -53,7 +53,7 @@ void check_loss(std::int64_t n, float smoothing, float grad_scale, bool with_gra
   DeviceBuffer<std::int32_t> d_labels(labels);
   DeviceBuffer<double> loss_sum(std::vector<double>{1.5});
   DeviceBuffer<unsigned long long> correct(std::vector<unsigned long long>{2});
-  cuda::softmax_cross_entropy(d_logits.get(), d_labels.get(), n, classes, smoothing, grad_scale,
+  cuda::softmax_cross_entropy(DType::f32, d_logits.get(), d_labels.get(), n, classes, smoothing, grad_scale, nullptr,
                               with_grad ? d_grad.get() : nullptr, loss_sum.get(), correct.get(), nullptr);
   expect_near(std::vector<double>{want_loss}, std::vector<double>{loss_sum.download()[0] - 1.5}, 1e-6, 1e-5, "loss sum");
   EXPECT_EQ(correct.download()[0] - 2, want_correct) << "correct count";
@@ -87,8 +87,8 @@ TEST(CudaLoss, TheLossSumIsDeterministic) {
   std::vector<double> sums;
   for (int run = 0; run < 20; ++run) {
     DeviceBuffer<double> loss_sum(std::vector<double>{0.0});
-    cuda::softmax_cross_entropy(d_logits.get(), d_labels.get(), n, static_cast<int>(classes), 0.1f, 1.0f, nullptr,
-                                loss_sum.get(), nullptr, nullptr);
+    cuda::softmax_cross_entropy(DType::f32, d_logits.get(), d_labels.get(), n, static_cast<int>(classes), 0.1f, 1.0f, nullptr,
+                                nullptr, loss_sum.get(), nullptr, nullptr);
     sums.push_back(loss_sum.download()[0]);
   }
   for (double v : sums) EXPECT_EQ(v, sums[0]);
@@ -123,7 +123,7 @@ TEST(CudaSgd, MatchesHostUpdate) {
       for (float& v : g) v = normal(rng);
       for (std::size_t e = 0; e < count; ++e) math::sgd_update(w[e], m[e], g[e], c.h);
       d_g.upload(g);
-      cuda::sgd_update(d_w.get(), d_m.get(), d_g.get(), static_cast<std::int64_t>(count), c.h, nullptr);
+      cuda::sgd_update(d_w.get(), d_m.get(), d_g.get(), static_cast<std::int64_t>(count), c.h, nullptr, nullptr);
     }
     expect_near(w, d_w.download(), 1e-6, 1e-6, "weights");
     expect_near(m, d_m.download(), 1e-6, 1e-6, "momentum");
@@ -132,7 +132,7 @@ TEST(CudaSgd, MatchesHostUpdate) {
   std::vector<float> w(100, 1.0f), g(100, 0.5f);
   DeviceBuffer<float> d_w(w), d_g(g);
   const math::SgdHyper plain{0.1f, 0.0f, 0.0f, 0.0f, false};
-  cuda::sgd_update(d_w.get(), nullptr, d_g.get(), 100, plain, nullptr);
+  cuda::sgd_update(d_w.get(), nullptr, d_g.get(), 100, plain, nullptr, nullptr);
   float unused = 0.0f;
   for (std::size_t e = 0; e < w.size(); ++e) math::sgd_update(w[e], unused, g[e], plain);
   expect_near(w, d_w.download(), 0.0, 1e-6, "weights without a momentum buffer");
@@ -195,7 +195,7 @@ TEST(CudaStage, MatchesCpuStaging) {
                      (augmented ? "augmented" : "no augmentation") + ", " + layout_name(nhwc));
         const Dims4 d{f.n(), Fixture::C, Fixture::H, Fixture::W, nhwc};
         DeviceBuffer<float> out(std::vector<float>(static_cast<std::size_t>(d.count()), kNaN));
-        cuda::stage_batch(images.get(), indices.get(), augmented ? augment.get() : nullptr, pad, mean.get(), inv_std.get(),
+        cuda::stage_batch(DType::f32, images.get(), indices.get(), augmented ? augment.get() : nullptr, pad, mean.get(), inv_std.get(),
                           out.get(), d, nullptr);
         expect_near(f.want(pad, augmented), from_layout(out.download(), d), 1e-6, 1e-6, "staged input", &d);
       }
@@ -215,10 +215,10 @@ TEST(CudaStage, PaddingAndFlipByHand) {
   DeviceBuffer<float> mean(std::vector<float>{0.5f}), inv_std(std::vector<float>{2.0f}), out(4);
   const Dims4 d{1, 1, 1, 4, false};
   // Output x reads source 3 - x + 2: 5, 4, 3, 2 -> pad, pad, 255, 102.
-  cuda::stage_batch(d_image.get(), d_index.get(), d_a.get(), math::PadMode::zero, mean.get(), inv_std.get(), out.get(), d, nullptr);
+  cuda::stage_batch(DType::f32, d_image.get(), d_index.get(), d_a.get(), math::PadMode::zero, mean.get(), inv_std.get(), out.get(), d, nullptr);
   expect_near(std::vector<float>{-1.0f, -1.0f, 1.0f, (102.0f / 255.0f - 0.5f) * 2.0f}, out.download(), 1e-6, 1e-6, "zero pad");
   // Reflect: 5 -> 1, 4 -> 2 (edge not repeated).
-  cuda::stage_batch(d_image.get(), d_index.get(), d_a.get(), math::PadMode::reflect, mean.get(), inv_std.get(), out.get(), d,
+  cuda::stage_batch(DType::f32, d_image.get(), d_index.get(), d_a.get(), math::PadMode::reflect, mean.get(), inv_std.get(), out.get(), d,
                     nullptr);
   expect_near(std::vector<float>{(51.0f / 255.0f - 0.5f) * 2.0f, (102.0f / 255.0f - 0.5f) * 2.0f, 1.0f,
                                  (102.0f / 255.0f - 0.5f) * 2.0f},

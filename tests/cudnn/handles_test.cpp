@@ -92,14 +92,18 @@ TEST(CudaHandles, CreationWithoutADeviceThrowsKilnsError) {
   }
 }
 
-TEST(CudaHandles, DeviceContextRefusesOtherDtypesFirst) {
-  detail::CudaOptions o;
-  o.dtype = DType::f16;
-  try {
-    cuda::DeviceContext context(o);
-    FAIL() << "fp16 accepted";
-  } catch (const DeviceError& e) {
-    EXPECT_NE(std::string(e.what()).find("fp32 only so far; fp16 is not implemented yet"), std::string::npos) << e.what();
+// bf16 and fp16 are CUDA plans like fp32: without a device, the same message as fp32's.
+TEST(CudaHandles, DeviceContextInHalfPrecisionNeedsADeviceLikeFp32) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
+  for (DType dtype : {DType::f16, DType::bf16}) {
+    detail::CudaOptions o;
+    o.dtype = dtype;
+    try {
+      cuda::DeviceContext context(o);
+      FAIL() << to_string(dtype) << " without a device";
+    } catch (const DeviceError& e) {
+      EXPECT_NE(std::string(e.what()).find("--device cuda: no CUDA device"), std::string::npos) << e.what();
+    }
   }
 }
 

@@ -13,28 +13,50 @@
 #include "cuda/conv_plan_cache.hpp"
 #include "cuda/device_context.hpp"
 #include "cuda/op_table.hpp"
+#include "backend/cpu_ops.hpp"
+#include "math/half.hpp"
 #include "kiln/device.hpp"
 
 namespace kiln::test::ops {
 namespace {
 
-// Device floats for `count`, filled from host values.
+// Device values of one dtype (fp32, or bf16/fp16 as their bits), filled from host floats
+// (rounded to the dtype: the harness's data already holds values of it) and read back as floats.
 class DeviceFloats {
  public:
-  explicit DeviceFloats(const std::vector<float>& host) : buffer_(std::max<std::size_t>(host.size(), 1) * 4), size_(host.size()) {
-    if (size_) KILN_CUDA_CHECK(cudaMemcpy(get(), host.data(), size_ * 4, cudaMemcpyHostToDevice));
+  DeviceFloats(const std::vector<float>& host, DType dtype)
+      : buffer_(std::max<std::size_t>(host.size(), 1) * static_cast<std::size_t>(size_of(dtype))), size_(host.size()), dtype_(dtype) {
+    if (!size_) return;
+    if (dtype_ == DType::f32) {
+      KILN_CUDA_CHECK(cudaMemcpy(get(), host.data(), size_ * 4, cudaMemcpyHostToDevice));
+      return;
+    }
+    std::vector<std::uint16_t> bits(size_);
+    for (std::size_t i = 0; i < size_; ++i)
+      bits[i] = dtype_ == DType::f16 ? math::float_to_fp16_bits(host[i]) : math::float_to_bf16_bits(host[i]);
+    KILN_CUDA_CHECK(cudaMemcpy(get(), bits.data(), size_ * 2, cudaMemcpyHostToDevice));
   }
-  float* get() const { return reinterpret_cast<float*>(buffer_.data()); }
+  void* get() const { return buffer_.data(); }
+  float* floats() const { return static_cast<float*>(get()); }  // fp32 buffers (state)
   std::vector<float> download() const {
     KILN_CUDA_CHECK(cudaDeviceSynchronize());
     std::vector<float> host(size_);
-    if (size_) KILN_CUDA_CHECK(cudaMemcpy(host.data(), get(), size_ * 4, cudaMemcpyDeviceToHost));
+    if (!size_) return host;
+    if (dtype_ == DType::f32) {
+      KILN_CUDA_CHECK(cudaMemcpy(host.data(), get(), size_ * 4, cudaMemcpyDeviceToHost));
+      return host;
+    }
+    std::vector<std::uint16_t> bits(size_);
+    KILN_CUDA_CHECK(cudaMemcpy(bits.data(), get(), size_ * 2, cudaMemcpyDeviceToHost));
+    for (std::size_t i = 0; i < size_; ++i)
+      host[i] = dtype_ == DType::f16 ? math::fp16_bits_to_float(bits[i]) : math::bf16_bits_to_float(bits[i]);
     return host;
   }
 
  private:
   cuda::DeviceBuffer buffer_;
   std::size_t size_;
+  DType dtype_;
 };
 
 // A logical batch laid out as `d` in a NaN-filled buffer of `capacity_floats`.
@@ -82,8 +104,11 @@ Outputs run_cuda(const OpCase& c, const Layer& layer, const Variant& v, const Op
   };
 
   std::vector<std::unique_ptr<DeviceFloats>> keep;  // every device buffer of the run
-  auto upload = [&](const std::vector<float>& host) {
-    keep.push_back(std::make_unique<DeviceFloats>(host));
+  // Activations and their gradients in the dtype; parameters too where the layer's are
+  // (conv, linear), fp32 otherwise (norm layers' parameters, state).
+  const DType param_dtype = detail::params_in_dtype(layer) ? v.dtype : DType::f32;
+  auto upload = [&](const std::vector<float>& host, DType dtype) {
+    keep.push_back(std::make_unique<DeviceFloats>(host, dtype));
     return keep.back().get();
   };
   cuda::LayerRun run;
@@ -92,15 +117,15 @@ Outputs run_cuda(const OpCase& c, const Layer& layer, const Variant& v, const Op
   std::vector<DeviceFloats*> x, dx, params, grads;
   for (std::size_t k = 0; k < layer.inputs.size(); ++k) {
     const auto floats = count(in_shape(k), capacity);
-    x.push_back(upload(laid_out(data.x[k], dims(in_shape(k)), floats)));
+    x.push_back(upload(laid_out(data.x[k], dims(in_shape(k)), floats), v.dtype));
     const bool acc = modes[k] == DxMode::accumulate;
-    dx.push_back(upload(acc ? laid_out(before[k], dims(in_shape(k)), floats) : std::vector<float>(floats, kNaN)));
+    dx.push_back(upload(acc ? laid_out(before[k], dims(in_shape(k)), floats) : std::vector<float>(floats, kNaN), v.dtype));
     run.x.push_back(x.back()->get());
     run.dx.push_back(modes[k] == DxMode::null ? nullptr : dx.back()->get());
     run.accumulate.push_back(acc);
   }
-  DeviceFloats* y = upload(std::vector<float>(count(layer.shape, capacity), kNaN));
-  DeviceFloats* dy = upload(laid_out(data.dy, dims(layer.shape), count(layer.shape, capacity)));
+  DeviceFloats* y = upload(std::vector<float>(count(layer.shape, capacity), kNaN), v.dtype);
+  DeviceFloats* dy = upload(laid_out(data.dy, dims(layer.shape), count(layer.shape, capacity)), v.dtype);
   run.y = y->get();
   run.dy = dy->get();
   if (run.view) {  // the plan gives a view its input's memory, and its gradient the input's
@@ -110,16 +135,16 @@ Outputs run_cuda(const OpCase& c, const Layer& layer, const Variant& v, const Op
   std::vector<bool> param_grads;
   for (std::size_t p = 0; p < layer.params.size(); ++p) {
     const Param& param = g.params()[static_cast<std::size_t>(layer.params[p])];
-    params.push_back(upload(krsc(p) ? kcrs_to_krsc(data.params[p], param.dims, false) : data.params[p]));
-    grads.push_back(upload(std::vector<float>(data.params[p].size(), kNaN)));
+    params.push_back(upload(krsc(p) ? kcrs_to_krsc(data.params[p], param.dims, false) : data.params[p], param_dtype));
+    grads.push_back(upload(std::vector<float>(data.params[p].size(), kNaN), param_dtype));
     run.params.push_back(params.back()->get());
     run.grads.push_back(param.trainable ? grads.back()->get() : nullptr);
     param_grads.push_back(param.trainable);
   }
   if (const std::int64_t state = op.state_floats(layer); state > 0)
-    run.state = upload(std::vector<float>(static_cast<std::size_t>(state), 0.0f))->get();
+    run.state = upload(std::vector<float>(static_cast<std::size_t>(state), 0.0f), DType::f32)->floats();
 
-  float* scratch = nullptr;
+  void* scratch = nullptr;
   std::byte* workspace = nullptr;
   cuda::DeviceBuffer workspace_buffer;
   if (op.prepare) {
@@ -131,12 +156,13 @@ Outputs run_cuda(const OpCase& c, const Layer& layer, const Variant& v, const Op
     workspace = workspace_buffer.data();
   }
   if (op.dx_via_scratch && !modes.empty() && modes[0] == DxMode::accumulate)
-    scratch = upload(std::vector<float>(count(in_shape(0), capacity), kNaN))->get();
+    scratch = upload(std::vector<float>(count(in_shape(0), capacity), kNaN), v.dtype)->get();
   if (op.bind) op.bind(layer, run, {.convs = &convs, .n = c.n, .scratch = scratch, .workspace = workspace});
 
   cuda::StepContext ctx;
   ctx.graph = &g;
   ctx.layout = v.layout;
+  ctx.dtype = v.dtype;
   ctx.n = c.n;
   ctx.train = c.train;
   ctx.step = 7;  // dropout_key()'s step

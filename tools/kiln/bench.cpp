@@ -90,7 +90,7 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
   app->add_option("--cpu-conv", o->cpu_conv, "CPU convolution kernels: auto (per layer and pass: kiln's GEMM or Winograd, or oneDNN's), kiln (im2col + GEMM only) or onednn")
       ->check(CLI::IsMember({"auto", "kiln", "onednn"}))
       ->capture_default_str();
-  app->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (mixed precision; the CPU emulates bf16 and fp16 in fp32, slowly; CUDA: not implemented yet)")->capture_default_str();
+  app->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (mixed precision; the CPU emulates bf16 and fp16 in fp32, slowly; CUDA runs them on tensor cores)")->capture_default_str();
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines first");
   app->add_flag("--tf32", o->tf32,
                 "CUDA, fp32: let cuDNN and cuBLAS use TF32 tensor cores (the spec's train: tf32: true does the same). "

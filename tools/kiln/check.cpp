@@ -226,9 +226,9 @@ int run_check(const CheckOptions& o) {
       fmt::print("cuDNN {}: {} tensor and {} operation descriptors finalized for batch {}, {}, {}\n", build_description(),
                  cudnn->tensors, cudnn->operations, batch, to_string(*dtype), to_string(*layout));
     if (cuda && *dtype != DType::f32)
-      fmt::print("note: the descriptors above are {}'s, but kiln's CUDA kernels run fp32 only so far: a {} run on a GPU is "
-                 "refused until they do (the CPU emulates {}: --device cpu --dtype {})\n",
-                 to_string(*dtype), to_string(*dtype), to_string(*dtype), to_string(*dtype));
+      fmt::print("mixed precision: activations, their gradients and conv/linear weights in {}; master weights, optimizer, "
+                 "normalization statistics and the loss in fp32{} (the CPU oracle: --device cpu --dtype {})\n",
+                 to_string(*dtype), *dtype == DType::f16 ? "; dynamic loss scaling" : "", to_string(*dtype));
     if (on_gpu) {
       if (no_engine.empty()) fmt::print("cuDNN on this GPU has an engine for every convolution pass\n");
       for (const auto& line : no_engine) fmt::print(stderr, "{}: error: {}\n", o.model, line);

@@ -570,7 +570,7 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
       ->check(CLI::IsMember({"auto", "kiln", "onednn"}));
   app->add_option("--dtype", o->dtype,
                   "fp32 (default), or mixed precision in bf16 or fp16 (the spec's train: dtype; fp16 with a dynamic loss "
-                  "scale). The CPU emulates bf16 and fp16 in fp32, slowly: for checking. CUDA: not implemented yet")
+                  "scale). The CPU emulates bf16 and fp16 in fp32, slowly: for checking; CUDA runs them on tensor cores")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   app->add_option("--workspace-limit", o->workspace_mb, "CUDA: MiB of cuDNN workspace a convolution may use")->check(non_negative());
   app->add_flag("--autotune", o->autotune, "CUDA: time the top cuDNN engines of each convolution before training");
