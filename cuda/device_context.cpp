@@ -38,8 +38,12 @@ DeviceContext::DeviceContext(const detail::CudaOptions& options)
       cudnn_(make_cudnn_handle(stream_.get())),
       cublas_(make_cublas_handle(stream_.get())) {
   // cuBLAS keeps fp32 GEMMs in fp32 unless told otherwise, but NVIDIA_TF32_OVERRIDE or a
-  // library default could change that: state the choice, as cuDNN's engine filter does.
-  KILN_CUBLAS_CHECK(cublasSetMathMode(cublas_.get(), options.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  // library default could change that: state the choice, as cuDNN's engine filter does. In
+  // bf16/fp16 cuBLAS may otherwise reduce split-K partial sums in the half type; kiln's
+  // GEMMs accumulate in fp32 (the CPU oracle's arithmetic), so that is disallowed.
+  const auto math = static_cast<cublasMath_t>((options.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) |
+                                              CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+  KILN_CUBLAS_CHECK(cublasSetMathMode(cublas_.get(), math));
 }
 
 DeviceContext::~DeviceContext() {

@@ -42,7 +42,7 @@ bool engine_allowed(std::span<const cudnnBackendNumericalNote_t> notes, DType dt
         if (fp32 && !policy.tf32) return refuse(note, "TF32 on fp32 data; --tf32 allows it");
         break;
       case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
-        if (fp32) return refuse(note, "an fp32 convolution accumulates in fp32");
+        return refuse(note, "kiln's convolutions accumulate in fp32, in every dtype");
         break;
       default: break;  // FFT, Winograd, strict NaN propagation: fp32 arithmetic, deterministic
     }

@@ -22,8 +22,9 @@ struct EnginePolicy {
 
 // Whether an engine with `notes` may run a `dtype` convolution under `policy`; when not,
 // `why` (if given) says which note refused it. TF32 is meaningless for bf16/fp16, whose
-// tensor-core engines are the normal path: there `policy.tf32` is ignored. An fp32
-// convolution never takes an engine that reduces in reduced precision.
+// tensor-core engines are the normal path: there `policy.tf32` is ignored. No convolution
+// takes an engine that reduces in reduced precision: kiln asks cuDNN for fp32 accumulation
+// in every dtype, which is what the CPU oracle computes (bf16/fp16 products summed in fp32).
 bool engine_allowed(std::span<const cudnnBackendNumericalNote_t> notes, DType dtype, const EnginePolicy& policy,
                     std::string* why = nullptr);
 

@@ -39,6 +39,9 @@ void bind(const Layer& layer, const LayerRun& run, const BindContext& ctx) {
   ctx.convs->bind(*p, b);
 }
 
+// In bf16/fp16 the bias is added to the stored (rounded) convolution, and an accumulated dx
+// adds a stored one: each rounds twice where the CPU oracle rounds once (within a unit in
+// the last place; a bias fused into cuDNN's graph would round once).
 void forward(LayerRun& run, const StepContext& ctx) {
   const Layer& layer = *run.layer;
   ctx.convs->find(layer.index, ctx.n)->fwd->execute(ctx.cudnn);

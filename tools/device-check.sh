@@ -56,7 +56,7 @@ add train 35 "rm -rf $work/run-quick && $kiln train data/models/cifar_quick.yaml
 add bench 30 "set -o pipefail; for m in cifar_quick:nchw resnet20:nchw resnet20:nhwc; do $kiln bench data/models/\${m%:*}.yaml \
 --device cuda --batch 128 --layout \${m#*:} --repeats 3 --steps 10 | sed -n \"s|^train:|\$m: train:|p\" | tee -a $work/bench.txt || exit; done"
 add sanitizer 40 "compute-sanitizer --tool memcheck --error-exitcode 7 $build/tests/kiln_gpu_tests \
---gtest_filter='CudaExecutor.TrainingStepMatchesCpu*:CudaBatchnorm*'"
+--gtest_filter='CudaExecutor.TrainingStepMatchesCpuN*:CudaExecutor.TrainingStepMatchesCpuInBf16:CudaBatchnorm*'"
 add rest 65 "cmake --build $build -j 16 && $ctest_run -LE 'slow|gpu|cudnn' -j 16 --timeout 30 --output-junit $work/ctest-rest.xml"
 stages=${KILN_CHECK_STAGES:-${names[*]}}
 

@@ -81,6 +81,7 @@ inline StepStats total(const std::vector<StepStats>& all) {
   for (const auto& s : all) {
     t.loss_sum += s.loss_sum, t.correct += s.correct, t.count += s.count;
     t.nonfinite_grad = t.nonfinite_grad || s.nonfinite_grad;
+    t.skipped = t.skipped || s.skipped;
   }
   return t;
 }

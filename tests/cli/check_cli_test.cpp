@@ -208,6 +208,9 @@ TEST(CliCheck, TargetCuda) {
       EXPECT_TRUE(has(half.out, std::string("mixed precision: activations, their gradients and conv/linear weights in ") + dtype))
           << half.out;
       EXPECT_EQ(has(half.out, "dynamic loss scaling"), std::string(dtype) == "fp16") << half.out;
+      // Each layer's dtype: conv weights in the dtype, batchnorm's parameters in fp32.
+      EXPECT_TRUE(has(half.out, std::string(dtype) + ", weights " + dtype + "  graph API: conv fwd")) << half.out;
+      EXPECT_TRUE(has(half.out, std::string(dtype) + ", params fp32 ")) << half.out;
     }
   CliRun ceil = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --target cuda");
   if (KILN_HAVE_CUDA) {

@@ -85,16 +85,18 @@ void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, 
 // The bounds of compare_step: fp32's, and in bf16/fp16 (both backends in the dtype, the CPU
 // emulating it) one or two units of the dtype's last place where the backends' fp32 sums,
 // rounded to the dtype, land on either side of a rounding boundary.
+// The weights after the step differ by lr times the gradients' difference (unscaled), so
+// their bound follows the gradients'.
 struct StepTolerance {
-  double logits_atol, logits_rtol, loss_rel, grad_rel, grad_rtol;
+  double logits_atol, logits_rtol, loss_rel, grad_rel, grad_rtol, weight_atol, weight_rtol;
 };
 StepTolerance step_tolerance(DType dtype) {
   switch (dtype) {
-    case DType::bf16: return {2e-2, 4e-2, 1e-2, 3e-2, 6e-2};
-    case DType::f16: return {4e-3, 8e-3, 3e-3, 6e-3, 2e-2};
+    case DType::bf16: return {2e-2, 4e-2, 1e-2, 3e-2, 6e-2, 2e-3, 4e-3};
+    case DType::f16: return {4e-3, 8e-3, 3e-3, 6e-3, 2e-2, 5e-4, 2e-3};
     case DType::f32: break;
   }
-  return {1e-3, 1e-2, 1e-3, 2e-3, 1e-2};
+  return {1e-3, 1e-2, 1e-3, 2e-3, 1e-2, 1e-4, 1e-3};
 }
 
 // One training step on both backends from the same weights; compares logits, loss,
@@ -129,6 +131,9 @@ void compare_step(Layout layout, bool resident, std::int64_t n, DType dtype = DT
   t.inv_std = {4.0f, 5.0f, 6.0f};
   std::vector<math::SgdHyper> hyper(params.size(), math::SgdHyper{0.05f, 0.9f, 5e-4f, 0.0f, true});
   for (auto* ex : {cpu.get(), gpu.get()}) {
+    // fp16: a scale that leaves this tiny net's largest gradients (fc2's, summed over the
+    // batch) far from fp16's 65504 (the initial 65536 could overflow them; then both skip).
+    if (dtype == DType::f16) ex->set_loss_scale({1024.0f, 0});
     ex->stage(hb, t);
     ex->forward(true, 77);
     ex->loss({0.1f, false}, true, 1);
@@ -148,6 +153,8 @@ void compare_step(Layout layout, bool resident, std::int64_t n, DType dtype = DT
     EXPECT_EQ(sg.correct, sc.correct);  // half logits may tie or swap a close argmax
   }
   EXPECT_FALSE(sg.nonfinite_grad);
+  EXPECT_FALSE(sg.skipped);
+  EXPECT_FALSE(sc.skipped);
   for (std::size_t p = 0; p < params.size(); ++p) {
     std::vector<float> c(static_cast<std::size_t>(params[p].elements)), gg(c.size());
     if (params[p].trainable) {
@@ -160,7 +167,7 @@ void compare_step(Layout layout, bool resident, std::int64_t n, DType dtype = DT
     }
     cpu->read_param(p, c);
     gpu->read_param(p, gg);
-    expect_close(gg, c, 1e-4, 1e-3, params[p].name + " after the step");
+    expect_close(gg, c, tol.weight_atol, tol.weight_rtol, params[p].name + " after the step");
   }
 }
 
@@ -297,6 +304,7 @@ TEST(CudaExecutor, Fp16OverflowSkipsTheStepAndHalvesTheScale) {
     EXPECT_EQ(after.good_steps, 0);
   }
   for (std::size_t p = 0; p < params.size(); ++p) {
+    if (!params[p].trainable) continue;  // batchnorm's running statistics move in any training forward
     std::vector<float> w(static_cast<std::size_t>(params[p].elements));
     gpu->read_param(p, w);
     EXPECT_EQ(w, before[p]) << params[p].name << " changed on a skipped step";
@@ -331,17 +339,21 @@ TEST(CudaExecutor, ShortMixedPrecisionRunTracksTheCpu) {
     c.augment = Augment{4, 0, true};
     c.dtype = dtype;
     std::vector<double> losses[2];
+    std::vector<bool> skipped[2];  // fp16: an overflow at the initial scale skips a step on both
     for (int device = 0; device < 2; ++device) {
       RunOptions run;
       run.device = device ? Backend::cuda : Backend::cpu;
       run.threads = 2;
       Trainer t(g, c, run);
-      t.on_step([&](const StepEvent& e) { losses[device].push_back(e.loss); });
+      t.on_step([&](const StepEvent& e) {
+        losses[device].push_back(e.loss);
+        skipped[device].push_back(e.skipped);
+      });
       TrainResult r = t.fit(data);
       EXPECT_EQ(r.steps, 8);
-      EXPECT_EQ(r.skipped_steps, 0);
     }
     ASSERT_EQ(losses[0].size(), losses[1].size());
+    EXPECT_EQ(skipped[1], skipped[0]);
     const double tol = dtype == DType::bf16 ? 2e-2 : 5e-3;
     for (std::size_t i = 0; i < losses[0].size(); ++i)
       EXPECT_NEAR(losses[1][i], losses[0][i], tol + tol * losses[0][i]) << "step " << i + 1;

@@ -38,8 +38,19 @@ TEST(EngineFilter, Tf32IsIgnoredForHalfTypes) {
   const Notes tensor_core{CUDNN_NUMERICAL_NOTE_TENSOR_CORE, CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS};
   for (DType dtype : {DType::f16, DType::bf16}) {
     EXPECT_TRUE(cuda::engine_allowed(tensor_core, dtype, kDefault)) << to_string(dtype);
-    EXPECT_TRUE(cuda::engine_allowed(Notes{CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION}, dtype, kDefault));
   }
+}
+
+// bf16/fp16 convolutions accumulate in fp32 like the CPU oracle: an engine that reduces in
+// the half type is refused in every dtype and under every policy.
+TEST(EngineFilter, NoDtypeReducesInReducedPrecision) {
+  for (DType dtype : {DType::f32, DType::f16, DType::bf16})
+    for (const cuda::EnginePolicy& policy : {kDefault, kTf32, kFast}) {
+      std::string why;
+      EXPECT_FALSE(cuda::engine_allowed(Notes{CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION}, dtype, policy, &why))
+          << to_string(dtype);
+      EXPECT_EQ(why, "reduced-precision reduction (kiln's convolutions accumulate in fp32, in every dtype)");
+    }
 }
 
 TEST(EngineFilter, NondeterministicEnginesOnlyWhenAsked) {
@@ -54,11 +65,6 @@ TEST(EngineFilter, NondeterministicEnginesOnlyWhenAsked) {
   // One refused note is enough, wherever it stands.
   EXPECT_FALSE(cuda::engine_allowed(Notes{CUDNN_NUMERICAL_NOTE_STRICT_NAN_PROP, CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC},
                                     DType::f32, kTf32));
-}
-
-TEST(EngineFilter, Fp32NeverReducesInReducedPrecision) {
-  for (const cuda::EnginePolicy& policy : {kDefault, kTf32, kFast})
-    EXPECT_FALSE(cuda::engine_allowed(Notes{CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION}, DType::f32, policy));
 }
 
 TEST(EngineFilter, Fp32AlgorithmsStayAllowed) {

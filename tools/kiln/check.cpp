@@ -170,16 +170,28 @@ int run_check(const CheckOptions& o) {
       return no_engine.empty() ? 0 : 1;
     }
 
+    // What a CUDA plan stores a layer's values in: its output and gradients in the plan's
+    // dtype; in bf16/fp16 conv and linear weights as dtype copies of fp32 masters, norm
+    // layers' parameters in fp32 (the CPU oracle's rule, backend/cpu_ops.hpp params_in_dtype).
+    auto dtype_of = [&](const Layer& layer) {
+      const std::string dt(to_string(*dtype));
+      if (*dtype == DType::f32 || layer.params.empty()) return dt;
+      if (layer.op == OpKind::conv || layer.op == OpKind::linear) return dt + ", weights " + dt;
+      return dt + ", params fp32";
+    };
     std::vector<std::vector<std::string>> rows;
     rows.push_back({"layer", "op", "output", "params", "FLOPs", "activation"});
-    if (cudnn) rows[0].push_back("cuDNN");
+    if (cudnn) rows[0].push_back("dtype"), rows[0].push_back("cuDNN");
     if (o.fold) {
       // One row per block instance (the layers outside blocks as they are).
       for (const Row& r : folded(layers)) {
         std::vector<std::string> row{r.name, r.block.empty() ? std::string(op_name(layers[r.first].op)) : "block " + r.block,
                                      shape_text(r.shape), format_count(r.params), format_flops(r.flops),
                                      r.block.empty() && layers[r.first].op == OpKind::flatten ? "(view)" : format_bytes(r.bytes)};
-        if (cudnn) row.push_back(r.block.empty() ? cudnn->layers[r.first].path : fmt::format("{} layers", r.layers));
+        if (cudnn) {
+          row.push_back(r.block.empty() ? dtype_of(layers[r.first]) : std::string(to_string(*dtype)));
+          row.push_back(r.block.empty() ? cudnn->layers[r.first].path : fmt::format("{} layers", r.layers));
+        }
         rows.push_back(std::move(row));
       }
     } else {
@@ -187,7 +199,10 @@ int run_check(const CheckOptions& o) {
         std::vector<std::string> row{layer.name, std::string(op_name(layer.op)), shape_text(layer.shape),
                                      format_count(params_of(layer)), format_flops(layer.flops),
                                      layer.op == OpKind::flatten ? "(view)" : format_bytes(act_bytes(layer))};
-        if (cudnn) row.push_back(cudnn->layers[static_cast<std::size_t>(layer.index)].path);
+        if (cudnn) {
+          row.push_back(dtype_of(layer));
+          row.push_back(cudnn->layers[static_cast<std::size_t>(layer.index)].path);
+        }
         rows.push_back(std::move(row));
       }
     }
