@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "kernels_test_util.hpp"
+#include "cuda/kernels.hpp"
 #include "math/augment.hpp"
+#include "math/half.hpp"
 #include "math/loss.hpp"
 #include "math/sgd.hpp"
 
@@ -235,6 +237,95 @@ TEST(CudaStage, GatherLabels) {
   std::vector<std::int32_t> want;
   for (std::int64_t i : f.indices) want.push_back(f.labels[static_cast<std::size_t>(i)]);
   EXPECT_EQ(out.download(), want);
+}
+
+}  // namespace
+}  // namespace kiln::test
+
+namespace kiln::test {
+namespace {
+
+// ---- mixed precision: casts and the device loss scale (cuda/kernels/cast.cu) --------------
+
+// The dtype copies of fp32 weights round exactly as the CPU oracle (math/half.hpp): to
+// nearest, ties to even, overflow to infinity, fp16 subnormals kept, NaN kept; widening back
+// is exact. Bit for bit, on values chosen to hit each rule.
+TEST(CudaMixedPrecision, CastsRoundAsTheCpuOracle) {
+  KILN_REQUIRE_GPU();
+  std::vector<float> values{0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 65519.0f, 65520.0f, 1e30f, -1e30f, 3.0e-8f, 6.0e-5f,
+                            1.0009765625f, 1.00048828125f, 1.00146484375f, 3.14159265f, 1.0f / 3.0f, INFINITY, -INFINITY,
+                            NAN, 1.00390625f, 1.005859375f, 3.0e38f};
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 100.0f);
+  for (int i = 0; i < 1000; ++i) values.push_back(normal(rng));
+  DeviceBuffer<float> src(values);
+  for (DType dtype : {DType::f16, DType::bf16}) {
+    SCOPED_TRACE(std::string(to_string(dtype)));
+    DeviceBuffer<std::uint16_t> half(values.size());
+    DeviceBuffer<float> back(values.size());
+    cuda::cast_from_f32(dtype, src.get(), half.get(), static_cast<std::int64_t>(values.size()), nullptr);
+    cuda::cast_to_f32(dtype, half.get(), back.get(), static_cast<std::int64_t>(values.size()), nullptr);
+    const std::vector<std::uint16_t> bits = half.download();
+    const std::vector<float> widened = back.download();
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const float want = math::round_to(dtype, values[i]);
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(widened[i])) << "value " << values[i];
+        continue;
+      }
+      const std::uint16_t want_bits =
+          dtype == DType::f16 ? math::float_to_fp16_bits(values[i]) : math::float_to_bf16_bits(values[i]);
+      EXPECT_EQ(bits[i], want_bits) << "value " << values[i];
+      EXPECT_EQ(math::float_bits(widened[i]), math::float_bits(want)) << "value " << values[i];
+    }
+  }
+}
+
+cuda::LossScaler read_scaler(const DeviceBuffer<cuda::LossScaler>& s) { return s.download()[0]; }
+
+// The device loss scale steps as the CPU's LossScale (src/backend/cpu_executor.cpp): an
+// overflow above scale 1 skips (the update leaves the weights alone) and halves the scale;
+// at scale 1 it is a divergence, not a skip; growth_interval good steps double it; the
+// step's scale is reported; the update divides the gradient by the scale.
+TEST(CudaMixedPrecision, LossScaleStepsAsTheCpu) {
+  KILN_REQUIRE_GPU();
+  DeviceBuffer<cuda::LossScaler> scaler(std::vector<cuda::LossScaler>{{1024.0f, 0u, 0}});
+  DeviceBuffer<unsigned int> flag(std::vector<unsigned int>{1u});
+  DeviceBuffer<float> used(std::vector<float>{0.0f});
+  std::vector<float> w0{1.0f, -2.0f, 3.0f};
+  DeviceBuffer<float> w(w0), m(std::vector<float>(3, 0.0f)), g(std::vector<float>{512.0f, 1024.0f, -2048.0f});
+  const math::SgdHyper h{0.5f, 0.0f, 0.0f, 0.0f, false};
+
+  // An overflowed step: skipped, weights untouched, scale halved.
+  cuda::loss_scale_check(scaler.get(), flag.get(), used.get(), nullptr);
+  EXPECT_EQ(read_scaler(scaler).skip, 1u);
+  EXPECT_EQ(used.download()[0], 1024.0f);
+  cuda::sgd_update(w.get(), m.get(), g.get(), 3, h, scaler.get(), nullptr);
+  cuda::loss_scale_advance(scaler.get(), 3, nullptr);
+  EXPECT_EQ(w.download(), w0);
+  EXPECT_EQ(read_scaler(scaler).scale, 512.0f);
+  EXPECT_EQ(read_scaler(scaler).skip, 0u);
+
+  // Good steps: the gradient unscaled (512 -> 1, ...), and after 3 of them the scale doubles.
+  flag.upload({0u});
+  std::vector<float> want = w0;
+  for (int step = 0; step < 3; ++step) {
+    cuda::loss_scale_check(scaler.get(), flag.get(), used.get(), nullptr);
+    cuda::sgd_update(w.get(), m.get(), g.get(), 3, h, scaler.get(), nullptr);
+    cuda::loss_scale_advance(scaler.get(), 3, nullptr);
+    float unused = 0.0f;
+    const std::vector<float> grads{512.0f, 1024.0f, -2048.0f};
+    for (std::size_t e = 0; e < 3; ++e) math::sgd_update(want[e], unused, grads[e] * (1.0f / 512.0f), h);
+  }
+  EXPECT_EQ(w.download(), want);
+  EXPECT_EQ(read_scaler(scaler).scale, 1024.0f);
+  EXPECT_EQ(read_scaler(scaler).good_steps, 0);
+
+  // At scale 1 an overflow is not skipped: the divergence guard sees it.
+  scaler.upload({{1.0f, 0u, 5}});
+  flag.upload({1u});
+  cuda::loss_scale_check(scaler.get(), flag.get(), used.get(), nullptr);
+  EXPECT_EQ(read_scaler(scaler).skip, 0u);
 }
 
 }  // namespace
