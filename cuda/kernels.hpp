@@ -12,7 +12,9 @@
 // Backward launchers follow the CPU contract (src/backend/cpu_layer.hpp): dx may be
 // nullptr (not needed), `accumulate` adds into dx instead of overwriting it, parameter
 // gradients are overwritten (nullptr: not trainable, skip).
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <cuda_runtime.h>
 
 #include "kiln/graph.hpp"
@@ -41,8 +43,12 @@ void dropout_backward(DType t, float p, std::uint64_t key, const void* dy, void*
                       cudaStream_t s);
 // dx = dy, or dx += dy.
 void copy_or_add(DType t, const void* src, void* dst, bool accumulate, std::int64_t count, cudaStream_t s);
-// y = a + b (add of two inputs; more inputs are summed by calling it again with y as a).
+// y = a + b.
 void add2(DType t, const void* a, const void* b, void* y, std::int64_t count, cudaStream_t s);
+// y = x[0] + x[1] + ... in that order in fp32, stored once (the CPU's add); more than
+// kAddInputs inputs are summed kAddInputs at a time, y carrying the partial sum.
+constexpr std::size_t kAddInputs = 8;
+void add_n(DType t, std::span<void* const> x, void* y, std::int64_t count, cudaStream_t s);
 void fill(float* p, float value, std::int64_t count, cudaStream_t s);
 
 // ---- join (cuda/kernels/concat.cu) -------------------------------------------------------

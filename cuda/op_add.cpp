@@ -13,8 +13,7 @@ Status compile(const Graph&, const Layer& layer, const Target& target, OpCompile
 
 void forward(LayerRun& run, const StepContext& ctx) {
   const std::int64_t count = ctx.dims(run.layer->shape).count();
-  add2(ctx.dtype, run.x[0], run.x[1], run.y, count, ctx.stream);
-  for (std::size_t i = 2; i < run.x.size(); ++i) add2(ctx.dtype, run.y, run.x[i], run.y, count, ctx.stream);
+  add_n(ctx.dtype, run.x, run.y, count, ctx.stream);  // summed in fp32 and stored once, as the CPU
 }
 
 void backward(LayerRun& run, const StepContext& ctx) {

@@ -109,6 +109,21 @@ __global__ void add2_kernel(const T* a, const T* b, T* y, std::int64_t count) {
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) y[i] = st<T>(ld(a[i]) + ld(b[i]));
 }
 
+template <class T>
+struct AddInputs {
+  const T* p[kAddInputs];
+  int count;
+};
+
+template <class T>
+__global__ void add_n_kernel(AddInputs<T> in, T* y, std::int64_t count) {
+  for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
+    float sum = ld(in.p[0][i]);
+    for (int k = 1; k < in.count; ++k) sum += ld(in.p[k][i]);
+    y[i] = st<T>(sum);
+  }
+}
+
 __global__ void fill_kernel(float* p, float value, std::int64_t count) {
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) p[i] = value;
 }
@@ -201,6 +216,21 @@ void add2(DType t, const void* a, const void* b, void* y, std::int64_t count, cu
                                                      count);
   });
   KILN_CUDA_LAUNCH_CHECK();
+}
+
+void add_n(DType t, std::span<void* const> x, void* y, std::int64_t count, cudaStream_t s) {
+  if (count <= 0 || x.empty()) return;
+  with_dtype(t, [&](auto stored) {
+    using T = typename decltype(stored)::type;
+    // Chunks of kAddInputs; after the first, the partial sum in y leads the next chunk.
+    for (std::size_t next = 0; next < x.size();) {
+      AddInputs<T> in{};
+      if (next > 0) in.p[in.count++] = static_cast<const T*>(y);
+      while (next < x.size() && in.count < static_cast<int>(kAddInputs)) in.p[in.count++] = static_cast<const T*>(x[next++]);
+      add_n_kernel<<<grid_for(count), kThreads, 0, s>>>(in, static_cast<T*>(y), count);
+      KILN_CUDA_LAUNCH_CHECK();
+    }
+  });
 }
 
 void fill(float* p, float value, std::int64_t count, cudaStream_t s) {

@@ -162,6 +162,11 @@ TEST(CudaKernels, AddOfThreeInputs) {
   cuda::add2(DType::f32, x0.get(), x1.get(), y.get(), count, nullptr);
   cuda::add2(DType::f32, y.get(), x2.get(), y.get(), count, nullptr);
   expect_near(h.y, y.download(), 0.0, 0.0, "y");
+  // add_n: the CPU's order in one pass (bit for bit in fp32).
+  DeviceBuffer<float> yn(static_cast<std::size_t>(count));
+  const std::vector<void*> three{x0.get(), x1.get(), x2.get()};
+  cuda::add_n(DType::f32, three, yn.get(), count, nullptr);
+  expect_near(h.y, yn.download(), 0.0, 0.0, "y (add_n)");
 
   std::fill(h.dx[0].begin(), h.dx[0].end(), kNaN);
   std::vector<float> before = h.random(count);
@@ -191,6 +196,33 @@ TEST(CudaKernels, GridStrideCoversLargeCounts) {
   EXPECT_EQ(wrong, 0) << "first wrong element: " << (std::find_if(got.begin(), got.end(), [](float v) { return v != -1.5f; }) - got.begin());
 }
 
+// More inputs than one add_n pass takes: chunks of kAddInputs, the partial sum leading the
+// next chunk; in fp32 that is the CPU's left-to-right sum exactly. In bf16 the partial sum is
+// stored once per chunk, so 8 inputs or fewer round once, as the CPU oracle.
+TEST(CudaKernels, AddOfManyInputsSumsInOrder) {
+  KILN_REQUIRE_GPU();
+  const std::size_t inputs = 2 * cuda::kAddInputs + 3, count = 1000;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 10.0f);
+  std::vector<std::vector<float>> host(inputs, std::vector<float>(count));
+  std::vector<std::unique_ptr<DeviceBuffer<float>>> device;
+  std::vector<void*> x;
+  for (auto& v : host) {
+    for (float& e : v) e = normal(rng);
+    device.push_back(std::make_unique<DeviceBuffer<float>>(v));
+    x.push_back(device.back()->get());
+  }
+  std::vector<float> want(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    float sum = host[0][i];
+    for (std::size_t k = 1; k < inputs; ++k) sum += host[k][i];
+    want[i] = sum;
+  }
+  DeviceBuffer<float> y(count);
+  cuda::add_n(DType::f32, x, y.get(), static_cast<std::int64_t>(count), nullptr);
+  expect_near(want, y.download(), 0.0, 0.0, "y");
+}
+
 // Every launcher returns without launching (a zero-block launch is an error) for count 0.
 TEST(CudaKernels, ZeroSizeLaunchesAreSkipped) {
   KILN_REQUIRE_GPU();
@@ -204,6 +236,7 @@ TEST(CudaKernels, ZeroSizeLaunchesAreSkipped) {
   cuda::dropout_backward(DType::f32, 0.5f, 1, nullptr, nullptr, false, Dims4{0, 3, 4, 4, false}, nullptr);
   cuda::copy_or_add(DType::f32, nullptr, nullptr, true, 0, nullptr);
   cuda::add2(DType::f32, nullptr, nullptr, nullptr, 0, nullptr);
+  cuda::add_n(DType::f32, std::vector<void*>{nullptr, nullptr}, nullptr, 0, nullptr);
   cuda::fill(nullptr, 1.0f, 0, nullptr);
   cuda::concat_forward_part(DType::f32, nullptr, empty, nullptr, one, 0, nullptr);
   cuda::concat_backward_part(DType::f32, nullptr, one, nullptr, empty, 0, false, nullptr);
