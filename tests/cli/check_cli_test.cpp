@@ -318,6 +318,10 @@ TEST(CliTrain, CpuConvKernels) {
   // cifar_quick's conv1 reads 3 channels (kiln's); conv2 and conv3 read 32 (oneDNN's, where built).
   EXPECT_TRUE(has(bench.out, "kiln im2col+gemm")) << bench.out;
   EXPECT_EQ(has(bench.out, "onednn "), has_onednn()) << bench.out;
+  // Where the time goes: achieved GFLOP/s per layer and the step's FLOPs (no peak on the CPU).
+  EXPECT_TRUE(has(bench.out, "fwd GF/s")) << bench.out;
+  EXPECT_TRUE(has(bench.out, "GFLOP per image per training step")) << bench.out;
+  EXPECT_FALSE(has(bench.out, "peak:")) << bench.out;
   if (!has_onednn()) {
     CliRun refused = run_kiln("bench " + model + " --device cpu --cpu-conv onednn --batch 8 --steps 1 --repeats 1");
     EXPECT_EQ(refused.code, 2) << refused.err;

@@ -1,8 +1,10 @@
-// kiln bench: per-layer forward/backward milliseconds and whole-step throughput; the last
-// line is `train: N img/s (batch B, T threads)`.
+// kiln bench: per-layer forward/backward milliseconds and achieved GFLOP/s, whole-step
+// throughput, the step's FLOPs and, on a GPU in kiln's table, the datasheet peak and the
+// FLOP floor (flops.hpp); the last line is `train: N img/s (batch B, T threads)`.
 #include <fmt/format.h>
 
 #include "cli.hpp"
+#include "flops.hpp"
 
 namespace kiln::cli {
 
@@ -42,20 +44,56 @@ int run_bench(const BenchCliOptions& o) {
   b.tf32 = o.tf32;
   b.nondeterministic = o.nondeterministic;
   BenchResult r = bench(spec.graph, spec.train, b);
+
+  // Achieved arithmetic: the graph's FLOPs over the measured times.
+  const Graph& graph = spec.graph;
+  std::int64_t step_flops = 0;  // per image
+  for (const Layer& layer : graph.layers()) step_flops += train_flops(layer);
+  auto gflops_per_s = [&](std::int64_t flops_per_image, double ms) -> std::optional<double> {
+    if (flops_per_image <= 0 || ms <= 0) return std::nullopt;
+    return static_cast<double>(flops_per_image) * static_cast<double>(r.batch) / (ms * 1e6);
+  };
+  const double step_tflops = static_cast<double>(step_flops) * r.median_images_per_sec / 1e12;
+  const double step_ms = r.median_images_per_sec > 0 ? 1e3 * static_cast<double>(r.batch) / r.median_images_per_sec : 0;
+  std::optional<Peak> peak;
+  std::string gpu;
+  if (b.device == Backend::cuda) {
+    const std::vector<DeviceInfo> devices = cuda_devices();
+    if (b.device_index >= 0 && static_cast<std::size_t>(b.device_index) < devices.size())
+      gpu = devices[static_cast<std::size_t>(b.device_index)].name;
+    peak = datasheet_peak(gpu, b.dtype, b.tf32 || spec.train.tf32);
+  }
+  auto floor_ms = [&](double fraction) {
+    return static_cast<double>(step_flops) * static_cast<double>(r.batch) / (peak->tflops * 1e12 * fraction) * 1e3;
+  };
+  auto per_layer = [&](const LayerBench& l, bool forward) {
+    const Layer* layer = graph.find(l.name);
+    if (!layer) return std::optional<double>{};
+    return gflops_per_s(forward ? layer->flops : backward_flops(*layer), forward ? l.forward_ms : l.backward_ms);
+  };
+  auto cell = [](std::optional<double> v) { return v ? fmt::format("{:.1f}", *v) : std::string("-"); };
+
   if (o.json) {
     nlohmann::json j{{"model", spec.graph.name()}, {"backend", r.backend}, {"batch", r.batch}, {"threads", r.threads},
-                     {"images_per_sec", r.median_images_per_sec}, {"repeats", r.images_per_sec}};
-    for (const auto& l : r.layers)
-      j["layers"].push_back(
-          {{"name", l.name}, {"op", l.op}, {"forward_ms", l.forward_ms}, {"backward_ms", l.backward_ms}, {"engine", l.detail}});
+                     {"images_per_sec", r.median_images_per_sec}, {"repeats", r.images_per_sec},
+                     {"gflop_per_image", static_cast<double>(step_flops) / 1e9}, {"tflops", step_tflops}};
+    j["peak_tflops"] = peak ? nlohmann::json(peak->tflops) : nlohmann::json(nullptr);
+    if (peak) j["floor_ms"] = floor_ms(1.0), j["step_ms"] = step_ms;
+    for (const auto& l : r.layers) {
+      nlohmann::json layer{{"name", l.name}, {"op", l.op}, {"forward_ms", l.forward_ms}, {"backward_ms", l.backward_ms},
+                           {"engine", l.detail}};
+      if (auto v = per_layer(l, true)) layer["forward_gflops"] = *v;
+      if (auto v = per_layer(l, false)) layer["backward_gflops"] = *v;
+      j["layers"].push_back(std::move(layer));
+    }
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("{} on {}, batch {}\n", spec.graph.name(), r.backend, r.batch);
-    fmt::print("{:<16} {:<16} {:>10} {:>10}\n", "layer", "op", "fwd ms", "bwd ms");
+    fmt::print("{:<16} {:<16} {:>10} {:>10} {:>10} {:>10}\n", "layer", "op", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s");
     double fwd = 0, bwd = 0;
     for (const auto& l : r.layers) {
-      fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f}{}\n", l.name, l.op, l.forward_ms, l.backward_ms,
-                 l.detail.empty() ? "" : "  " + l.detail);
+      fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f} {:>10} {:>10}{}\n", l.name, l.op, l.forward_ms, l.backward_ms,
+                 cell(per_layer(l, true)), cell(per_layer(l, false)), l.detail.empty() ? "" : "  " + l.detail);
       fwd += l.forward_ms;
       bwd += l.backward_ms;
     }
@@ -63,6 +101,16 @@ int run_bench(const BenchCliOptions& o) {
     std::string reps;
     for (double v : r.images_per_sec) reps += fmt::format(" {:.0f}", v);
     fmt::print("repetitions (img/s):{}\n", reps);
+    fmt::print("FLOPs: {:.3f} GFLOP per image per training step (backward counted as 2x a conv's or linear's forward, 1x "
+               "other layers'); {:.2f} TFLOP/s achieved at {:.0f} img/s\n",
+               static_cast<double>(step_flops) / 1e9, step_tflops, r.median_images_per_sec);
+    if (peak)
+      fmt::print("peak: {:.1f} TFLOP/s ({}, dense, the {} datasheet): {:.1f}% achieved; the step's FLOP floor at batch {}: "
+                 "{:.3f} ms at 100% of peak, {:.3f} ms at 50%; measured {:.3f} ms\n",
+                 peak->tflops, peak->arithmetic, gpu, 100.0 * step_tflops / peak->tflops, r.batch, floor_ms(1.0),
+                 floor_ms(0.5), step_ms);
+    else if (b.device == Backend::cuda)
+      fmt::print("peak: '{}' is not in kiln's datasheet table (tools/kiln/flops.hpp): no % of peak or FLOP floor\n", gpu);
   }
   // The last line, for scripts: plain digits.
   if (b.device == Backend::cpu)
