@@ -8,6 +8,8 @@
 #
 #   tools/race.sh [--print-commands] [SEEDS="0 1 2 3 4"] [EPOCHS=9.9]
 #
+# KILN_DTYPE (default bf16; fp16 or fp32): the number type of both engines, as airbench runs
+# half precision channels-last (kiln's --dtype; the reference's autocast).
 # Data: $KILN_CIFAR10_DIR (the whole set: a subset would not measure the recipe). Writes the
 # runs under ${OUT:-/tmp}/race/ and prints a markdown block for data/results/gpu.md.
 # kiln: $KILN_BIN, else the device check's build, ${KILN_GPU_BUILD:-build-gpu}/kiln (never
@@ -33,6 +35,7 @@ n_train=$((bytes / 3073))
 [ "$n_train" -eq 50000 ] || echo "race: warning: $data has $n_train training images, not 50,000: not the recipe's figure" >&2
 export KILN_COMPARE_OUT=$out
 export KILN_DEVICE=cuda
+export KILN_DTYPE=${KILN_DTYPE:-bf16}
 # One interpreter for both the probe and the runs: the first with torch that sees the GPU.
 candidates="${KILN_PYTHON:-} python3 /usr/bin/python3"
 export KILN_PYTHON=
@@ -53,7 +56,8 @@ tools/reference/compare-airbench.sh "$data" "$epochs" "$seeds"
 [ $dry_run = 1 ] && exit 0
 {
   echo
-  echo "### airbench race, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+  echo "### airbench race, $KILN_DTYPE, ${gpu:-unknown GPU}, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo
   echo '```'
   cat "$KILN_COMPARE_OUT/summary.txt"

@@ -123,9 +123,11 @@ for i in 1 2 3 4 5; do printf 'x' >"$tmp/cifar/data_batch_$i.bin"; done
 (cd "$tmp" && KILN_GPU_BUILD=$tmp/race-build KILN_CIFAR10_DIR=cifar OUT=$tmp/out KILN_BIN= \
   bash "$root/tools/race.sh" --print-commands "0 1" 2 >"$tmp/race.txt" 2>"$tmp/race.err") ||
   fail "race.sh --print-commands exited $?: $(cat "$tmp/race.err")"
-[ "$(grep -c "^$tmp/race-build/kiln train data/models/airbench.yaml --data $tmp/cifar --device cuda --epochs 2 --seed [01] .*--out $tmp/out/race/kiln-[01]$" "$tmp/race.txt")" -eq 2 ] ||
+[ "$(grep -c "^$tmp/race-build/kiln train data/models/airbench.yaml --data $tmp/cifar --device cuda --dtype bf16 --epochs 2 --seed [01] .*--out $tmp/out/race/kiln-[01]$" "$tmp/race.txt")" -eq 2 ] ||
   { fail "race.sh --print-commands: not the device build's kiln with absolute paths:"; cat "$tmp/race.txt" >&2; }
 grep -q "/build/kiln" "$tmp/race.txt" && fail "race.sh runs build/kiln"
+[ "$(grep -c "tools/reference/airbench_torch.py .*--device cuda --dtype bf16 " "$tmp/race.txt")" -eq 2 ] ||
+  { fail "race.sh --print-commands: the PyTorch reference not in the race's dtype:"; cat "$tmp/race.txt" >&2; }
 (cd "$tmp" && KILN_BIN=race-build/kiln KILN_CIFAR10_DIR=cifar bash "$root/tools/race.sh" --print-commands 3 >"$tmp/race.txt" 2>/dev/null) ||
   fail "race.sh --print-commands with a relative KILN_BIN exited $?"
 expect_grep "^$tmp/race-build/kiln train .* --seed 3 " "$tmp/race.txt" "race.sh honours KILN_BIN relative to where it started"

@@ -20,6 +20,7 @@ translations and flips on both; the math is fp32 eager PyTorch (no torch.compile
 precision: airbench's own 3.09 s on an A100 uses fp16 and channels-last).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -132,7 +133,13 @@ def main():
     p.add_argument("--print-losses", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    # Mixed precision as airbench runs it on a GPU: autocast to bf16/fp16, channels-last,
+    # fp16 with PyTorch's GradScaler (kiln's --dtype counterpart, for tools/race.sh).
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     a = p.parse_args()
+    half = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+    if half is torch.float16 and a.device == "cpu":
+        p.error("--dtype fp16 needs --device cuda (PyTorch's CPU autocast runs bf16 only)")
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -148,6 +155,11 @@ def main():
     test_images, test_labels = test_images.to(dev), test_labels.to(dev)
 
     net = Net().to(dev)
+    channels_last = half is not None and dev.type == "cuda"
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast(device_type=dev.type, dtype=half)) if half is not None else contextlib.nullcontext
+    scaler = torch.cuda.amp.GradScaler(enabled=a.dtype == "fp16")
     if a.init:
         from safetensors.torch import load_file
         net.load_state_dict(load_file(a.init, device=a.device), strict=True)
@@ -207,12 +219,16 @@ def main():
                         x[sel] = padded[idx[sel], :, y:y + 32, z:z + 32]
                 flip = first_flip[idx] ^ bool(epoch % 2)
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            loss = loss_fn(net(x), train_labels[idx]).sum()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                loss = loss_fn(net(x), train_labels[idx]).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             for g in opt.param_groups:
                 g["lr"] = g["initial_lr"] * schedule[step]
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             losses.append(loss.detach())
             if step % 5 == 0:
                 with torch.no_grad():
@@ -232,7 +248,8 @@ def main():
     sync()
     seconds = time.time() - start
     losses = [v.item() for v in losses]
-    accuracy = evaluate(net, test_images, test_labels, not a.no_tta)
+    with autocast():
+        accuracy = evaluate(net, test_images, test_labels, not a.no_tta)
     if a.print_losses:
         print("losses: " + " ".join(f"{v:.6f}" for v in losses[:a.print_losses]))
     result = {"steps": step, "epochs": a.epochs, "train_images": len(train_images), "test_accuracy": accuracy,

@@ -13,7 +13,9 @@
 # build/kiln and a Python with torch ($KILN_PYTHON, else /usr/bin/python3 when it has torch,
 # as Debian's python3-torch, else python3). Writes its runs under
 # ${KILN_COMPARE_OUT:-/tmp/kiln-compare-airbench}/ and the table to summary.txt there.
-# KILN_DEVICE=cuda runs both on the GPU; KILN_COMPARE_TORCH=0 runs kiln alone; KILN_BIN names
+# KILN_DEVICE=cuda runs both on the GPU; KILN_DTYPE=bf16|fp16 runs both in mixed precision
+# (kiln's --dtype; the reference's autocast, channels-last on a GPU, GradScaler in fp16; the
+# reference's fp16 needs a GPU); KILN_COMPARE_TORCH=0 runs kiln alone; KILN_BIN names
 # the kiln binary (tools/race.sh passes the device build's); KILN_COMPARE_DRY_RUN=1 prints the
 # commands, with every path resolved, and runs nothing.
 set -euo pipefail
@@ -28,6 +30,7 @@ epochs=${2:-4}
 seeds=${3:-0 1 2}
 threads=${4:-$(nproc)}
 device=${KILN_DEVICE:-cpu}
+dtype=${KILN_DTYPE:-fp32}  # both engines: kiln's --dtype, the reference's autocast (tools/race.sh)
 with_torch=${KILN_COMPARE_TORCH:-1}
 py=${KILN_PYTHON:-}
 if [ -z "$py" ]; then
@@ -38,8 +41,8 @@ dry_run=${KILN_COMPARE_DRY_RUN:-0}
 [ -x "$kiln" ] || { echo "compare-airbench: $kiln not built (cmake --build build, or set KILN_BIN)" >&2; exit 1; }
 if [ "$dry_run" = 1 ]; then
   for seed in $seeds; do
-    echo "$kiln train data/models/airbench.yaml --data $data --device $device --epochs $epochs --seed $seed --threads $threads --eval end --out $out/kiln-$seed"
-    if [ "$with_torch" = 1 ]; then echo "$py tools/reference/airbench_torch.py --data $data --device $device --epochs $epochs --seed $seed --threads $threads --json"; fi
+    echo "$kiln train data/models/airbench.yaml --data $data --device $device --dtype $dtype --epochs $epochs --seed $seed --threads $threads --eval end --out $out/kiln-$seed"
+    if [ "$with_torch" = 1 ]; then echo "$py tools/reference/airbench_torch.py --data $data --device $device --dtype $dtype --epochs $epochs --seed $seed --threads $threads --json"; fi
   done
   exit 0
 fi
@@ -52,9 +55,9 @@ results=$out/results.jsonl
 : >"$results"
 
 for seed in $seeds; do
-  echo "== seed $seed: kiln ($epochs epochs, $device, $threads threads)"
+  echo "== seed $seed: kiln ($epochs epochs, $device, $dtype, $threads threads)"
   rm -rf "$out/kiln-$seed"
-  "$kiln" train data/models/airbench.yaml --data "$data" --device "$device" --epochs "$epochs" --seed "$seed" --threads "$threads" \
+  "$kiln" train data/models/airbench.yaml --data "$data" --device "$device" --dtype "$dtype" --epochs "$epochs" --seed "$seed" --threads "$threads" \
     --eval end --out "$out/kiln-$seed" >"$out/kiln-$seed.log" 2>&1 || { cat "$out/kiln-$seed.log"; exit 1; }
   "$py" - "$out/kiln-$seed/metrics.jsonl" "$seed" >>"$results" <<'EOF'
 import json, sys
@@ -65,7 +68,7 @@ EOF
   tail -1 "$results"
   [ "$with_torch" = 1 ] || continue
   echo "== seed $seed: PyTorch"
-  "$py" tools/reference/airbench_torch.py --data "$data" --device "$device" --epochs "$epochs" --seed "$seed" \
+  "$py" tools/reference/airbench_torch.py --data "$data" --device "$device" --dtype "$dtype" --epochs "$epochs" --seed "$seed" \
     --threads "$threads" --json 2>"$out/torch-$seed.log" | tail -1 | "$py" -c \
     'import json, sys; r = json.loads(sys.stdin.read()); r["engine"] = "pytorch"; print(json.dumps(r))' >>"$results" ||
     { cat "$out/torch-$seed.log"; echo "compare-airbench: the PyTorch reference failed (log above)" >&2; exit 1; }
