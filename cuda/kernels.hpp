@@ -43,8 +43,6 @@ void dropout_backward(DType t, float p, std::uint64_t key, const void* dy, void*
                       cudaStream_t s);
 // dx = dy, or dx += dy.
 void copy_or_add(DType t, const void* src, void* dst, bool accumulate, std::int64_t count, cudaStream_t s);
-// y = a + b.
-void add2(DType t, const void* a, const void* b, void* y, std::int64_t count, cudaStream_t s);
 // y = x[0] + x[1] + ... in that order in fp32, stored once (the CPU's add); more than
 // kAddInputs inputs are summed kAddInputs at a time, y carrying the partial sum.
 constexpr std::size_t kAddInputs = 8;
@@ -133,16 +131,18 @@ void cast_to_f32(DType t, const void* src, float* dst, std::int64_t count, cudaS
 
 // fp16's dynamic loss scale on the device (PyTorch's GradScaler; the CPU's in
 // backend/executor.hpp's LossScale), so that a step never waits for the host to decide.
+// The rule is math/loss_scale.hpp's, the CPU's.
 struct LossScaler {
   float scale;
-  unsigned int skip;        // this step's update is skipped (its gradients overflowed)
-  long long good_steps;     // since the scale last changed
+  unsigned int skip;         // this step's update is skipped (its gradients overflowed)
+  std::int64_t good_steps;   // since the scale last changed
 };
-// After backward: skip = *nonfinite && scale > 1 (an overflow at scale 1 is a divergence),
-// and the scale this step used is copied to *used (the step's statistics).
+// After backward: skip = math::loss_scale_skips(*nonfinite, scale), and the scale this step
+// used is copied to *used (the step's statistics).
 void loss_scale_check(LossScaler* scaler, const unsigned int* nonfinite, float* used, cudaStream_t s);
-// After the update: a skipped step halves the scale; `growth_interval` good steps in a row double it.
-void loss_scale_advance(LossScaler* scaler, long long growth_interval, cudaStream_t s);
+// After the update: math::loss_scale_advance (a skipped step halves the scale, growth_interval
+// good steps in a row double it).
+void loss_scale_advance(LossScaler* scaler, std::int64_t growth_interval, cudaStream_t s);
 
 // ---- lookahead and the divergence guard (cuda/kernels/average.cu) ------------------------
 // ema <- ema + (1 - decay) * (w - ema) (torch.lerp), then w <- ema.

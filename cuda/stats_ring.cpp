@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "cuda/check.hpp"
+#include "math/loss_scale.hpp"
 
 namespace kiln::cuda {
 
@@ -55,7 +56,7 @@ void StatsRing::collect(bool wait) {
     // fp16's loss scale (written only in training with loss scaling; 0 otherwise): gradients
     // that overflowed at a scale above 1 skip the update; at 1 they are a divergence.
     stats.loss_scale = scale > 0.0f ? scale : 1.0f;
-    stats.skipped = nonfinite != 0 && scale > 1.0f;
+    stats.skipped = math::loss_scale_skips(nonfinite != 0, scale);
     stats.nonfinite_grad = nonfinite != 0 && !stats.skipped;
     collected_.push_back(stats);
     slot.pending = false;

@@ -6,6 +6,7 @@
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/launch.cuh"
+#include "math/loss_scale.hpp"
 
 namespace kiln::cuda {
 
@@ -22,19 +23,13 @@ __global__ void to_f32_kernel(const T* src, float* dst, std::int64_t count) {
 }
 
 __global__ void check_kernel(LossScaler* scaler, const unsigned int* nonfinite, float* used) {
-  scaler->skip = (*nonfinite != 0u && scaler->scale > 1.0f) ? 1u : 0u;
+  scaler->skip = math::loss_scale_skips(*nonfinite != 0u, scaler->scale) ? 1u : 0u;
   if (used) *used = scaler->scale;
 }
 
-__global__ void advance_kernel(LossScaler* scaler, long long growth_interval) {
-  if (scaler->skip) {
-    scaler->scale *= 0.5f;
-    scaler->good_steps = 0;
-    scaler->skip = 0u;
-  } else if (++scaler->good_steps >= growth_interval) {
-    scaler->scale *= 2.0f;
-    scaler->good_steps = 0;
-  }
+__global__ void advance_kernel(LossScaler* scaler, std::int64_t growth_interval) {
+  math::loss_scale_advance(scaler->scale, scaler->good_steps, scaler->skip != 0u, growth_interval);
+  scaler->skip = 0u;
 }
 
 }  // namespace
@@ -62,7 +57,7 @@ void loss_scale_check(LossScaler* scaler, const unsigned int* nonfinite, float* 
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-void loss_scale_advance(LossScaler* scaler, long long growth_interval, cudaStream_t s) {
+void loss_scale_advance(LossScaler* scaler, std::int64_t growth_interval, cudaStream_t s) {
   advance_kernel<<<1, 1, 0, s>>>(scaler, growth_interval);
   KILN_CUDA_LAUNCH_CHECK();
 }

@@ -1,4 +1,4 @@
-// Element-wise kernels: activations, scale, dropout, copy/add, fill. One thread per element
+// Element-wise kernels: activations, scale, dropout, copy/add, the n-ary add, fill. One thread per element
 // in a grid-stride loop; each element reads and writes only its own index, so y == x (in
 // place) is safe. The per-element math is math/activation.hpp's and math/dropout.hpp's.
 #include <cstdint>
@@ -105,11 +105,6 @@ __global__ void copy_or_add_kernel(const T* src, T* dst, bool accumulate, std::i
 }
 
 template <class T>
-__global__ void add2_kernel(const T* a, const T* b, T* y, std::int64_t count) {
-  for (std::int64_t i = first_index(); i < count; i += grid_stride()) y[i] = st<T>(ld(a[i]) + ld(b[i]));
-}
-
-template <class T>
 struct AddInputs {
   const T* p[kAddInputs];
   int count;
@@ -204,16 +199,6 @@ void copy_or_add(DType t, const void* src, void* dst, bool accumulate, std::int6
   with_dtype(t, [&](auto stored) {
     using T = typename decltype(stored)::type;
     copy_or_add_kernel<<<grid_for(count), kThreads, 0, s>>>(static_cast<const T*>(src), static_cast<T*>(dst), accumulate, count);
-  });
-  KILN_CUDA_LAUNCH_CHECK();
-}
-
-void add2(DType t, const void* a, const void* b, void* y, std::int64_t count, cudaStream_t s) {
-  if (count <= 0) return;
-  with_dtype(t, [&](auto stored) {
-    using T = typename decltype(stored)::type;
-    add2_kernel<<<grid_for(count), kThreads, 0, s>>>(static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y),
-                                                     count);
   });
   KILN_CUDA_LAUNCH_CHECK();
 }

@@ -12,20 +12,12 @@ namespace {
 constexpr int kThreads = 256;
 
 // momentum may be null when h.momentum is 0 (sgd_update then never touches the buffer).
-__global__ void sgd_kernel(float* w, float* momentum, const float* grad, std::int64_t count, math::SgdHyper h) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
-       i += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
-    float unused = 0.0f;
-    math::sgd_update(w[i], momentum ? momentum[i] : unused, grad[i], h);
-  }
-}
-
-// fp16: the CPU's update with its loss scale — nothing on a skipped step; at scale 1 the
-// same operations as fp32's, otherwise the gradient times 1 / scale.
-__global__ void scaled_sgd_kernel(float* w, float* momentum, const float* grad, std::int64_t count, math::SgdHyper h,
-                                  const LossScaler* scaler) {
-  if (scaler->skip) return;
-  const float unscale = 1.0f / scaler->scale;
+// With fp16's loss scale, the CPU's update: nothing on a skipped step, otherwise the gradient
+// times 1 / scale (at scale 1 the same operations as fp32's).
+__global__ void sgd_kernel(float* w, float* momentum, const float* grad, std::int64_t count, math::SgdHyper h,
+                           const LossScaler* scaler) {
+  if (scaler && scaler->skip) return;
+  const float unscale = scaler ? 1.0f / scaler->scale : 1.0f;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
     float unused = 0.0f;
@@ -40,10 +32,7 @@ void sgd_update(float* w, float* momentum, const float* grad, std::int64_t count
   if (count <= 0) return;
   const std::int64_t blocks = (count + kThreads - 1) / kThreads;
   const auto grid = static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
-  if (scaler)
-    scaled_sgd_kernel<<<grid, kThreads, 0, s>>>(w, momentum, grad, count, h, scaler);
-  else
-    sgd_kernel<<<grid, kThreads, 0, s>>>(w, momentum, grad, count, h);
+  sgd_kernel<<<grid, kThreads, 0, s>>>(w, momentum, grad, count, h, scaler);
   KILN_CUDA_LAUNCH_CHECK();
 }
 

@@ -18,6 +18,7 @@
 #include "backend/cpu_ops.hpp"
 #include "backend/executor.hpp"
 #include "math/loss.hpp"
+#include "math/loss_scale.hpp"
 #include "math/rng.hpp"
 #include "trace/trace.hpp"
 
@@ -185,7 +186,7 @@ class CpuExecutor final : public Executor {
     for (std::int64_t i = 0; i < param_floats_; ++i) bad = bad || !std::isfinite(grads_[i]);
     // fp16: gradients that overflowed at the loss scale skip the update (update() halves the
     // scale); at a scale of 1 or less they overflow unscaled, and that is a divergence.
-    skip_update_ = bad && dtype_ == DType::f16 && loss_scale_.scale > 1.0f;
+    skip_update_ = dtype_ == DType::f16 && math::loss_scale_skips(bad, loss_scale_.scale);
     if (!stats_.empty()) {
       stats_.back().nonfinite_grad = bad && !skip_update_;
       stats_.back().skipped = skip_update_;
@@ -194,14 +195,12 @@ class CpuExecutor final : public Executor {
 
   void update(std::span<const math::SgdHyper> hyper) override {
     trace::Range range("optimizer");
-    if (skip_update_) {
-      loss_scale_ = {loss_scale_.scale * 0.5f, 0};
-      skip_update_ = false;
-      return;
-    }
-    const float unscale = 1.0f / loss_scale_.scale;  // a power of two: exact
-    if (dtype_ == DType::f16 && ++loss_scale_.good_steps >= LossScale::kGrowthInterval)
-      loss_scale_ = {loss_scale_.scale * 2.0f, 0};
+    const bool skipped = skip_update_;
+    skip_update_ = false;
+    const float unscale = 1.0f / loss_scale_.scale;  // this step's scale, a power of two: exact
+    if (dtype_ == DType::f16)
+      math::loss_scale_advance(loss_scale_.scale, loss_scale_.good_steps, skipped, LossScale::kGrowthInterval);
+    if (skipped) return;
     auto params = graph_.params();
     for (std::size_t p = 0; p < params.size(); ++p) {
       if (!gets_gradient(graph_, plan_, p)) continue;

@@ -147,7 +147,7 @@ TEST(CudaKernels, CopyOrAddAndFill) {
   expect_near(std::vector<float>(a.size(), 2.5f), dst.download(), 0.0, 0.0, "fill");
 }
 
-// add of three inputs, as the executor runs it: y = x0 + x1, then y = y + x2; each input's
+// add of three inputs, as the executor runs it: y = x0 + x1 + x2 in one pass; each input's
 // gradient is dy, copied or added.
 TEST(CudaKernels, AddOfThreeInputs) {
   KILN_REQUIRE_GPU();
@@ -159,14 +159,9 @@ TEST(CudaKernels, AddOfThreeInputs) {
   const auto count = static_cast<std::int64_t>(h.y.size());
   h.forward();
   DeviceBuffer<float> x0(h.x[0]), x1(h.x[1]), x2(h.x[2]), y(count), dy(h.dy);
-  cuda::add2(DType::f32, x0.get(), x1.get(), y.get(), count, nullptr);
-  cuda::add2(DType::f32, y.get(), x2.get(), y.get(), count, nullptr);
+  // The CPU's order in one pass (bit for bit in fp32).
+  cuda::add_n(DType::f32, std::vector<void*>{x0.get(), x1.get(), x2.get()}, y.get(), count, nullptr);
   expect_near(h.y, y.download(), 0.0, 0.0, "y");
-  // add_n: the CPU's order in one pass (bit for bit in fp32).
-  DeviceBuffer<float> yn(static_cast<std::size_t>(count));
-  const std::vector<void*> three{x0.get(), x1.get(), x2.get()};
-  cuda::add_n(DType::f32, three, yn.get(), count, nullptr);
-  expect_near(h.y, yn.download(), 0.0, 0.0, "y (add_n)");
 
   std::fill(h.dx[0].begin(), h.dx[0].end(), kNaN);
   std::vector<float> before = h.random(count);
@@ -190,7 +185,7 @@ TEST(CudaKernels, GridStrideCoversLargeCounts) {
   DeviceBuffer<float> a(static_cast<std::size_t>(count)), b(static_cast<std::size_t>(count));
   cuda::fill(a.get(), -1.5f, count, nullptr);
   cuda::activation_forward(DType::f32, OpKind::relu, 0.0f, a.get(), b.get(), count, nullptr);
-  cuda::add2(DType::f32, a.get(), b.get(), b.get(), count, nullptr);  // -1.5 + relu(-1.5) = -1.5
+  cuda::add_n(DType::f32, std::vector<void*>{a.get(), b.get()}, b.get(), count, nullptr);  // -1.5 + relu(-1.5) = -1.5
   const std::vector<float> got = b.download();
   const auto wrong = std::count_if(got.begin(), got.end(), [](float v) { return v != -1.5f; });
   EXPECT_EQ(wrong, 0) << "first wrong element: " << (std::find_if(got.begin(), got.end(), [](float v) { return v != -1.5f; }) - got.begin());
@@ -235,7 +230,6 @@ TEST(CudaKernels, ZeroSizeLaunchesAreSkipped) {
   cuda::dropout_forward(DType::f32, 0.5f, 1, nullptr, nullptr, Dims4{0, 3, 4, 4, false}, nullptr);
   cuda::dropout_backward(DType::f32, 0.5f, 1, nullptr, nullptr, false, Dims4{0, 3, 4, 4, false}, nullptr);
   cuda::copy_or_add(DType::f32, nullptr, nullptr, true, 0, nullptr);
-  cuda::add2(DType::f32, nullptr, nullptr, nullptr, 0, nullptr);
   cuda::add_n(DType::f32, std::vector<void*>{nullptr, nullptr}, nullptr, 0, nullptr);
   cuda::fill(nullptr, 1.0f, 0, nullptr);
   cuda::concat_forward_part(DType::f32, nullptr, empty, nullptr, one, 0, nullptr);
