@@ -80,6 +80,25 @@ void batchnorm_forward(DType t, bool train, const void* x, const Dims4& dims, vo
 void batchnorm_backward(DType t, bool train, const void* x, const void* dy, const Dims4& dims, void* dx, bool accumulate,
                         const float* weight, float* dweight, float* dbias, const float* save_mean, const float* save_invstd,
                         const float* running_mean, const float* running_var, float eps, cudaStream_t s);
+// batchnorm followed by an activation (relu, leaky_relu, gelu, silu, sigmoid, tanh) as one
+// kernel each way: bitwise the result of batchnorm_forward then activation_forward (the
+// normalized value is rounded to the dtype before the activation, as the unfused pair stores
+// it), and of activation_backward then batchnorm_backward (the activation's gradient rounded
+// to the dtype before the batchnorm's sums read it). y is the activation's output, dy its
+// gradient. The normalized value is not stored: backward recomputes it from x and the
+// per-channel affine forward applied. In training that affine comes from the batch statistics
+// in double, which save_mean / save_invstd hold only rounded to float, so forward also saves
+// it: save_alpha_beta holds 2*c floats, the scale [0, c) then the shift [c, 2c) (written when
+// not nullptr, in either mode; backward reads it in training). Evaluation recomputes the
+// affine from the running statistics, weight and bias, as forward did.
+void batchnorm_act_forward(DType t, bool train, OpKind act, float slope, const void* x, const Dims4& dims, void* y,
+                           const float* weight, const float* bias, float* running_mean, float* running_var,
+                           float* save_mean, float* save_invstd, float* save_alpha_beta, float momentum, float eps,
+                           cudaStream_t s);
+void batchnorm_act_backward(DType t, bool train, OpKind act, float slope, const void* x, const void* dy, const Dims4& dims,
+                            void* dx, bool accumulate, const float* weight, const float* bias, float* dweight, float* dbias,
+                            const float* save_mean, const float* save_invstd, const float* save_alpha_beta,
+                            const float* running_mean, const float* running_var, float eps, cudaStream_t s);
 
 // ---- groupnorm (cuda/kernels/groupnorm.cu), math/groupnorm.hpp ---------------------------
 // Statistics of each (sample, group) from its own values; no state: backward recomputes them.

@@ -7,8 +7,8 @@
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/activation.cuh"
 #include "cuda/kernels/launch.cuh"
-#include "math/activation.hpp"
 #include "math/dropout.hpp"
 #include "math/layout.hpp"
 
@@ -16,33 +16,7 @@ namespace kiln::cuda {
 
 namespace {
 
-// ---- activations: fwd(x) and bwd(saved, dy), saved being y or x as backward_needs says -----
-
-struct Relu {
-  __device__ float fwd(float x) const { return math::relu_fwd(x); }
-  __device__ float bwd(float y, float dy) const { return math::relu_bwd(y, dy); }
-};
-struct LeakyRelu {
-  float slope;
-  __device__ float fwd(float x) const { return math::leaky_relu_fwd(x, slope); }
-  __device__ float bwd(float x, float dy) const { return math::leaky_relu_bwd(x, dy, slope); }
-};
-struct Gelu {
-  __device__ float fwd(float x) const { return math::gelu_fwd(x); }
-  __device__ float bwd(float x, float dy) const { return math::gelu_bwd(x, dy); }
-};
-struct Silu {
-  __device__ float fwd(float x) const { return math::silu_fwd(x); }
-  __device__ float bwd(float x, float dy) const { return math::silu_bwd(x, dy); }
-};
-struct Sigmoid {
-  __device__ float fwd(float x) const { return math::sigmoid_fwd(x); }
-  __device__ float bwd(float y, float dy) const { return math::sigmoid_bwd(y, dy); }
-};
-struct Tanh {
-  __device__ float fwd(float x) const { return math::tanh_fwd(x); }
-  __device__ float bwd(float y, float dy) const { return math::tanh_bwd(y, dy); }
-};
+// ---- activations (cuda/kernels/activation.cuh) -----------------------------------------
 
 template <class F, class T>
 __global__ void activation_forward_kernel(F f, const T* x, T* y, std::int64_t count) {
@@ -72,10 +46,6 @@ void launch_backward(DType t, F f, const void* saved, const void* dy, void* dx, 
                                                                    static_cast<T*>(dx), accumulate, count);
   });
   KILN_CUDA_LAUNCH_CHECK();
-}
-
-[[noreturn]] void not_an_activation(const char* launcher, OpKind op) {
-  throw std::invalid_argument(std::string(launcher) + ": '" + std::string(op_name(op)) + "' is not an activation");
 }
 
 // ---- the rest -------------------------------------------------------------------------
@@ -148,29 +118,14 @@ void launch_dropout(DType t, float p, std::uint64_t key, const void* in, void* o
 
 void activation_forward(DType t, OpKind op, float slope, const void* x, void* y, std::int64_t count, cudaStream_t s) {
   if (count <= 0) return;
-  switch (op) {
-    case OpKind::relu: return launch_forward(t, Relu{}, x, y, count, s);
-    case OpKind::leaky_relu: return launch_forward(t, LeakyRelu{slope}, x, y, count, s);
-    case OpKind::gelu: return launch_forward(t, Gelu{}, x, y, count, s);
-    case OpKind::silu: return launch_forward(t, Silu{}, x, y, count, s);
-    case OpKind::sigmoid: return launch_forward(t, Sigmoid{}, x, y, count, s);
-    case OpKind::tanh: return launch_forward(t, Tanh{}, x, y, count, s);
-    default: not_an_activation("activation_forward", op);
-  }
+  with_activation("activation_forward", op, slope, [&](auto act) { launch_forward(t, act, x, y, count, s); });
 }
 
 void activation_backward(DType t, OpKind op, float slope, const void* saved, const void* dy, void* dx, bool accumulate,
                          std::int64_t count, cudaStream_t s) {
   if (count <= 0 || !dx) return;
-  switch (op) {
-    case OpKind::relu: return launch_backward(t, Relu{}, saved, dy, dx, accumulate, count, s);
-    case OpKind::leaky_relu: return launch_backward(t, LeakyRelu{slope}, saved, dy, dx, accumulate, count, s);
-    case OpKind::gelu: return launch_backward(t, Gelu{}, saved, dy, dx, accumulate, count, s);
-    case OpKind::silu: return launch_backward(t, Silu{}, saved, dy, dx, accumulate, count, s);
-    case OpKind::sigmoid: return launch_backward(t, Sigmoid{}, saved, dy, dx, accumulate, count, s);
-    case OpKind::tanh: return launch_backward(t, Tanh{}, saved, dy, dx, accumulate, count, s);
-    default: not_an_activation("activation_backward", op);
-  }
+  with_activation("activation_backward", op, slope,
+                  [&](auto act) { launch_backward(t, act, saved, dy, dx, accumulate, count, s); });
 }
 
 void scale_forward(DType t, float factor, const void* x, void* y, std::int64_t count, cudaStream_t s) {

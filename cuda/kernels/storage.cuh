@@ -34,9 +34,12 @@ __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) {
 }
 
 // `out = v`, or `out += v` in fp32 and stored once (the CPU oracle adds in fp32, then rounds).
+// __fadd_rn is never merged with the multiply that produced v: a contracted v * k + out rounds
+// once where the CPU rounds twice, and nvcc contracts only some unrolled copies of a loop, so
+// two kernels computing the same v could accumulate it differently.
 template <class T>
 __device__ __forceinline__ void put(T& out, float v, bool accumulate) {
-  out = st<T>(accumulate ? ld(out) + v : v);
+  out = st<T>(accumulate ? __fadd_rn(ld(out), v) : v);
 }
 
 template <class T>
