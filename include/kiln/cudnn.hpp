@@ -23,11 +23,26 @@ struct CudnnLayerReport {
   /// (cuDNN has no ceil mode)", "view of its input", ...
   std::string path;
   int descriptors = 0;  ///< backend descriptors finalized for this layer
+  /// The fused group the layer runs in ("bn1+gelu1 -> conv2"), empty when it runs alone.
+  std::string group;
+};
+
+/// A fused group: a batchnorm and the activation reading it, run as one kernel each way,
+/// and the convolution reading that activation where there is one (cuDNN's
+/// scale-bias-activation-conv-genstats pattern).
+struct CudnnGroupReport {
+  std::string name;    ///< "bn1+gelu1 -> conv2"
+  std::string kernel;  ///< what runs it: "kiln kernel (batchnorm+gelu)"
+  /// The cuDNN prologue-fused convolution's graphs: "descriptors finalized (forward with
+  /// genstats, wgrad with prologue)", or why not; empty without a convolution.
+  std::string cudnn_graph;
+  std::string reason;  ///< why the group runs as it does
 };
 
 /// What compile_cudnn() finalized.
 struct CudnnReport {
   std::vector<CudnnLayerReport> layers;  ///< one per layer, in graph order
+  std::vector<CudnnGroupReport> groups;  ///< the fused groups, in graph order
   int tensors = 0;      ///< tensor descriptors finalized
   int operations = 0;   ///< operation descriptors finalized
 };

@@ -212,6 +212,20 @@ TEST(CliCheck, TargetCuda) {
       EXPECT_TRUE(has(half.out, std::string(dtype) + ", weights " + dtype + "  graph API: conv fwd")) << half.out;
       EXPECT_TRUE(has(half.out, std::string(dtype) + ", params fp32 ")) << half.out;
     }
+  // Each fused group and how it runs, with its layers' rows saying so.
+  CliRun groups = run_kiln("check " + src("data/models/airbench.yaml") + " --target cuda --dtype bf16");
+  if (KILN_HAVE_CUDA) {
+    EXPECT_TRUE(has(groups.out, "fused groups (6;")) << groups.out;
+    EXPECT_TRUE(has(groups.out, "  g1_bn1+g1_act1 -> g1_conv2: fused, kiln kernel (batchnorm+gelu)")) << groups.out;
+    EXPECT_TRUE(has(groups.out, "  g3_bn2+g3_act2: fused, kiln kernel (batchnorm+gelu)")) << groups.out;
+    EXPECT_TRUE(has(groups.out, "cuDNN graph: scale, bias, gelu -> conv fwd -> genstats")) << groups.out;
+    EXPECT_TRUE(has(groups.out, "descriptors finalized; engine unverified")) << groups.out;
+    EXPECT_TRUE(has(groups.out, "fused into g1_bn1's kernel")) << groups.out;
+    CliRun json = run_kiln("check " + src("data/models/resnet20.yaml") + " --target cuda --dtype bf16 --json");
+    EXPECT_EQ(json.code, 0) << json.err;
+    EXPECT_TRUE(has(json.out, "\"groups\": [")) << json.out;
+    EXPECT_TRUE(has(json.out, "kiln kernel (batchnorm+relu)")) << json.out;
+  }
   CliRun ceil = run_kiln("check " + src("data/models/cifar_quick.yaml") + " --target cuda");
   if (KILN_HAVE_CUDA) {
     EXPECT_EQ(ceil.code, 0) << ceil.err;

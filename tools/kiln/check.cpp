@@ -144,7 +144,11 @@ int run_check(const CheckOptions& o) {
         for (int in : layer.inputs) row["inputs"].push_back(layers[static_cast<std::size_t>(in)].name);
         if (layer.loc.known()) row["line"] = layer.loc.line;
         if (!layer.instance.empty()) row["instance"] = layer.instance, row["block"] = layer.block;
-        if (cudnn) row["cudnn"] = cudnn->layers[static_cast<std::size_t>(layer.index)].path;
+        if (cudnn) {
+          const CudnnLayerReport& c = cudnn->layers[static_cast<std::size_t>(layer.index)];
+          row["cudnn"] = c.path;
+          if (!c.group.empty()) row["group"] = c.group;
+        }
         row["attrs"] = attrs_json(layer);
         j["layers"].push_back(row);
       }
@@ -162,7 +166,12 @@ int run_check(const CheckOptions& o) {
       for (const MemoryBlock& b : plan.blocks)
         j["memory"]["blocks"].push_back({{"name", b.name}, {"offset", b.offset}, {"bytes", b.bytes}});
       if (cuda) j["memory"]["sized_on_device"] = {"state", "workspace", "staging"};
-      if (cudnn) j["cudnn"] = {{"tensors", cudnn->tensors}, {"operations", cudnn->operations}};
+      if (cudnn) {
+        j["cudnn"] = {{"tensors", cudnn->tensors}, {"operations", cudnn->operations}};
+        j["groups"] = nlohmann::json::array();
+        for (const CudnnGroupReport& g : cudnn->groups)
+          j["groups"].push_back({{"name", g.name}, {"kernel", g.kernel}, {"cudnn_graph", g.cudnn_graph}, {"reason", g.reason}});
+      }
       if (on_gpu) j["no_engine"] = no_engine;
       j["warnings"] = nlohmann::json::array();
       for (const auto& w : graph.warnings()) j["warnings"].push_back(to_json(w));
@@ -240,6 +249,14 @@ int run_check(const CheckOptions& o) {
     if (cudnn)
       fmt::print("cuDNN {}: {} tensor and {} operation descriptors finalized for batch {}, {}, {}\n", build_description(),
                  cudnn->tensors, cudnn->operations, batch, to_string(*dtype), to_string(*layout));
+    if (cudnn && !cudnn->groups.empty()) {
+      fmt::print("fused groups ({}; --no-fusion at train or bench runs them apart):\n", cudnn->groups.size());
+      for (const CudnnGroupReport& g : cudnn->groups) {
+        fmt::print("  {}: fused, {}\n", g.name, g.kernel);
+        if (!g.cudnn_graph.empty())
+          fmt::print("    {}; engine unverified{}\n    ({})\n", g.cudnn_graph, on_gpu ? "" : ": no GPU", g.reason);
+      }
+    }
     if (cuda && *dtype != DType::f32)
       fmt::print("mixed precision: activations, their gradients and conv/linear weights in {}; master weights, optimizer, "
                  "normalization statistics and the loss in fp32{} (the CPU oracle: --device cpu --dtype {})\n",
