@@ -57,9 +57,11 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
       options_(options),
       plan_(plan_memory(graph, batch, options.dtype, PlanMode::train, options.layout)),
       batch_sizes_(planned_batch_sizes(batch, options.batch_sizes)),
+      fusion_(plan_fusion(graph, options.fusion)),
       device_(options),  // first to touch the device: kiln's message when there is none
       convs_(device_.cudnn(), options.dtype, options.layout, {.tf32 = options.tf32, .deterministic = options.deterministic}),
-      staging_(batch, graph.input_shape(), options.pipeline) {
+      staging_(batch, graph.input_shape(), options.pipeline),
+      values_(graph.params().size()) {
   check_memory_before_planning();
   // What `kiln check --target cuda` runs: a layer cuDNN refuses is a build error (GraphError).
   compile_cudnn(graph_, Target{Backend::cuda, batch, options.dtype, options.layout});
@@ -130,7 +132,9 @@ void CudaExecutor::allocate_arena() {
   const std::int64_t labels_span = detail::align_up(batch_ * 4, MemoryPlan::alignment);
   const std::int64_t stats_span = detail::align_up(StatsRing::kBlockBytes, MemoryPlan::alignment);
   const std::int64_t scaler_span = detail::align_up(static_cast<std::int64_t>(sizeof(LossScaler)), MemoryPlan::alignment);
-  needs.staging_bytes = labels_span + stats_span + scaler_span + Staging::arena_bytes(batch_, graph_.input_shape());
+  const std::int64_t values_span = StepValues::bytes(graph_.params().size());
+  needs.staging_bytes =
+      labels_span + stats_span + scaler_span + values_span + Staging::arena_bytes(batch_, graph_.input_shape());
   detail::lay_out_blocks(graph_, plan_, &needs);
   check_fits(plan_.total_bytes, 4 * plan_.param_block_bytes, workspace_bytes_);
 
@@ -160,7 +164,8 @@ void CudaExecutor::allocate_arena() {
     scaler_ = reinterpret_cast<LossScaler*>(staging + labels_span + stats_span);
     set_loss_scale({detail::LossScale::kInitial, 0});
   }
-  staging_.bind(staging + labels_span + stats_span + scaler_span, device_.stream());
+  values_.bind(staging + labels_span + stats_span + scaler_span);
+  staging_.bind(staging + labels_span + stats_span + scaler_span + values_span, device_.stream());
 }
 
 void CudaExecutor::bind_layers_to_memory() {
@@ -231,6 +236,7 @@ void CudaExecutor::check_fits(std::int64_t total, std::int64_t param_state, std:
 }
 
 void CudaExecutor::copy_param(std::size_t index, std::span<float> out, const float* base) const {
+  recorder_.flush();
   const Param& p = graph_.params()[index];
   std::vector<float> host(static_cast<std::size_t>(p.elements));
   KILN_CUDA_CHECK(
@@ -245,6 +251,7 @@ void CudaExecutor::copy_param(std::size_t index, std::span<float> out, const flo
 }
 
 void CudaExecutor::upload_param(std::size_t index, std::span<const float> in, float* base) {
+  recorder_.flush();
   const Param& p = graph_.params()[index];
   std::vector<float> host(static_cast<std::size_t>(p.elements), 0.0f);
   std::copy_n(in.begin(), std::min(host.size(), in.size()), host.begin());
@@ -267,6 +274,7 @@ void CudaExecutor::read_ema(std::size_t i, std::span<float> out) const { copy_pa
 void CudaExecutor::write_ema(std::size_t i, std::span<const float> in) { upload_param(i, in, ema_); }
 
 detail::LossScale CudaExecutor::loss_scale() const {
+  recorder_.flush();
   if (!scaler_) return {};
   LossScaler s{};
   KILN_CUDA_CHECK(cudaMemcpyAsync(&s, scaler_, sizeof s, cudaMemcpyDeviceToHost, device_.stream()));
@@ -275,6 +283,7 @@ detail::LossScale CudaExecutor::loss_scale() const {
 }
 
 void CudaExecutor::set_loss_scale(const detail::LossScale& scale) {
+  recorder_.flush();
   if (!scaler_) return;
   const LossScaler s{.scale = scale.scale, .skip = 0u, .good_steps = scale.good_steps};
   KILN_CUDA_CHECK(cudaMemcpyAsync(scaler_, &s, sizeof s, cudaMemcpyHostToDevice, device_.stream()));
@@ -282,9 +291,9 @@ void CudaExecutor::set_loss_scale(const detail::LossScale& scale) {
 }
 
 std::string CudaExecutor::describe() const {
-  return fmt::format("cuda, {}, {}, {}{}{}", device_.name(), to_string(options_.dtype), to_string(options_.layout),
-                     options_.tf32 ? ", tf32" : "",
-                     options_.deterministic ? "" : ", nondeterministic");
+  return fmt::format("cuda, {}, {}, {}{}{}{}{}", device_.name(), to_string(options_.dtype), to_string(options_.layout),
+                     options_.tf32 ? ", tf32" : "", options_.deterministic ? "" : ", nondeterministic",
+                     options_.cuda_graph ? "" : ", no CUDA graph", options_.fusion ? "" : ", no fusion");
 }
 
 }  // namespace kiln::cuda

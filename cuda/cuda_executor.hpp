@@ -9,6 +9,10 @@
 // backward, so that the optimizer, batchnorm's parameters and statistics, the loss and the
 // checkpoints stay fp32 (the CPU oracle's contract, backend/cpu_ops.hpp). fp16 adds the
 // dynamic loss scale, kept on the device (LossScaler), so a step never waits for the host.
+// A training step runs through a StepRecorder (cuda/step_graph.hpp): after a warm-up step
+// of its shape it is captured into a CUDA graph and replayed; the values that change per
+// step are in device memory (StepValues). Batchnorm + activation pairs run as one kernel
+// each way (cuda/fusion.hpp).
 // A training step allocates nothing and never waits for the host: cuDNN plans exist for the
 // capacity and every size in CudaOptions::batch_sizes from construction (and the workspace is
 // sized to them), and for a size given to prepare_batches() before the first step that runs
@@ -31,15 +35,18 @@
 #include "backend/executor.hpp"
 #include "cuda/conv_plan_cache.hpp"
 #include "cuda/device_context.hpp"
+#include "cuda/fusion.hpp"
 #include "cuda/kernels.hpp"
 #include "cuda/memory.hpp"
 #include "cuda/op_table.hpp"
 #include "cuda/staging.hpp"
 #include "cuda/stats_ring.hpp"
+#include "cuda/step_graph.hpp"
+#include "cuda/step_values.hpp"
 
 namespace kiln::cuda {
 
-class CudaExecutor final : public detail::Executor {
+class CudaExecutor final : public detail::Executor, private StepRunner {
  public:
   CudaExecutor(const Graph& graph, std::int64_t batch, const detail::CudaOptions& options);
   ~CudaExecutor() override = default;  // fence_ waits for the stream first
@@ -88,7 +95,20 @@ class CudaExecutor final : public detail::Executor {
   // workspace the arena already has (the fallback for a caller that did not declare it).
   void ensure_plans(std::int64_t n);
   void prepare_batches(std::span<const std::int64_t> sizes) override;
-  StepContext step_context(bool train, std::uint64_t step);
+  StepContext step_context(bool train);
+
+  // StepRunner: the step's parts, run or captured (cuda_step.cpp).
+  void write_step(std::uint64_t step) override;
+  void write_hyper(std::span<const math::SgdHyper> hyper) override;
+  void enqueue_forward(bool train) override;
+  void enqueue_loss(const detail::LossOptions& options, bool train) override;
+  void enqueue_backward() override;
+  void enqueue_update() override;
+  void open_stats(std::int64_t tag) override;
+  void ship_stats() override;
+  void begin_capture() override;
+  std::uint64_t end_capture() override;
+  void launch(std::uint64_t graph) override;
   void time_layer(std::size_t index, bool forward);
   // Throws the out-of-memory DeviceError (bytes asked, the plan, the batch that would fit).
   void check_fits(std::int64_t total, std::int64_t param_state, std::int64_t workspace) const;
@@ -101,6 +121,7 @@ class CudaExecutor final : public detail::Executor {
   MemoryPlan plan_;
   std::vector<std::int64_t> batch_sizes_;  // plans exist for these
   std::vector<LayerRun> runs_;             // host-only bindings, pointing into arena_
+  FusionPlan fusion_;
 
   // ---- device resources: destroyed bottom-up, the handles last (see the file comment) ----
   DeviceContext device_;
@@ -108,6 +129,8 @@ class CudaExecutor final : public detail::Executor {
   ConvPlanCache convs_;
   Staging staging_;
   StatsRing stats_;
+  StepValues values_;
+  CapturedSteps captured_;
   std::vector<std::pair<Event, Event>> layer_events_;  // profiling
 
   // Regions of the arena.
@@ -133,9 +156,11 @@ class CudaExecutor final : public detail::Executor {
 
   std::int64_t n_ = 0;             // samples in the staged batch
   bool last_train_ = false;
-  bool ship_after_backward_ = false;
   bool profiling_ = false;
+  bool capture_notice_ = false;    // a failed capture was reported
   std::vector<detail::LayerTime> times_;
+  // Holds a step's calls until update() (const reads of the state flush it first).
+  mutable StepRecorder recorder_{*this, options_.cuda_graph};
 
   StreamFence fence_{device_.stream()};  // last: waits for queued work before anything is freed
 };

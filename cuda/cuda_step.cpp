@@ -12,14 +12,14 @@
 
 namespace kiln::cuda {
 
-StepContext CudaExecutor::step_context(bool train, std::uint64_t step) {
+StepContext CudaExecutor::step_context(bool train) {
   StepContext ctx;
   ctx.graph = &graph_;
   ctx.layout = options_.layout;
   ctx.dtype = options_.dtype;
   ctx.n = n_;
   ctx.train = train;
-  ctx.step = step;
+  ctx.step = values_.step();
   ctx.stream = device_.stream();
   ctx.cudnn = device_.cudnn();
   ctx.cublas = device_.cublas();
@@ -29,6 +29,7 @@ StepContext CudaExecutor::step_context(bool train, std::uint64_t step) {
 }
 
 void CudaExecutor::stage(const detail::HostBatch& batch, const detail::InputTransform& transform) {
+  recorder_.flush();
   LayerScope scope("data staging");
   n_ = batch.n;
   const Shape in = graph_.input_shape();
@@ -36,7 +37,10 @@ void CudaExecutor::stage(const detail::HostBatch& batch, const detail::InputTran
   staging_.stage(batch, transform, runs_[0].y, options_.dtype, dims, labels_, device_.stream());
 }
 
-std::uint64_t CudaExecutor::make_resident(const Dataset& data) { return staging_.make_resident(data); }
+std::uint64_t CudaExecutor::make_resident(const Dataset& data) {
+  recorder_.flush();
+  return staging_.make_resident(data);
+}
 
 void CudaExecutor::time_layer(std::size_t index, bool forward) {
   auto& [start, stop] = layer_events_[index];
@@ -53,25 +57,62 @@ void CudaExecutor::time_layer(std::size_t index, bool forward) {
   }
 }
 
+// ---- the executor's calls: through the recorder, which runs, captures or replays them ----
+
 void CudaExecutor::forward(bool train, std::uint64_t step) {
+  recorder_.flush();
   last_train_ = train;
-  ensure_plans(n_);
-  const StepContext ctx = step_context(train, step);
+  ensure_plans(n_);  // before any capture: planning synchronizes
+  recorder_.forward(train, step, n_);
+}
+
+void CudaExecutor::loss(const detail::LossOptions& o, bool train, std::int64_t tag) { recorder_.loss(o, train, tag); }
+
+void CudaExecutor::backward(std::uint64_t) { recorder_.backward(); }  // the step forward wrote keys the masks
+
+void CudaExecutor::update(std::span<const math::SgdHyper> hyper) { recorder_.update(hyper); }
+
+void CudaExecutor::collect_stats(bool wait, std::vector<detail::StepStats>& out) {
+  recorder_.flush();
+  stats_.take(wait, out);
+}
+
+// Waiting for the stream waits for every step queued, captured or not.
+void CudaExecutor::finish() {
+  recorder_.flush();
+  KILN_CUDA_CHECK(cudaStreamSynchronize(device_.stream()));
+}
+
+// ---- StepRunner: the parts of a step, queued on the stream (or captured) -----------------
+
+void CudaExecutor::write_step(std::uint64_t step) { values_.write_step(step, device_.stream()); }
+
+void CudaExecutor::write_hyper(std::span<const math::SgdHyper> hyper) { values_.write_hyper(hyper, device_.stream()); }
+
+void CudaExecutor::enqueue_forward(bool train) {
+  const StepContext ctx = step_context(train);
   // bf16/fp16: the weights convs and linears read, rounded from the fp32 masters (one pass
   // over the whole parameter block; the other parameters' copies go unread).
   if (dtype_params_) cast_from_f32(options_.dtype, params_, dtype_params_, param_floats_, device_.stream());
   for (LayerRun& run : runs_) {
     const auto index = static_cast<std::size_t>(run.layer->index);
-    if (index == 0) continue;
+    const FusedGroup* group = fusion_.group(run.layer->index);
+    // A group runs in its batchnorm's slot; its activation's is empty.
+    if (index == 0 || (group && group->act == run.layer->index)) continue;
     trace::Range range(run.fwd_name.c_str());
     LayerScope scope(run.fwd_name.c_str());
     if (profiling_) KILN_CUDA_CHECK(cudaEventRecord(layer_events_[index].first.get(), device_.stream()));
-    cuda_op(run.layer->op).forward(run, ctx);
+    if (group) fused_bn_act_forward(run, runs_[static_cast<std::size_t>(group->act)], ctx);
+    else cuda_op(run.layer->op).forward(run, ctx);
     if (profiling_) time_layer(index, true);
   }
 }
 
-void CudaExecutor::loss(const detail::LossOptions& o, bool train, std::int64_t tag) {
+void CudaExecutor::open_stats(std::int64_t tag) { stats_.open(tag, n_); }
+
+void CudaExecutor::ship_stats() { stats_.ship(device_.stream()); }
+
+void CudaExecutor::enqueue_loss(const detail::LossOptions& o, bool train) {
   trace::Range range("loss");
   LayerScope scope("the loss");
   const Layer& out = graph_.output();
@@ -81,22 +122,20 @@ void CudaExecutor::loss(const detail::LossOptions& o, bool train, std::int64_t t
   softmax_cross_entropy(options_.dtype, run.y, labels_, n_, static_cast<int>(out.shape.c), o.label_smoothing, scale,
                         train && scaler_ ? &scaler_->scale : nullptr, train ? run.dy : nullptr, stats_.loss_sum(),
                         stats_.correct(), device_.stream());
-  stats_.open(tag, n_);
-  // In training the block travels after backward, with the gradient check's flag.
-  ship_after_backward_ = train;
-  if (!train) stats_.ship(device_.stream());
 }
 
-void CudaExecutor::backward(std::uint64_t step) {
-  const StepContext ctx = step_context(last_train_, step);
+void CudaExecutor::enqueue_backward() {
+  const StepContext ctx = step_context(last_train_);
   for (auto it = runs_.rbegin(); it != runs_.rend(); ++it) {
     LayerRun& run = *it;
     const auto index = static_cast<std::size_t>(run.layer->index);
-    if (index == 0 || !run.dy) continue;
+    const FusedGroup* group = fusion_.group(run.layer->index);
+    if (index == 0 || !run.dy || (group && group->act == run.layer->index)) continue;
     trace::Range range(run.bwd_name.c_str());
     LayerScope scope(run.bwd_name.c_str());
     if (profiling_) KILN_CUDA_CHECK(cudaEventRecord(layer_events_[index].first.get(), device_.stream()));
-    cuda_op(run.layer->op).backward(run, ctx);
+    if (group) fused_bn_act_backward(run, runs_[static_cast<std::size_t>(group->act)], ctx);
+    else cuda_op(run.layer->op).backward(run, ctx);
     if (profiling_) time_layer(index, false);
   }
   // bf16/fp16: the gradients of the weights in the dtype, widened for the optimizer.
@@ -106,35 +145,48 @@ void CudaExecutor::backward(std::uint64_t step) {
     cast_to_f32(options_.dtype, dtype_grads_ + o * size_of(options_.dtype), grads_ + o, graph_.params()[p].elements,
                 device_.stream());
   }
-  // The divergence guard's check of this step's gradients travels with its loss; in fp16 an
-  // overflow at a loss scale above 1 marks the step skipped instead (loss_scale_check).
-  if (ship_after_backward_) {
+  // The divergence guard's check of this step's gradients travels with its loss (the
+  // recorder ships the block after backward); in fp16 an overflow at a loss scale above 1
+  // marks the step skipped instead (loss_scale_check).
+  if (last_train_) {
     flag_nonfinite(grads_, param_floats_, stats_.nonfinite(), device_.stream());
     if (scaler_) loss_scale_check(scaler_, stats_.nonfinite(), stats_.loss_scale(), device_.stream());
-    stats_.ship(device_.stream());
-    ship_after_backward_ = false;
   }
 }
 
-void CudaExecutor::collect_stats(bool wait, std::vector<detail::StepStats>& out) { stats_.take(wait, out); }
-
-// The update is the last work a step queues on the stream: waiting for the stream waits
-// for it (the statistics' event is recorded after backward, before the update).
-void CudaExecutor::finish() { KILN_CUDA_CHECK(cudaStreamSynchronize(device_.stream())); }
-
-void CudaExecutor::update(std::span<const math::SgdHyper> hyper) {
+void CudaExecutor::enqueue_update() {
   trace::Range range("optimizer");
   LayerScope scope("the optimizer");
   auto params = graph_.params();
   for (std::size_t p = 0; p < params.size(); ++p) {
     if (!detail::gets_gradient(graph_, plan_, p)) continue;
     const std::int64_t o = param_offset_[p];
-    sgd_update(params_ + o, momentum_ + o, grads_ + o, params[p].elements, hyper[p], scaler_, device_.stream());
+    // The hyperparameters this step's write_hyper put in device memory.
+    sgd_update(params_ + o, momentum_ + o, grads_ + o, params[p].elements, {}, scaler_, device_.stream(), values_.hyper(p));
   }
   if (scaler_) loss_scale_advance(scaler_, detail::LossScale::kGrowthInterval, device_.stream());
 }
 
+void CudaExecutor::begin_capture() { captured_.begin(device_.stream()); }
+
+std::uint64_t CudaExecutor::end_capture() {
+  std::string why;
+  const std::uint64_t id = captured_.end(device_.stream(), why);
+  if (!id && !capture_notice_) {
+    fmt::print(stderr, "kiln: could not capture a training step of batch {} into a CUDA graph ({}); it runs kernel by kernel\n",
+               n_, why);
+    capture_notice_ = true;
+  }
+  return id;
+}
+
+void CudaExecutor::launch(std::uint64_t graph) {
+  trace::Range range("step (CUDA graph)");
+  captured_.launch(graph, device_.stream());
+}
+
 void CudaExecutor::read_logits(std::span<float> out) const {
+  recorder_.flush();
   const Layer& last = graph_.output();
   const std::size_t count = std::min(out.size(), static_cast<std::size_t>(n_ * last.shape.c));
   const void* logits = runs_[static_cast<std::size_t>(last.index)].y;
@@ -151,24 +203,35 @@ void CudaExecutor::read_logits(std::span<float> out) const {
 }
 
 void CudaExecutor::lookahead_init() {
+  recorder_.flush();
   KILN_CUDA_CHECK(cudaMemcpyAsync(ema_, params_, static_cast<std::size_t>(param_floats_) * 4, cudaMemcpyDeviceToDevice,
                                   device_.stream()));
 }
 
 void CudaExecutor::lookahead(float decay) {
+  recorder_.flush();
   trace::Range range("lookahead");
   LayerScope scope("the lookahead average");
   lookahead_update(params_, ema_, param_floats_, decay, device_.stream());
 }
 
 void CudaExecutor::set_profiling(bool on) {
+  recorder_.set_enabled(options_.cuda_graph && !on);  // profiling waits per layer: no capture
   profiling_ = on;
   times_.assign(runs_.size(), {});
 }
 
 std::vector<detail::LayerTime> CudaExecutor::layer_times() const {
+  recorder_.flush();
   std::vector<detail::LayerTime> t = times_;
-  for (std::size_t i = 0; i < runs_.size(); ++i) t[i].detail = convs_.describe(static_cast<int>(i), batch_);
+  for (std::size_t i = 0; i < runs_.size(); ++i) {
+    t[i].detail = convs_.describe(static_cast<int>(i), batch_);
+    // A fused group's time is its batchnorm's row; its activation's row is empty.
+    if (const FusedGroup* g = fusion_.group(static_cast<int>(i)))
+      t[i].detail = g->bn == static_cast<int>(i)
+                        ? fmt::format("fused with {} (kiln kernel)", graph_.layers()[static_cast<std::size_t>(g->act)].name)
+                        : fmt::format("fused into {}", graph_.layers()[static_cast<std::size_t>(g->bn)].name);
+  }
   return t;
 }
 

@@ -44,6 +44,10 @@ DeviceContext::DeviceContext(const detail::CudaOptions& options)
   const auto math = static_cast<cublasMath_t>((options.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) |
                                               CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
   KILN_CUBLAS_CHECK(cublasSetMathMode(cublas_.get(), math));
+  int major = 0;
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index_));
+  cublas_workspace_ = DeviceBuffer(std::size_t{major >= 9 ? 32u : 4u} << 20);
+  KILN_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_workspace_.data(), cublas_workspace_.bytes()));
 }
 
 DeviceContext::~DeviceContext() {

@@ -38,8 +38,18 @@ void scale_backward(DType t, float factor, const void* dy, void* dx, bool accumu
 // Inverted dropout with the counter RNG (math/dropout.hpp): the mask of an element is
 // random_uniform(key, j) >= p, j its logical NCHW index (math::logical_index) in either
 // layout, identical to the CPU's for the same key.
-void dropout_forward(DType t, float p, std::uint64_t key, const void* x, void* y, const Dims4& d, cudaStream_t s);
-void dropout_backward(DType t, float p, std::uint64_t key, const void* dy, void* dx, bool accumulate, const Dims4& d,
+// The key is a value, or the kernel derives it from the step in device memory (`step`: the
+// executor's StepValues), math::stream_key(*step, kStreamDropout, layer), so that a
+// captured step replays with each step's own masks.
+struct DropoutKey {
+  std::uint64_t value = 0;
+  const std::uint64_t* step = nullptr;
+  std::uint64_t layer = 0;
+  DropoutKey(std::uint64_t key) : value(key) {}  // NOLINT: a plain key converts
+  DropoutKey(const std::uint64_t* device_step, std::uint64_t layer_index) : step(device_step), layer(layer_index) {}
+};
+void dropout_forward(DType t, float p, DropoutKey key, const void* x, void* y, const Dims4& d, cudaStream_t s);
+void dropout_backward(DType t, float p, DropoutKey key, const void* dy, void* dx, bool accumulate, const Dims4& d,
                       cudaStream_t s);
 // dx = dy, or dx += dy.
 void copy_or_add(DType t, const void* src, void* dst, bool accumulate, std::int64_t count, cudaStream_t s);
@@ -137,10 +147,12 @@ void softmax_cross_entropy(DType t, const void* logits, const std::int32_t* labe
 
 // ---- optimizer (cuda/kernels/sgd.cu), math/sgd.hpp --------------------------------------
 // With `scaler` (fp16's loss scale, below): nothing when the step is skipped, otherwise the
-// gradient times 1 / scale (a power of two: exact) — the CPU's update.
+// gradient times 1 / scale (a power of two: exact) — the CPU's update. With `device_h` the
+// hyperparameters are read from device memory (the executor's StepValues, written each
+// step, so that a captured step replays with each step's learning rate) and `h` is unused.
 struct LossScaler;
 void sgd_update(float* w, float* momentum, const float* grad, std::int64_t count, const math::SgdHyper& h,
-                const LossScaler* scaler, cudaStream_t s);
+                const LossScaler* scaler, cudaStream_t s, const math::SgdHyper* device_h = nullptr);
 
 // ---- mixed precision (cuda/kernels/cast.cu) ----------------------------------------------
 // dst[i] = src[i] rounded to t (the dtype copies of the fp32 master weights), and back

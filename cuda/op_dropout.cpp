@@ -9,9 +9,9 @@ namespace kiln::cuda {
 
 namespace {
 
-std::uint64_t mask_key(std::uint64_t step, const Layer& layer) {
-  return math::stream_key(step, math::kStreamDropout, static_cast<std::uint64_t>(layer.index));
-}
+// The CPU's key, math::stream_key(step, kStreamDropout, layer), made by the kernel from the
+// step in device memory.
+DropoutKey mask_key(const std::uint64_t* step, const Layer& layer) { return {step, static_cast<std::uint64_t>(layer.index)}; }
 
 Status compile(const Graph&, const Layer& layer, const Target& target, OpCompiled& out, std::string& failed) {
   return compile_output_only("kiln kernel: dropout", layer, target, out, failed);

@@ -46,7 +46,7 @@ struct StepContext {
   DType dtype = DType::f32;      // of the activations and their gradients
   std::int64_t n = 0;            // samples in this batch
   bool train = false;
-  std::uint64_t step = 0;        // keys the dropout masks
+  const std::uint64_t* step = nullptr;  // device memory: keys the dropout masks (StepValues)
   cudaStream_t stream = nullptr;
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
@@ -58,6 +58,12 @@ struct StepContext {
     return dims(graph->layers()[static_cast<std::size_t>(layer.inputs[i])].shape);
   }
 };
+
+// A FusedGroup's batchnorm and activation (cuda/fusion.hpp) as kiln's fused kernel pair,
+// run in the batchnorm's slot (op_batchnorm.cpp): the batchnorm's input, parameters and
+// state, the activation's output and its gradient.
+void fused_bn_act_forward(LayerRun& bn, const LayerRun& act, const StepContext& ctx);
+void fused_bn_act_backward(LayerRun& bn, const LayerRun& act, const StepContext& ctx);
 
 // What the backend compiles for a layer at a target, as `kiln check --target cuda` shows it.
 struct OpCompiled {

@@ -56,7 +56,8 @@ __global__ void scale_kernel(float factor, const T* in, T* out, bool accumulate,
 }
 
 template <class T>
-__global__ void dropout_kernel(float p, float scale, std::uint64_t key, const T* in, T* out, bool accumulate, math::Dims4 d) {
+__global__ void dropout_kernel(float p, float scale, DropoutKey k, const T* in, T* out, bool accumulate, math::Dims4 d) {
+  const std::uint64_t key = k.step ? math::stream_key(*k.step, math::kStreamDropout, k.layer) : k.value;
   const std::int64_t count = d.count();
   for (std::int64_t i = first_index(); i < count; i += grid_stride()) {
     const auto j = static_cast<std::uint64_t>(math::logical_index(d, i));
@@ -104,7 +105,7 @@ void launch_scale(DType t, float factor, const void* in, void* out, bool accumul
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-void launch_dropout(DType t, float p, std::uint64_t key, const void* in, void* out, bool accumulate, const Dims4& d,
+void launch_dropout(DType t, float p, DropoutKey key, const void* in, void* out, bool accumulate, const Dims4& d,
                     cudaStream_t s) {
   with_dtype(t, [&](auto stored) {
     using T = typename decltype(stored)::type;
@@ -138,12 +139,12 @@ void scale_backward(DType t, float factor, const void* dy, void* dx, bool accumu
   launch_scale(t, factor, dy, dx, accumulate, count, s);
 }
 
-void dropout_forward(DType t, float p, std::uint64_t key, const void* x, void* y, const Dims4& d, cudaStream_t s) {
+void dropout_forward(DType t, float p, DropoutKey key, const void* x, void* y, const Dims4& d, cudaStream_t s) {
   if (d.count() <= 0) return;
   launch_dropout(t, p, key, x, y, false, d, s);
 }
 
-void dropout_backward(DType t, float p, std::uint64_t key, const void* dy, void* dx, bool accumulate, const Dims4& d,
+void dropout_backward(DType t, float p, DropoutKey key, const void* dy, void* dx, bool accumulate, const Dims4& d,
                       cudaStream_t s) {
   if (d.count() <= 0 || !dx) return;
   launch_dropout(t, p, key, dy, dx, accumulate, d, s);

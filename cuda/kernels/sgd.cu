@@ -15,8 +15,9 @@ constexpr int kThreads = 256;
 // With fp16's loss scale, the CPU's update: nothing on a skipped step, otherwise the gradient
 // times 1 / scale (at scale 1 the same operations as fp32's).
 __global__ void sgd_kernel(float* w, float* momentum, const float* grad, std::int64_t count, math::SgdHyper h,
-                           const LossScaler* scaler) {
+                           const LossScaler* scaler, const math::SgdHyper* device_h) {
   if (scaler && scaler->skip) return;
+  if (device_h) h = *device_h;
   const float unscale = scaler ? 1.0f / scaler->scale : 1.0f;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
@@ -28,11 +29,11 @@ __global__ void sgd_kernel(float* w, float* momentum, const float* grad, std::in
 }  // namespace
 
 void sgd_update(float* w, float* momentum, const float* grad, std::int64_t count, const math::SgdHyper& h,
-                const LossScaler* scaler, cudaStream_t s) {
+                const LossScaler* scaler, cudaStream_t s, const math::SgdHyper* device_h) {
   if (count <= 0) return;
   const std::int64_t blocks = (count + kThreads - 1) / kThreads;
   const auto grid = static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
-  sgd_kernel<<<grid, kThreads, 0, s>>>(w, momentum, grad, count, h, scaler);
+  sgd_kernel<<<grid, kThreads, 0, s>>>(w, momentum, grad, count, h, scaler, device_h);
   KILN_CUDA_LAUNCH_CHECK();
 }
 

@@ -26,6 +26,8 @@ struct BenchOptions {
   bool autotune = false;          ///< CUDA: time the top cuDNN engines first
   bool tf32 = false;              ///< CUDA, fp32: allow TF32 tensor cores
   bool nondeterministic = false;  ///< CUDA: allow nondeterministic cuDNN engines
+  bool cuda_graph = true;         ///< CUDA: replay each step as a CUDA graph (false: kernel by kernel)
+  bool fusion = true;             ///< CUDA: batchnorm + activation as one kernel each way
   int warmup = 3;             ///< untimed training steps first
   int repeats = 7;            ///< timed repetitions; the median is reported
   int steps_per_repeat = 5;   ///< training steps per repetition

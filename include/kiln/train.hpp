@@ -144,6 +144,8 @@ struct RunOptions {
   bool autotune = false;                 ///< CUDA: time the top cuDNN engines before training
   bool tf32 = false;                     ///< CUDA, fp32: allow TF32 tensor cores (TrainConfig::tf32 also turns it on)
   bool nondeterministic = false;         ///< CUDA: allow nondeterministic cuDNN engines; resume is then not bit-exact
+  bool cuda_graph = true;                ///< CUDA: replay each training step as a CUDA graph after a warm-up (--no-cuda-graph: off)
+  bool fusion = true;                    ///< CUDA: batchnorm + activation as one kernel each way (--no-fusion: off)
   Pipeline pipeline = Pipeline::automatic;  ///< CUDA: how training batches reach the device
   int device_index = 0;                  ///< CUDA: which device (cudaSetDevice)
   /// Steps [first, last] (from 1) run between cudaProfilerStart and cudaProfilerStop, for

@@ -193,6 +193,11 @@ struct CudaOptions {
   bool deterministic = true;          // refuse cuDNN engines whose results vary run to run
   enum class Pipeline : std::uint8_t { automatic, resident, stream } pipeline = Pipeline::automatic;
   int device = 0;
+  // A training step captured into a CUDA graph after a warm-up and replayed (cuda/step_graph.hpp);
+  // false: kernel by kernel (--no-cuda-graph, for debugging).
+  bool cuda_graph = true;
+  // Batchnorm + activation pairs as one kernel each way (cuda/fusion.hpp); false: --no-fusion.
+  bool fusion = true;
   // Every batch size the plan will run besides its capacity (a short last batch), so that
   // their cuDNN plans are built at construction; a size not declared is planned on first use.
   std::vector<std::int64_t> batch_sizes;

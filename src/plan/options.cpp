@@ -44,6 +44,8 @@ struct Settings {
   int device_index = 0;
   bool tf32 = false;
   bool nondeterministic = false;
+  bool cuda_graph = true;
+  bool fusion = true;
 };
 
 ExecutionOptions resolve(const Settings& s) {
@@ -75,6 +77,8 @@ ExecutionOptions resolve(const Settings& s) {
   o.cuda.device = s.device_index;
   o.cuda.tf32 = s.tf32 && s.dtype == DType::f32;  // bf16/fp16 use tensor cores anyway
   o.cuda.deterministic = !s.nondeterministic;
+  o.cuda.cuda_graph = s.cuda_graph;
+  o.cuda.fusion = s.fusion;
   return o;
 }
 
@@ -97,7 +101,9 @@ ExecutionOptions resolve_options(const RunOptions& run) {
                   .pipeline = run.pipeline,
                   .device_index = run.device_index,
                   .tf32 = run.tf32,
-                  .nondeterministic = run.nondeterministic});
+                  .nondeterministic = run.nondeterministic,
+                  .cuda_graph = run.cuda_graph,
+                  .fusion = run.fusion});
 }
 
 ExecutionOptions resolve_options(const Target& target, const CompileOptions& options) {
@@ -122,7 +128,9 @@ ExecutionOptions resolve_options(const BenchOptions& options) {
                   .autotune = options.autotune,
                   .device_index = options.device_index,
                   .tf32 = options.tf32,
-                  .nondeterministic = options.nondeterministic});
+                  .nondeterministic = options.nondeterministic,
+                  .cuda_graph = options.cuda_graph,
+                  .fusion = options.fusion});
 }
 
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <random>
 
+#include <fmt/format.h>
+
 #include "backend/executor.hpp"
 #include "kiln/kiln.hpp"
 #include "train/init.hpp"
@@ -382,6 +384,97 @@ TEST(CudaExecutor, ShortTrainingRunTracksTheCpu) {
   }
   ASSERT_EQ(losses[0].size(), losses[1].size());
   for (std::size_t i = 0; i < losses[0].size(); ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 2e-3 + 2e-3 * losses[0][i]) << "step " << i + 1;
+}
+
+// Runs `steps` training steps on `ex` from weights seeded 9: staged from device memory,
+// each step with its own step number (dropout masks) and learning rate, every third one a
+// short batch; returns each step's loss sum and the weights after the last.
+struct Trajectory {
+  std::vector<double> losses;
+  std::vector<std::vector<float>> weights;
+};
+Trajectory run_steps(const Graph& g, const detail::CudaOptions& o, int steps) {
+  const std::int64_t capacity = 8, short_n = 5;
+  detail::CudaOptions with = o;
+  with.batch_sizes = {short_n};
+  auto ex = detail::make_cuda_executor(g, capacity, with);
+  auto cpu = detail::make_cpu_executor(g, capacity, 1, Layout::nchw, CpuConv::automatic, DType::f32);
+  detail::init_params(*cpu, 9);
+  auto params = g.params();
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    std::vector<float> v(static_cast<std::size_t>(params[p].elements));
+    cpu->read_param(p, v);
+    ex->write_param(p, v);
+  }
+  Batch b = make_batch(g, capacity);
+  const std::uint64_t key = ex->make_resident(b.data);
+  detail::InputTransform t;
+  t.pad = math::PadMode::reflect;
+  t.mean = {0.5f, 0.4f, 0.3f};
+  t.inv_std = {4.0f, 5.0f, 6.0f};
+  Trajectory out;
+  std::vector<detail::StepStats> stats;
+  for (int s = 1; s <= steps; ++s) {
+    const std::int64_t n = s % 3 == 0 ? short_n : capacity;
+    detail::HostBatch hb{n, b.images.data(), b.labels.data(), b.augment.data(), key, b.indices.data()};
+    std::vector<math::SgdHyper> hyper(params.size(), math::SgdHyper{0.02f * static_cast<float>(s), 0.9f, 5e-4f, 0.0f, true});
+    ex->stage(hb, t);
+    ex->forward(true, static_cast<std::uint64_t>(100 + s));
+    ex->loss({0.1f, false}, true, s);
+    ex->backward(static_cast<std::uint64_t>(100 + s));
+    ex->update(hyper);
+    if (s % 4 == 0) ex->lookahead(0.8f);
+    ex->collect_stats(false, stats);
+  }
+  ex->collect_stats(true, stats);
+  for (const auto& st : stats) out.losses.push_back(st.loss_sum);
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    out.weights.emplace_back(static_cast<std::size_t>(params[p].elements));
+    ex->read_param(p, out.weights.back());
+  }
+  return out;
+}
+
+// The captured step against the same step run kernel by kernel: the same kernels on the same
+// memory, so the same bits — including the step number and learning rate each replay reads
+// from device memory, a short batch's own graph, and lookahead between replays.
+TEST(CudaGraph, CapturedStepsMatchTheUncapturedOnes) {
+  KILN_REQUIRE_GPU();
+  Graph g = mixed_net();
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(std::string(to_string(dtype)));
+    detail::CudaOptions o;
+    o.layout = Layout::nhwc;
+    o.dtype = dtype;
+    o.cuda_graph = false;
+    const Trajectory eager = run_steps(g, o, 9);
+    o.cuda_graph = true;
+    const Trajectory graph = run_steps(g, o, 9);
+    ASSERT_EQ(graph.losses.size(), 9u);
+    EXPECT_EQ(graph.losses, eager.losses);
+    for (std::size_t p = 0; p < eager.weights.size(); ++p) EXPECT_EQ(graph.weights[p], eager.weights[p]) << g.params()[p].name;
+  }
+}
+
+// A batchnorm and its activation as one kernel each way against the two ops: the fused
+// kernels reproduce the unfused ones' roundings, so the trajectories are bitwise equal.
+TEST(CudaFusion, FusedGroupsMatchTheUnfusedOps) {
+  KILN_REQUIRE_GPU();
+  Graph g = mixed_net();
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (Layout layout : {Layout::nchw, Layout::nhwc}) {
+      SCOPED_TRACE(fmt::format("{}, {}", to_string(dtype), to_string(layout)));
+      detail::CudaOptions o;
+      o.layout = layout;
+      o.dtype = dtype;
+      o.fusion = false;
+      const Trajectory apart = run_steps(g, o, 4);
+      o.fusion = true;
+      const Trajectory fused = run_steps(g, o, 4);
+      EXPECT_EQ(fused.losses, apart.losses);
+      for (std::size_t p = 0; p < apart.weights.size(); ++p) EXPECT_EQ(fused.weights[p], apart.weights[p]) << g.params()[p].name;
+    }
+  }
 }
 
 // Checked before the device is touched, so it runs without a GPU too.

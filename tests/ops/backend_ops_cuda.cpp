@@ -165,7 +165,11 @@ Outputs run_cuda(const OpCase& c, const Layer& layer, const Variant& v, const Op
   ctx.dtype = v.dtype;
   ctx.n = c.n;
   ctx.train = c.train;
-  ctx.step = 7;  // dropout_key()'s step
+  // dropout_key()'s step, in device memory as the executor's StepValues keeps it.
+  const std::uint64_t step = 7;
+  cuda::DeviceBuffer step_buffer(sizeof step);
+  KILN_CUDA_CHECK(cudaMemcpy(step_buffer.data(), &step, sizeof step, cudaMemcpyHostToDevice));
+  ctx.step = reinterpret_cast<const std::uint64_t*>(step_buffer.data());
   ctx.stream = device.stream();
   ctx.cudnn = device.cudnn();
   ctx.cublas = device.cublas();

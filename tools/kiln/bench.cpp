@@ -24,6 +24,8 @@ struct BenchCliOptions {
   bool autotune = false;
   bool tf32 = false;
   bool nondeterministic = false;
+  bool no_cuda_graph = false;
+  bool no_fusion = false;
 };
 
 int run_bench(const BenchCliOptions& o) {
@@ -43,6 +45,8 @@ int run_bench(const BenchCliOptions& o) {
   b.autotune = o.autotune;
   b.tf32 = o.tf32;
   b.nondeterministic = o.nondeterministic;
+  b.cuda_graph = !o.no_cuda_graph;
+  b.fusion = !o.no_fusion;
   BenchResult r = bench(spec.graph, spec.train, b);
 
   // Achieved arithmetic: the graph's FLOPs over the measured times.
@@ -145,6 +149,11 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
                 "Accepted and without effect on the CPU");
   app->add_flag("--nondeterministic", o->nondeterministic,
                 "CUDA: allow cuDNN engines whose results vary from run to run. Accepted and without effect on the CPU");
+  app->add_flag("--no-cuda-graph", o->no_cuda_graph,
+                "CUDA: time steps run kernel by kernel instead of replayed as a CUDA graph. Accepted and without effect "
+                "on the CPU");
+  app->add_flag("--no-fusion", o->no_fusion,
+                "CUDA: batchnorm and the activation after it as two kernels each way. Accepted and without effect on the CPU");
   commands.push_back({app, [o] { return run_bench(*o); }});
 }
 

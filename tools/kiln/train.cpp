@@ -56,6 +56,8 @@ struct TrainOptions {
   bool autotune = false;
   bool tf32 = false;
   bool nondeterministic = false;
+  bool no_cuda_graph = false;
+  bool no_fusion = false;
   std::string pipeline = "auto";
   std::string eval = "epoch";
 };
@@ -285,6 +287,8 @@ int run_train(const TrainOptions& o) {
   run.autotune = o.autotune;
   run.tf32 = o.tf32;
   run.nondeterministic = o.nondeterministic;
+  run.cuda_graph = !o.no_cuda_graph;
+  run.fusion = !o.no_fusion;
   auto pipeline = parse_pipeline(o.pipeline);
   if (!pipeline) throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got '{}'", o.pipeline));
   run.pipeline = *pipeline;
@@ -405,6 +409,8 @@ int run_train(const TrainOptions& o) {
     if (run.dtype != DType::f32)
       notes.emplace_back(fmt::format("{}{}", to_string(run.dtype), run.device == Backend::cpu ? ", emulated in fp32" : ""));
     if (run.device == Backend::cuda && run.nondeterministic) notes.emplace_back("nondeterministic");
+    if (run.device == Backend::cuda && !run.cuda_graph) notes.emplace_back("no CUDA graph");
+    if (run.device == Backend::cuda && !run.fusion) notes.emplace_back("no fusion");
     const std::string device = fmt::format("device {}{}", to_string(run.device),
                                            notes.empty() ? "" : fmt::format(" ({})", fmt::join(notes, ", ")));
     const std::string head = fmt::format("training {} (", spec.graph.name()), tail = "), " + device;
@@ -580,6 +586,12 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_flag("--nondeterministic", o->nondeterministic,
                 "CUDA: allow cuDNN engines whose results vary from run to run (faster; resume is then not bit-exact). "
                 "Default: deterministic. Accepted and without effect on the CPU");
+  app->add_flag("--no-cuda-graph", o->no_cuda_graph,
+                "CUDA: run every training step kernel by kernel instead of replaying it as a CUDA graph after a warm-up "
+                "step (for debugging and profiling). Accepted and without effect on the CPU");
+  app->add_flag("--no-fusion", o->no_fusion,
+                "CUDA: run batchnorm and the activation after it as two kernels each way instead of one (for comparison). "
+                "Accepted and without effect on the CPU");
   app->add_option("--pipeline", o->pipeline, "CUDA: auto, resident (dataset in device memory) or stream (pinned buffers)")
       ->check(CLI::IsMember({"auto", "resident", "stream"}))
       ->capture_default_str();
