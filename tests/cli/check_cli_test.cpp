@@ -336,6 +336,11 @@ TEST(CliTrain, CpuConvKernels) {
   EXPECT_TRUE(has(bench.out, "fwd GF/s")) << bench.out;
   EXPECT_TRUE(has(bench.out, "GFLOP per image per training step")) << bench.out;
   EXPECT_FALSE(has(bench.out, "peak:")) << bench.out;
+  EXPECT_FALSE(has(bench.out, "% peak")) << bench.out;
+  EXPECT_TRUE(has(bench.out, "summed over the layers timed one by one; an epoch of 50,000 images")) << bench.out;
+  // The CUDA switches are accepted everywhere, as the other CUDA flags are.
+  CliRun flags = run_kiln("bench " + model + " --device cpu --batch 8 --steps 1 --repeats 1 --no-cuda-graph --no-fusion");
+  EXPECT_EQ(flags.code, 0) << flags.err;
   if (!has_onednn()) {
     CliRun refused = run_kiln("bench " + model + " --device cpu --cpu-conv onednn --batch 8 --steps 1 --repeats 1");
     EXPECT_EQ(refused.code, 2) << refused.err;

@@ -76,32 +76,59 @@ int run_bench(const BenchCliOptions& o) {
     return gflops_per_s(forward ? layer->flops : backward_flops(*layer), forward ? l.forward_ms : l.backward_ms);
   };
   auto cell = [](std::optional<double> v) { return v ? fmt::format("{:.1f}", *v) : std::string("-"); };
+  // A layer's forward and backward together against the dtype's peak (nullopt: no peak known,
+  // or a layer without arithmetic).
+  auto percent_of_peak = [&](const LayerBench& l) -> std::optional<double> {
+    const Layer* layer = graph.find(l.name);
+    if (!peak || !layer) return std::nullopt;
+    auto v = gflops_per_s(layer->flops + backward_flops(*layer), l.forward_ms + l.backward_ms);
+    if (!v) return std::nullopt;
+    return 100.0 * *v / (peak->tflops * 1e3);
+  };
+  // An epoch of CIFAR-10's 50,000 training images at the measured rate and at the floor.
+  constexpr double kEpochImages = 50000.0;
+  const double epoch_s = r.median_images_per_sec > 0 ? kEpochImages / r.median_images_per_sec : 0;
 
   if (o.json) {
     nlohmann::json j{{"model", spec.graph.name()}, {"backend", r.backend}, {"batch", r.batch}, {"threads", r.threads},
                      {"images_per_sec", r.median_images_per_sec}, {"repeats", r.images_per_sec},
                      {"gflop_per_image", static_cast<double>(step_flops) / 1e9}, {"tflops", step_tflops}};
     j["peak_tflops"] = peak ? nlohmann::json(peak->tflops) : nlohmann::json(nullptr);
-    if (peak) j["floor_ms"] = floor_ms(1.0), j["step_ms"] = step_ms;
+    j["step_ms"] = step_ms;
+    j["epoch_seconds_50k"] = epoch_s;
+    if (peak) {
+      j["floor_ms"] = floor_ms(1.0);
+      j["floor_ms_half_peak"] = floor_ms(0.5);
+      j["percent_of_peak"] = 100.0 * step_tflops / peak->tflops;
+    }
     for (const auto& l : r.layers) {
       nlohmann::json layer{{"name", l.name}, {"op", l.op}, {"forward_ms", l.forward_ms}, {"backward_ms", l.backward_ms},
                            {"engine", l.detail}};
       if (auto v = per_layer(l, true)) layer["forward_gflops"] = *v;
       if (auto v = per_layer(l, false)) layer["backward_gflops"] = *v;
+      if (auto v = percent_of_peak(l)) layer["percent_of_peak"] = *v;
       j["layers"].push_back(std::move(layer));
     }
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("{} on {}, batch {}\n", spec.graph.name(), r.backend, r.batch);
-    fmt::print("{:<16} {:<16} {:>10} {:>10} {:>10} {:>10}\n", "layer", "op", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s");
+    fmt::print("{:<16} {:<16} {:>10} {:>10} {:>10} {:>10}{}\n", "layer", "op", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s",
+               peak ? fmt::format(" {:>7}", "% peak") : "");
     double fwd = 0, bwd = 0;
     for (const auto& l : r.layers) {
-      fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f} {:>10} {:>10}{}\n", l.name, l.op, l.forward_ms, l.backward_ms,
-                 cell(per_layer(l, true)), cell(per_layer(l, false)), l.detail.empty() ? "" : "  " + l.detail);
+      const std::optional<double> pct = percent_of_peak(l);
+      fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f} {:>10} {:>10}{}{}\n", l.name, l.op, l.forward_ms, l.backward_ms,
+                 cell(per_layer(l, true)), cell(per_layer(l, false)),
+                 peak ? fmt::format(" {:>7}", pct ? fmt::format("{:.1f}", *pct) : "-") : "",
+                 l.detail.empty() ? "" : "  " + l.detail);
       fwd += l.forward_ms;
       bwd += l.backward_ms;
     }
     fmt::print("{:<16} {:<16} {:>10.3f} {:>10.3f}\n", "total", "", fwd, bwd);
+    // The layers were timed one by one (an event wait each); the whole step, as it runs.
+    fmt::print("step: {:.3f} ms measured whole ({}), {:.3f} ms summed over the layers timed one by one; an epoch of "
+               "50,000 images {:.2f} s\n",
+               step_ms, r.backend, fwd + bwd, epoch_s);
     std::string reps;
     for (double v : r.images_per_sec) reps += fmt::format(" {:.0f}", v);
     fmt::print("repetitions (img/s):{}\n", reps);
@@ -113,6 +140,10 @@ int run_bench(const BenchCliOptions& o) {
                  "{:.3f} ms at 100% of peak, {:.3f} ms at 50%; measured {:.3f} ms\n",
                  peak->tflops, peak->arithmetic, gpu, 100.0 * step_tflops / peak->tflops, r.batch, floor_ms(1.0),
                  floor_ms(0.5), step_ms);
+    if (peak)
+      fmt::print("epoch of 50,000 images: {:.2f} s measured, {:.2f} s at 100% of peak, {:.2f} s at 50%\n", epoch_s,
+                 kEpochImages / static_cast<double>(r.batch) * floor_ms(1.0) / 1e3,
+                 kEpochImages / static_cast<double>(r.batch) * floor_ms(0.5) / 1e3);
     else if (b.device == Backend::cuda)
       fmt::print("peak: '{}' is not in kiln's datasheet table (tools/kiln/flops.hpp): no % of peak or FLOP floor\n", gpu);
   }
