@@ -53,12 +53,13 @@ add gpu 55 "$ctest_run -L '^gpu\$' -j 8 --timeout 45 --output-junit $work/ctest-
 add cudnn 15 "$ctest_run -L '^cudnn\$' -j 8 --timeout 12 --output-junit $work/ctest-cudnn.xml"
 add info 5 "$kiln info --json >$work/info.json"
 add train 35 "rm -rf $work/run-quick && $kiln train data/models/cifar_quick.yaml --device cuda --epochs 3 $data_flag --out $work/run-quick --json >$work/train.jsonl"
-add bench 30 "set -o pipefail; for m in cifar_quick:nchw:fp32 resnet20:nhwc:fp32 resnet20:nhwc:bf16; do IFS=: read -r model layout dtype <<<\"\$m\"; \
-$kiln bench data/models/\$model.yaml --device cuda --batch 128 --layout \$layout --dtype \$dtype --repeats 3 --steps 10 \
+add bench 40 "set -o pipefail; for m in cifar_quick:nchw:fp32 resnet20:nhwc:fp32 resnet20:nhwc:bf16 resnet20:nhwc:bf16:eager; do \
+IFS=: read -r model layout dtype mode <<<\"\$m\"; extra=; [ \"\$mode\" = eager ] && extra='--no-cuda-graph --no-fusion'; \
+$kiln bench data/models/\$model.yaml --device cuda --batch 128 --layout \$layout --dtype \$dtype --repeats 3 --steps 10 \$extra \
 | sed -n \"s|^train:|\$m: train:|p\" | tee -a $work/bench.txt || exit; done"
 add sanitizer 40 "compute-sanitizer --tool memcheck --error-exitcode 7 $build/tests/kiln_gpu_tests \
---gtest_filter='CudaExecutor.TrainingStepMatchesCpuN*:CudaExecutor.TrainingStepMatchesCpuInBf16:CudaBatchnorm*'"
-add rest 65 "cmake --build $build -j 16 && $ctest_run -LE 'slow|gpu|cudnn' -j 16 --timeout 30 --output-junit $work/ctest-rest.xml"
+--gtest_filter='CudaExecutor.TrainingStepMatchesCpuN*:CudaExecutor.TrainingStepMatchesCpuInBf16:CudaBatchnorm.*:CudaBatchnormAct.OneValuePerChannel:CudaGraph.*'"
+add rest 55 "cmake --build $build -j 16 && $ctest_run -LE 'slow|gpu|cudnn' -j 16 --timeout 30 --output-junit $work/ctest-rest.xml"
 stages=${KILN_CHECK_STAGES:-${names[*]}}
 
 if [ "$mode" = plan ]; then
