@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 
 #include "cuda/conv_plan_cache.hpp"
+#include "cuda/exec_plan.hpp"
+#include "cuda/fused_conv.hpp"
+#include "cuda/fusion.hpp"
 #include "cuda/handles.hpp"
 #include "cuda/op_table.hpp"
 #include "kiln/cudnn.hpp"
@@ -29,6 +32,38 @@ std::vector<std::string> cudnn_unsupported(const Graph& graph, const Target& tar
     }
   }
   return missing;
+}
+
+// The fused groups' cuDNN graphs (cuda/fused_conv.hpp) through the same engine search a
+// run's plans go through (ExecPlan, kiln's default engine policy).
+std::vector<std::string> cudnn_fused_engines(const Graph& graph, const Target& target) {
+  if (cuda_device_count() == 0) throw DeviceError(cuda_unavailable_reason());
+  cuda::CudnnHandle handle = cuda::make_cudnn_handle(nullptr);
+  std::vector<std::string> lines;
+  for (const cuda::FusedGroup& group : cuda::plan_fusion(graph).groups) {
+    if (group.conv < 0) continue;
+    cuda::FusedConvCompiled c;
+    std::string failed;
+    if (cuda::Status s = cuda::compile_fused_conv(graph, group, target, c, failed); !s.ok()) {
+      lines.push_back(fmt::format("{}: not compiled: {} refused: {}", group.name(graph), failed, s.message));
+      continue;
+    }
+    auto engine = [&](std::span<const cudnnBackendDescriptor_t> ops, const char* pass) {
+      try {
+        return cuda::ExecPlan(handle.get(), ops, target.dtype, cuda::EnginePolicy{}, -1, 1, group.name(graph) + " " + pass)
+            .describe();
+      } catch (const cuda::NoEngineError& e) {
+        return fmt::format("no engine ({})", e.reason());
+      }
+    };
+    const cuda::FusedPrologue& f = c.fwd_prologue;
+    const cuda::FusedPrologue& w = c.wgrad_prologue;
+    const cudnnBackendDescriptor_t fwd[] = {f.mul.get(), f.add.get(), f.act.get(), c.conv_fwd.get(), c.genstats.get()};
+    const cudnnBackendDescriptor_t wgrad[] = {w.mul.get(), w.add.get(), w.act.get(), c.conv_wgrad.get()};
+    lines.push_back(fmt::format("{}: forward+genstats {}; wgrad with prologue {}", group.name(graph),
+                                engine(fwd, "forward"), engine(wgrad, "wgrad")));
+  }
+  return lines;
 }
 
 }  // namespace kiln

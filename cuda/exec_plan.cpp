@@ -1,6 +1,7 @@
 #include "cuda/exec_plan.hpp"
 
 #include <algorithm>
+#include <array>
 #include <fmt/format.h>
 #include <utility>
 
@@ -33,12 +34,17 @@ NoEngineError::NoEngineError(const std::string& what, std::string reason)
 
 ExecPlan::ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, DType dtype, const EnginePolicy& policy,
                    std::int64_t workspace_limit, int candidates, const std::string& what)
+    : ExecPlan(handle, std::span<const cudnnBackendDescriptor_t>(std::array{operation.get()}), dtype, policy, workspace_limit,
+               candidates, what) {}
+
+ExecPlan::ExecPlan(cudnnHandle_t handle, std::span<const cudnnBackendDescriptor_t> operations, DType dtype,
+                   const EnginePolicy& policy, std::int64_t workspace_limit, int candidates, const std::string& what)
     : core_(std::make_shared<Core>()) {
   BackendDescriptor& graph = core_->graph;
   std::vector<Candidate>& found = core_->candidates;
   graph = BackendDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  cudnnBackendDescriptor_t op = operation.get();
-  KILN_CUDNN_CHECK(graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
+  KILN_CUDNN_CHECK(graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                             static_cast<std::int64_t>(operations.size()), operations.data()));
   KILN_CUDNN_CHECK(graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
   if (cudnnStatus_t s = graph.finalize(); s != CUDNN_STATUS_SUCCESS) throw NoEngineError(what, cudnn_message(s));
 

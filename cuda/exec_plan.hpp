@@ -35,6 +35,9 @@ class ExecPlan {
   // operation are skipped (the error then says which note refused the last one).
   ExecPlan(cudnnHandle_t handle, const BackendDescriptor& operation, DType dtype, const EnginePolicy& policy,
            std::int64_t workspace_limit, int candidates, const std::string& what);
+  // The same for an operation graph of several operations (a fused group's, cuda/fused_conv.hpp).
+  ExecPlan(cudnnHandle_t handle, std::span<const cudnnBackendDescriptor_t> operations, DType dtype,
+           const EnginePolicy& policy, std::int64_t workspace_limit, int candidates, const std::string& what);
   // Another binding of the same cuDNN plan (layers of identical shapes share one): the
   // engine choice is shared, the pointers are not.
   ExecPlan share() const;

@@ -56,7 +56,8 @@ add train 35 "rm -rf $work/run-quick && $kiln train data/models/cifar_quick.yaml
 add bench 40 "set -o pipefail; for m in cifar_quick:nchw:fp32 resnet20:nhwc:fp32 resnet20:nhwc:bf16 resnet20:nhwc:bf16:eager; do \
 IFS=: read -r model layout dtype mode <<<\"\$m\"; extra=; [ \"\$mode\" = eager ] && extra='--no-cuda-graph --no-fusion'; \
 $kiln bench data/models/\$model.yaml --device cuda --batch 128 --layout \$layout --dtype \$dtype --repeats 3 --steps 10 \$extra \
-| sed -n \"s|^train:|\$m: train:|p\" | tee -a $work/bench.txt || exit; done"
+| sed -n \"s|^train:|\$m: train:|p\" | tee -a $work/bench.txt || exit; done; \
+$kiln check data/models/airbench.yaml --target cuda --dtype bf16 | grep -m 2 '^  cuDNN on this GPU:' | tee -a $work/bench.txt || true"
 add sanitizer 40 "compute-sanitizer --tool memcheck --error-exitcode 7 $build/tests/kiln_gpu_tests \
 --gtest_filter='CudaExecutor.TrainingStepMatchesCpuN*:CudaExecutor.TrainingStepMatchesCpuInBf16:CudaBatchnorm.*:CudaBatchnormAct.OneValuePerChannel:CudaGraph.*'"
 add rest 55 "cmake --build $build -j 16 && $ctest_run -LE 'slow|gpu|cudnn' -j 16 --timeout 30 --output-junit $work/ctest-rest.xml"

@@ -70,4 +70,10 @@ namespace kiln {
 /// (empty: every layer is supported). Throws DeviceError without a device.
 KILN_API std::vector<std::string> cudnn_unsupported(const Graph& graph, const Target& target);
 
+/// On a GPU: for each fused group that ends in a convolution, the engines cuDNN offers (under
+/// kiln's default engine policy) for its prologue-fused forward-with-genstats graph and its
+/// weight-gradient-with-prologue graph, or why none: one line per group. The executor does
+/// not run these graphs yet; this says whether it could. Throws DeviceError without a device.
+KILN_API std::vector<std::string> cudnn_fused_engines(const Graph& graph, const Target& target);
+
 }  // namespace kiln

@@ -45,6 +45,10 @@ std::vector<std::string> cudnn_unsupported(const Graph&, const Target&) {
   throw DeviceError("this kiln was built without CUDA");
 }
 
+std::vector<std::string> cudnn_fused_engines(const Graph&, const Target&) {
+  throw DeviceError("this kiln was built without CUDA");
+}
+
 RuntimeInfo cuda_runtime_info() { return {}; }
 
 CudnnReport compile_cudnn(const Graph&, const Target&) {

@@ -140,6 +140,8 @@ def main(argv):
         m = re.match(r"(\S+): train: (\d+) img/s(.*)", line)
         if m:
             lines.append(f"- bench {m.group(1)}: {m.group(2)} img/s{m.group(3)}")
+        elif line.strip().startswith("cuDNN on this GPU:"):  # kiln check: the fused groups' engines
+            lines.append(f"- airbench bf16 fused group, {line.strip()}")
 
     for label, title in (("gpu", "gpu tests (ctest -L gpu)"), ("cudnn", "cuDNN tests (ctest -L cudnn)"),
                          ("rest", "the rest of the suite (ctest -LE 'slow|gpu|cudnn')")):

@@ -88,6 +88,10 @@ int run_check(const CheckOptions& o) {
     const bool on_gpu = cuda && cuda_device_count() > 0;
     if (cuda) cudnn = compile_cudnn(graph, Target{Backend::cuda, batch, *dtype, *layout});
     if (on_gpu) no_engine = cudnn_unsupported(graph, Target{Backend::cuda, batch, *dtype, *layout});
+    // On a GPU, whether cuDNN has engines for the fused groups' graphs (the executor runs kiln's kernel either way).
+    std::vector<std::string> fused_engines;
+    if (on_gpu && cudnn && !cudnn->groups.empty())
+      fused_engines = cudnn_fused_engines(graph, Target{Backend::cuda, batch, *dtype, *layout});
 
     auto layers = graph.layers();
     auto params_of = [&](const Layer& layer) {
@@ -173,6 +177,7 @@ int run_check(const CheckOptions& o) {
           j["groups"].push_back({{"name", g.name}, {"kernel", g.kernel}, {"cudnn_graph", g.cudnn_graph}, {"reason", g.reason}});
       }
       if (on_gpu) j["no_engine"] = no_engine;
+      if (on_gpu) j["fused_engines"] = fused_engines;
       j["warnings"] = nlohmann::json::array();
       for (const auto& w : graph.warnings()) j["warnings"].push_back(to_json(w));
       fmt::print("{}\n", j.dump(2));
@@ -254,8 +259,10 @@ int run_check(const CheckOptions& o) {
       for (const CudnnGroupReport& g : cudnn->groups) {
         fmt::print("  {}: fused, {}\n", g.name, g.kernel);
         if (!g.cudnn_graph.empty())
-          fmt::print("    {}; engine unverified{}\n    ({})\n", g.cudnn_graph, on_gpu ? "" : ": no GPU", g.reason);
+          fmt::print("    {}; {}\n    ({})\n", g.cudnn_graph, on_gpu ? "engines on this GPU below" : "engine unverified: no GPU",
+                     g.reason);
       }
+      for (const std::string& line : fused_engines) fmt::print("  cuDNN on this GPU: {}\n", line);
     }
     if (cuda && *dtype != DType::f32)
       fmt::print("mixed precision: activations, their gradients and conv/linear weights in {}; master weights, optimizer, "
