@@ -27,6 +27,14 @@ std::vector<std::int64_t> planned_batch_sizes(std::int64_t capacity, const std::
   return sizes;
 }
 
+// Each fused group's activation runs in its batchnorm's slots: the memory plan keeps its
+// output and gradient alive there.
+std::vector<detail::RunsAt> runs_at(const FusionPlan& fusion) {
+  std::vector<detail::RunsAt> out;
+  for (const FusedGroup& g : fusion.groups) out.push_back({.layer = g.act, .at = g.bn});
+  return out;
+}
+
 bool krsc_weight(const Graph& g, Layout layout, std::size_t p) {
   const Param& param = g.params()[p];
   return layout == Layout::nhwc && param.role == ParamRole::weight &&
@@ -55,9 +63,9 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
     : graph_(graph),
       batch_(batch),
       options_(options),
-      plan_(plan_memory(graph, batch, options.dtype, PlanMode::train, options.layout)),
-      batch_sizes_(planned_batch_sizes(batch, options.batch_sizes)),
       fusion_(plan_fusion(graph, options.fusion)),
+      plan_(detail::plan_memory(graph, batch, options.dtype, PlanMode::train, options.layout, runs_at(fusion_))),
+      batch_sizes_(planned_batch_sizes(batch, options.batch_sizes)),
       device_(options),  // first to touch the device: kiln's message when there is none
       convs_(device_.cudnn(), options.dtype, options.layout, {.tf32 = options.tf32, .deterministic = options.deterministic}),
       staging_(batch, graph.input_shape(), options.pipeline),

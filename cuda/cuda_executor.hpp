@@ -118,10 +118,10 @@ class CudaExecutor final : public detail::Executor, private StepRunner {
   Graph graph_;
   std::int64_t batch_;
   detail::CudaOptions options_;
+  FusionPlan fusion_;  // before the memory plan: a group's activation runs at its batchnorm's slots
   MemoryPlan plan_;
   std::vector<std::int64_t> batch_sizes_;  // plans exist for these
   std::vector<LayerRun> runs_;             // host-only bindings, pointing into arena_
-  FusionPlan fusion_;
 
   // ---- device resources: destroyed bottom-up, the handles last (see the file comment) ----
   DeviceContext device_;

@@ -20,6 +20,10 @@ std::map<StepKey, std::uint64_t> StepRecorder::graphs() const {
 // A training forward starts a step; anything else runs at once.
 void StepRecorder::forward(bool train, std::uint64_t step, std::int64_t n) {
   flush();
+  if (ship_pending_) {  // a training loss whose backward never came: its statistics go now
+    runner_.ship_stats();
+    ship_pending_ = false;
+  }
   if (enabled_ && train) {
     state_ = State::forward;
     step_ = step;

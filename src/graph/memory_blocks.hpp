@@ -3,6 +3,7 @@
 // The blocks of a run's one allocation (kiln/memory.hpp's MemoryPlan::blocks), laid out
 // from the planned activations and parameters plus what a backend needs besides.
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "kiln/memory.hpp"
@@ -22,5 +23,17 @@ struct BackendMemory {
 // Fills plan.blocks, plan.state_offsets and plan.total_bytes. Without `backend`: the
 // parameter-shaped blocks and the activations only.
 void lay_out_blocks(const Graph& graph, MemoryPlan& plan, const BackendMemory* backend);
+
+// A layer a backend runs in another's slots: the CUDA backend runs a batchnorm and the
+// activation reading it as one kernel at the batchnorm's forward and backward (cuda/fusion.hpp),
+// so the activation's output is written at the batchnorm's forward and its gradient read at the
+// batchnorm's backward. `layer` is the activation, `at` the batchnorm.
+struct RunsAt {
+  int layer = -1, at = -1;
+};
+// plan_memory, with the lifetimes of each `runs_at` layer's output and gradient stretched to
+// the slots it runs in, so that nothing else is placed on them meanwhile.
+MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, PlanMode mode, Layout layout,
+                       std::span<const RunsAt> runs_at);
 
 }  // namespace kiln::detail

@@ -42,6 +42,11 @@ int storage_root(std::span<const Layer> layers, int i, Layout layout) {
 bool flatten_is_view(const Graph& graph, const Layer& layer, Layout layout) { return view(graph.layers(), layer, layout); }
 
 MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, PlanMode mode, Layout layout) {
+  return detail::plan_memory(graph, batch, dtype, mode, layout, {});
+}
+
+MemoryPlan detail::plan_memory(const Graph& graph, std::int64_t batch, DType dtype, PlanMode mode, Layout layout,
+                               std::span<const RunsAt> runs_at) {
   if (batch < 1) throw UsageError(fmt::format("batch must be at least 1, got {}", batch));
   auto layers = graph.layers();
   const int n = static_cast<int>(layers.size());
@@ -105,6 +110,10 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
       last = std::max(last, bwd(layer.index));
     act_last[r] = std::max(act_last[r], last);
   }
+  for (const RunsAt& f : runs_at) {  // written at the slot it runs in
+    auto r = static_cast<std::size_t>(storage_root(layers, f.layer, layout));
+    act_first[r] = std::min(act_first[r], fwd(f.at));
+  }
   for (int root = 0; root < n; ++root) {
     auto r = static_cast<std::size_t>(root);
     if (act_first[r] < 0 || view(layers, layers[r], layout)) continue;
@@ -130,6 +139,11 @@ MemoryPlan plan_memory(const Graph& graph, std::int64_t batch, DType dtype, Plan
           first = std::min(first, bwd(c));
       if (!view(layers, layer, layout)) grad_last[r] = std::max(grad_last[r], bwd(layer.index));
     }
+    for (const RunsAt& f : runs_at)  // read at the slot it runs in
+      if (needs_grad[static_cast<std::size_t>(f.layer)]) {
+        auto r = static_cast<std::size_t>(storage_root(layers, f.layer, layout));
+        grad_last[r] = std::max(grad_last[r], bwd(f.at));
+      }
     for (int root = 0; root < n; ++root) {
       auto r = static_cast<std::size_t>(root);
       if (grad_last[r] < 0) continue;

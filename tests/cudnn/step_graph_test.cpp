@@ -159,6 +159,19 @@ TEST(StepGraph, AnInterruptedStepRunsAsRecordedAndIsNotCaptured) {
   EXPECT_EQ(runner.take(), (std::vector<std::string>{"step 3", "forward", "step 3", "forward(eval)"}));
 }
 
+TEST(StepGraph, ALossWithoutBackwardShipsBeforeTheNextStep) {
+  FakeRunner runner;
+  StepRecorder r(runner, false);
+  r.forward(true, 1, 8);
+  r.loss({}, true, 1);
+  r.forward(true, 2, 8);  // no backward for step 1
+  r.loss({}, true, 2);
+  r.backward();
+  EXPECT_EQ(runner.take(), (std::vector<std::string>{"step 1", "forward", "open 1", "loss", "ship", "step 2", "forward", "open 2",
+                                                    "loss", "backward", "ship"}))
+      << "one ship per open, each after its own loss";
+}
+
 TEST(StepGraph, EvaluationRunsAtOnceAndShipsItsOwnStatistics) {
   FakeRunner runner;
   StepRecorder r(runner, true);

@@ -1,4 +1,5 @@
 // The memory planner: reuse happens, and no two tensors live at the same step share bytes.
+#include "graph/memory_blocks.hpp"
 #include "test_util.hpp"
 
 namespace kiln::test {
@@ -132,6 +133,36 @@ TEST(MemoryPlan, FrozenStemNeedsNoGradientBeforeIt) {
   EXPECT_EQ(plan.gradient[static_cast<std::size_t>(g.find("r")->index)], -1);
   EXPECT_GE(plan.gradient[static_cast<std::size_t>(g.find("fc")->index)], 0);
   expect_no_live_overlap(plan);
+}
+
+// A layer a backend runs in another's slots (the CUDA backend's batchnorm + activation):
+// its output is live from the batchnorm's forward and its gradient until the batchnorm's
+// backward, so nothing live in between (here a branch ordered between the two) shares its bytes.
+TEST(MemoryPlan, ALayerRunInAnothersSlotsIsLiveThere) {
+  GraphBuilder b("apart", Shape::chw(3, 8, 8), 10);
+  b.add(layers::conv(4, 3).pad(1).named("c0"))
+      .add(layers::batchnorm().named("bn"))
+      .add(layers::conv(4, 3).pad(1).named("side").from({"c0"}))  // between bn and its activation
+      .add(layers::relu().named("side_act"))
+      .add(layers::gelu().named("act").from({"bn"}))
+      .add(layers::add({"act", "side_act"}).named("sum"))
+      .add(layers::global_avgpool())
+      .add(layers::flatten())
+      .add(layers::linear(10));
+  Graph g = b.build();
+  const int bn = g.find("bn")->index, act = g.find("act")->index;
+  ASSERT_GT(act, bn + 1);
+  const int n = static_cast<int>(g.layers().size());
+  const detail::RunsAt runs_at[] = {{.layer = act, .at = bn}};
+  MemoryPlan fused = detail::plan_memory(g, 16, DType::f32, PlanMode::train, Layout::nchw, runs_at);
+  expect_no_live_overlap(fused);
+  const Buffer& y = fused.buffers[static_cast<std::size_t>(fused.activation[static_cast<std::size_t>(act)])];
+  const Buffer& dy = fused.buffers[static_cast<std::size_t>(fused.gradient[static_cast<std::size_t>(act)])];
+  EXPECT_EQ(y.first, bn);
+  EXPECT_EQ(dy.last, 2 * n - bn);
+  MemoryPlan plain = plan_memory(g, 16, DType::f32, PlanMode::train);
+  EXPECT_EQ(plain.buffers[static_cast<std::size_t>(plain.activation[static_cast<std::size_t>(act)])].first, act);
+  EXPECT_EQ(plain.buffers[static_cast<std::size_t>(plain.gradient[static_cast<std::size_t>(act)])].last, 2 * n - act);
 }
 
 TEST(MemoryPlan, BadBatchAndOverflow) {

@@ -81,7 +81,12 @@ int run_bench(const BenchCliOptions& o) {
   auto percent_of_peak = [&](const LayerBench& l) -> std::optional<double> {
     const Layer* layer = graph.find(l.name);
     if (!peak || !layer) return std::nullopt;
-    auto v = gflops_per_s(layer->flops + backward_flops(*layer), l.forward_ms + l.backward_ms);
+    std::int64_t flops = layer->flops + backward_flops(*layer);
+    // A fused group's row ("fused with act1 (kiln kernel)") holds its activation's time too.
+    if (l.detail.starts_with("fused with "))
+      if (const Layer* act = graph.find(l.detail.substr(11, l.detail.find(' ', 11) - 11)))
+        flops += act->flops + backward_flops(*act);
+    auto v = gflops_per_s(flops, l.forward_ms + l.backward_ms);
     if (!v) return std::nullopt;
     return 100.0 * *v / (peak->tflops * 1e3);
   };
