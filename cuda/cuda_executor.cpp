@@ -68,6 +68,8 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
       batch_sizes_(planned_batch_sizes(batch, options.batch_sizes)),
       device_(options),  // first to touch the device: kiln's message when there is none
       convs_(device_.cudnn(), options.dtype, options.layout, {.tf32 = options.tf32, .deterministic = options.deterministic}),
+      fused_convs_(device_.cudnn(), options.dtype, options.layout,
+                   {.tf32 = options.tf32, .deterministic = options.deterministic}),
       staging_(batch, graph.input_shape(), options.pipeline),
       values_(graph.params().size()) {
   check_memory_before_planning();
@@ -75,7 +77,7 @@ CudaExecutor::CudaExecutor(const Graph& graph, std::int64_t batch, const detail:
   compile_cudnn(graph_, Target{Backend::cuda, batch, options.dtype, options.layout});
   bind_layers_to_graph();
   for (std::int64_t n : batch_sizes_) build_plans(n, options.workspace_limit, options.autotune ? 4 : 1);
-  workspace_bytes_ = convs_.workspace(options.autotune);
+  workspace_bytes_ = std::max(convs_.workspace(options.autotune), fused_convs_.workspace());
   allocate_arena();
   bind_layers_to_memory();
   for (std::int64_t n : batch_sizes_) bind_plans(n);
@@ -94,6 +96,10 @@ void CudaExecutor::check_memory_before_planning() const {
 
 void CudaExecutor::bind_layers_to_graph() {
   runs_.resize(graph_.layers().size());
+  group_of_conv_.assign(graph_.layers().size(), -1);
+  if (options_.cudnn_fusion)
+    for (std::size_t gi = 0; gi < fusion_.groups.size(); ++gi)
+      if (const int conv = fusion_.groups[gi].conv; conv >= 0) group_of_conv_[static_cast<std::size_t>(conv)] = static_cast<int>(gi);
   for (const Layer& layer : graph_.layers()) {
     LayerRun& run = runs_[static_cast<std::size_t>(layer.index)];
     run.layer = &layer;
@@ -108,6 +114,15 @@ void CudaExecutor::build_plans(std::int64_t n, std::int64_t workspace_limit, int
   for (const Layer& layer : graph_.layers()) {
     const CudaOp& op = cuda_op(layer.op);
     if (op.prepare) op.prepare(layer, prepare_context(graph_, plan_, layer, convs_, n, workspace_limit, candidates));
+  }
+  // --cudnn-fusion: the groups ending in a convolution, where cuDNN has engines (the rest keep
+  // kiln's kernel). Only for a training plan's layers whose gradients exist, as the
+  // unfused convolution's prepare decides.
+  for (int gi : group_of_conv_) {
+    if (gi < 0) continue;
+    const FusedGroup& g = fusion_.groups[static_cast<std::size_t>(gi)];
+    const auto weight = static_cast<std::size_t>(graph_.layers()[static_cast<std::size_t>(g.conv)].params[0]);
+    fused_convs_.build(graph_, g, gi, n, detail::gets_gradient(graph_, plan_, weight), workspace_limit);
   }
 }
 
@@ -147,6 +162,15 @@ void CudaExecutor::allocate_arena() {
   check_fits(plan_.total_bytes, 4 * plan_.param_block_bytes, workspace_bytes_);
 
   arena_ = DeviceBuffer(static_cast<std::size_t>(plan_.total_bytes));
+  // --cudnn-fusion: where each group's fused convolution writes its output's statistics.
+  fused_stats_at_.assign(fusion_.groups.size(), 0);
+  std::int64_t stats_floats = 0;
+  for (std::size_t gi = 0; gi < fusion_.groups.size(); ++gi)
+    if (const int conv = fusion_.groups[gi].conv; conv >= 0 && options_.cudnn_fusion) {
+      fused_stats_at_[gi] = stats_floats;
+      stats_floats += 2 * graph_.layers()[static_cast<std::size_t>(conv)].shape.c;
+    }
+  if (stats_floats) fused_stats_ = DeviceBuffer(static_cast<std::size_t>(stats_floats) * 4);
   std::byte* base = arena_.data();
   auto block = [&](const char* name) { return base + plan_.block(name)->offset; };
   params_ = reinterpret_cast<float*>(block("parameters"));
@@ -212,6 +236,19 @@ void CudaExecutor::bind_plans(std::int64_t n) {
   const BindContext ctx{.convs = &convs_, .n = n, .scratch = scratch_, .workspace = workspace_};
   for (const Layer& layer : graph_.layers())
     if (const CudaOp& op = cuda_op(layer.op); op.bind) op.bind(layer, runs_[static_cast<std::size_t>(layer.index)], ctx);
+  for (std::size_t gi = 0; gi < fusion_.groups.size(); ++gi) {
+    FusedConvPlans* p = fused_convs_.find(static_cast<int>(gi), n);
+    if (!p) continue;
+    const FusedGroup& g = fusion_.groups[gi];
+    const LayerRun& bn = runs_[static_cast<std::size_t>(g.bn)];
+    const LayerRun& conv = runs_[static_cast<std::size_t>(g.conv)];
+    const std::int64_t c = graph_.layers()[static_cast<std::size_t>(g.bn)].shape.c;
+    const std::int64_t k = graph_.layers()[static_cast<std::size_t>(g.conv)].shape.c;
+    float* stats = reinterpret_cast<float*>(fused_stats_.data()) + fused_stats_at_[gi];
+    fused_convs_.bind(*p, {.x = bn.x[0], .scale = bn.state + 2 * c, .bias = bn.state + 3 * c, .w = conv.params[0],
+                           .y = conv.y, .sum = stats, .sqsum = stats + k, .dy = conv.dy, .dw = conv.grads[0],
+                           .workspace = workspace_});
+  }
 }
 
 void CudaExecutor::prepare_batches(std::span<const std::int64_t> sizes) {
@@ -301,7 +338,8 @@ void CudaExecutor::set_loss_scale(const detail::LossScale& scale) {
 std::string CudaExecutor::describe() const {
   return fmt::format("cuda, {}, {}, {}{}{}{}{}", device_.name(), to_string(options_.dtype), to_string(options_.layout),
                      options_.tf32 ? ", tf32" : "", options_.deterministic ? "" : ", nondeterministic",
-                     options_.cuda_graph ? "" : ", no CUDA graph", options_.fusion ? "" : ", no fusion");
+                     options_.cuda_graph ? "" : ", no CUDA graph",
+                     !options_.fusion ? ", no fusion" : options_.cudnn_fusion ? ", cuDNN fusion" : "");
 }
 
 }  // namespace kiln::cuda

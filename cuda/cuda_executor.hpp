@@ -35,6 +35,7 @@
 #include "backend/executor.hpp"
 #include "cuda/conv_plan_cache.hpp"
 #include "cuda/device_context.hpp"
+#include "cuda/fused_convs.hpp"
 #include "cuda/fusion.hpp"
 #include "cuda/kernels.hpp"
 #include "cuda/memory.hpp"
@@ -109,6 +110,12 @@ class CudaExecutor final : public detail::Executor, private StepRunner {
   void begin_capture() override;
   std::uint64_t end_capture() override;
   void launch(std::uint64_t graph) override;
+
+  // --cudnn-fusion: the group whose convolution is layer `index`, when cuDNN runs it at this
+  // batch (its plans), else nullptr.
+  FusedConvPlans* cudnn_group(int index);
+  void fused_conv_forward(LayerRun& conv, FusedConvPlans& p, const StepContext& ctx);
+  void fused_conv_backward(LayerRun& conv, FusedConvPlans& p, const StepContext& ctx);
   void time_layer(std::size_t index, bool forward);
   // Throws the out-of-memory DeviceError (bytes asked, the plan, the batch that would fit).
   void check_fits(std::int64_t total, std::int64_t param_state, std::int64_t workspace) const;
@@ -127,6 +134,10 @@ class CudaExecutor final : public detail::Executor, private StepRunner {
   DeviceContext device_;
   DeviceBuffer arena_;
   ConvPlanCache convs_;
+  FusedConvs fused_convs_;
+  std::vector<int> group_of_conv_;  // per layer: the fused group it is the convolution of, -1
+  DeviceBuffer fused_stats_;        // each cuDNN group's genstats output (sum, sum of squares)
+  std::vector<std::int64_t> fused_stats_at_;  // per group: its floats' offset
   Staging staging_;
   StatsRing stats_;
   StepValues values_;

@@ -102,8 +102,15 @@ void CudaExecutor::enqueue_forward(bool train) {
     trace::Range range(run.fwd_name.c_str());
     LayerScope scope(run.fwd_name.c_str());
     if (profiling_) KILN_CUDA_CHECK(cudaEventRecord(layer_events_[index].first.get(), device_.stream()));
-    if (group) fused_bn_act_forward(run, runs_[static_cast<std::size_t>(group->act)], ctx);
-    else cuda_op(run.layer->op).forward(run, ctx);
+    if (group) {
+      // With its convolution on cuDNN (--cudnn-fusion), the statistics and affine only.
+      const bool cudnn = group->conv >= 0 && cudnn_group(group->conv);
+      fused_bn_act_forward(run, runs_[static_cast<std::size_t>(group->act)], ctx, !cudnn);
+    } else if (FusedConvPlans* p = cudnn_group(run.layer->index)) {
+      fused_conv_forward(run, *p, ctx);
+    } else {
+      cuda_op(run.layer->op).forward(run, ctx);
+    }
     if (profiling_) time_layer(index, true);
   }
 }
@@ -135,6 +142,7 @@ void CudaExecutor::enqueue_backward() {
     LayerScope scope(run.bwd_name.c_str());
     if (profiling_) KILN_CUDA_CHECK(cudaEventRecord(layer_events_[index].first.get(), device_.stream()));
     if (group) fused_bn_act_backward(run, runs_[static_cast<std::size_t>(group->act)], ctx);
+    else if (FusedConvPlans* p = cudnn_group(run.layer->index)) fused_conv_backward(run, *p, ctx);
     else cuda_op(run.layer->op).backward(run, ctx);
     if (profiling_) time_layer(index, false);
   }
@@ -152,6 +160,27 @@ void CudaExecutor::enqueue_backward() {
     flag_nonfinite(grads_, param_floats_, stats_.nonfinite(), device_.stream());
     if (scaler_) loss_scale_check(scaler_, stats_.nonfinite(), stats_.loss_scale(), device_.stream());
   }
+}
+
+FusedConvPlans* CudaExecutor::cudnn_group(int index) {
+  const int g = group_of_conv_[static_cast<std::size_t>(index)];
+  return g < 0 ? nullptr : fused_convs_.find(g, n_);
+}
+
+// The convolution of a group cuDNN runs: its input is the batchnorm's input, to which the
+// prologue applies the batchnorm's affine (saved by the batchnorm's slot) and the activation.
+void CudaExecutor::fused_conv_forward(LayerRun& conv, FusedConvPlans& p, const StepContext& ctx) {
+  p.fwd->execute(ctx.cudnn);
+  if (conv.layer->attrs.bias) bias_forward(ctx.dtype, conv.y, conv.params[1], ctx.dims(conv.layer->shape), ctx.stream);
+}
+
+// Backward-data as unfused (it reads no activation); the weight gradient with the prologue.
+void CudaExecutor::fused_conv_backward(LayerRun& conv, FusedConvPlans& p, const StepContext& ctx) {
+  const Layer& layer = *conv.layer;
+  ConvPlans& plain = *convs_.find(layer.index, ctx.n);
+  if (plain.bwd_data && first_dx(conv)) plain.bwd_data->execute(ctx.cudnn);  // never accumulates: the activation's sole reader
+  if (p.wgrad && conv.grads[0]) p.wgrad->execute(ctx.cudnn);
+  if (layer.attrs.bias && conv.grads[1]) bias_backward(ctx.dtype, conv.dy, ctx.dims(layer.shape), conv.grads[1], ctx.stream);
 }
 
 void CudaExecutor::enqueue_update() {
@@ -227,10 +256,16 @@ std::vector<detail::LayerTime> CudaExecutor::layer_times() const {
   for (std::size_t i = 0; i < runs_.size(); ++i) {
     t[i].detail = convs_.describe(static_cast<int>(i), batch_);
     // A fused group's time is its batchnorm's row; its activation's row is empty.
-    if (const FusedGroup* g = fusion_.group(static_cast<int>(i)))
-      t[i].detail = g->bn == static_cast<int>(i)
-                        ? fmt::format("fused with {} (kiln kernel)", graph_.layers()[static_cast<std::size_t>(g->act)].name)
-                        : fmt::format("fused into {}", graph_.layers()[static_cast<std::size_t>(g->bn)].name);
+    if (const FusedGroup* g = fusion_.group(static_cast<int>(i))) {
+      const bool cudnn = g->conv >= 0 && group_of_conv_[static_cast<std::size_t>(g->conv)] >= 0 &&
+                         fused_convs_.has(group_of_conv_[static_cast<std::size_t>(g->conv)], batch_);
+      const std::string& act = graph_.layers()[static_cast<std::size_t>(g->act)].name;
+      const std::string& conv = cudnn ? graph_.layers()[static_cast<std::size_t>(g->conv)].name : act;
+      t[i].detail = g->bn != static_cast<int>(i) ? fmt::format("fused into {}", cudnn ? conv : graph_.layers()[static_cast<std::size_t>(g->bn)].name)
+                    : cudnn ? fmt::format("statistics for {}'s cuDNN prologue; backward fused with {}", conv, act)
+                            : fmt::format("fused with {} (kiln kernel)", act);
+    }
+    if (const int g = group_of_conv_[i]; g >= 0 && fused_convs_.has(g, batch_)) t[i].detail = fused_convs_.describe(g, batch_);
   }
   return t;
 }

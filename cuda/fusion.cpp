@@ -53,7 +53,8 @@ FusionPlan plan_fusion(const Graph& graph, bool fuse) {
       g.conv = conv->index;
     // The cuDNN prologue-fused convolution is compiled and reported (compile_fused_conv),
     // but the executor has not run it on a GPU: kiln's fused kernel runs every group.
-    g.reason = g.conv >= 0 ? "kiln's kernel runs the group: the executor does not run the cuDNN prologue fusion yet"
+    g.reason = g.conv >= 0 ? "kiln's kernel runs the group by default; with --cudnn-fusion cuDNN's prologue fusion runs "
+                             "it where cuDNN has engines (not yet checked on a GPU)"
                            : "no convolution follows: kiln's kernel";
     const int id = static_cast<int>(plan.groups.size());
     plan.group_of[static_cast<std::size_t>(g.bn)] = id;

@@ -55,8 +55,9 @@ bool fusable_activation(OpKind op);
 
 // The groups of `graph`: each batchnorm whose output is read by exactly one layer, an
 // activation with that one input, and which is not the graph's output. `fuse` false (the
-// executor's --no-fusion) gives an empty plan. Every group runs as kiln's kernel: the cuDNN
-// prologue-fused convolution is compiled (compile_fused_conv) and reported, not yet run.
+// executor's --no-fusion) gives an empty plan. Every group runs as kiln's kernel unless the
+// executor's --cudnn-fusion finds cuDNN engines for its prologue-fused convolution
+// (cuda/fused_convs.hpp); `kiln check` compiles and reports those graphs.
 FusionPlan plan_fusion(const Graph& graph, bool fuse = true);
 
 }  // namespace kiln::cuda

@@ -100,7 +100,9 @@ void batchnorm_backward(DType t, bool train, const void* x, const void* dy, cons
 // in double, which save_mean / save_invstd hold only rounded to float, so forward also saves
 // it: save_alpha_beta holds 2*c floats, the scale [0, c) then the shift [c, 2c) (written when
 // not nullptr, in either mode; backward reads it in training). Evaluation recomputes the
-// affine from the running statistics, weight and bias, as forward did.
+// affine from the running statistics, weight and bias, as forward did. With y nullptr forward
+// computes and saves the statistics and the affine only (a cuDNN convolution's prologue
+// applies them: cuda/fused_convs.hpp).
 void batchnorm_act_forward(DType t, bool train, OpKind act, float slope, const void* x, const Dims4& dims, void* y,
                            const float* weight, const float* bias, float* running_mean, float* running_var,
                            float* save_mean, float* save_invstd, float* save_alpha_beta, float momentum, float eps,

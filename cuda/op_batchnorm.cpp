@@ -34,11 +34,11 @@ void backward(LayerRun& run, const StepContext& ctx) {
 
 }  // namespace
 
-void fused_bn_act_forward(LayerRun& bn, const LayerRun& act, const StepContext& ctx) {
+void fused_bn_act_forward(LayerRun& bn, const LayerRun& act, const StepContext& ctx, bool store) {
   const Layer& layer = *bn.layer;
   const Attrs& a = layer.attrs;
   batchnorm_act_forward(ctx.dtype, ctx.train, act.layer->op, static_cast<float>(act.layer->attrs.slope), bn.x[0],
-                        ctx.dims(layer.shape), act.y, f32(bn.params[0]), f32(bn.params[1]), f32(bn.params[2]),
+                        ctx.dims(layer.shape), store ? act.y : nullptr, f32(bn.params[0]), f32(bn.params[1]), f32(bn.params[2]),
                         f32(bn.params[3]), bn.state, bn.state + layer.shape.c, bn.state + 2 * layer.shape.c,
                         static_cast<float>(a.momentum),
                         static_cast<float>(a.eps), ctx.stream);

@@ -62,7 +62,8 @@ struct StepContext {
 // A FusedGroup's batchnorm and activation (cuda/fusion.hpp) as kiln's fused kernel pair,
 // run in the batchnorm's slot (op_batchnorm.cpp): the batchnorm's input, parameters and
 // state, the activation's output and its gradient.
-void fused_bn_act_forward(LayerRun& bn, const LayerRun& act, const StepContext& ctx);
+// `store` false: the statistics and the affine only (a cuDNN prologue applies them).
+void fused_bn_act_forward(LayerRun& bn, const LayerRun& act, const StepContext& ctx, bool store = true);
 void fused_bn_act_backward(LayerRun& bn, const LayerRun& act, const StepContext& ctx);
 
 // What the backend compiles for a layer at a target, as `kiln check --target cuda` shows it.

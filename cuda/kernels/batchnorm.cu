@@ -112,6 +112,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Out out, bool train, 
         save_alpha_beta[d.c + c] = f.beta;
       }
     }
+    if (!y) continue;  // the statistics and the affine only (a cuDNN prologue applies it)
     for (std::int64_t j = threadIdx.x; j < m; j += kThreads) {
       const std::int64_t o = channel_value(d, c, j);
       y[o] = out(normalized<T>(ld(x[o]), f));

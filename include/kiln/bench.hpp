@@ -28,6 +28,7 @@ struct BenchOptions {
   bool nondeterministic = false;  ///< CUDA: allow nondeterministic cuDNN engines
   bool cuda_graph = true;         ///< CUDA: replay each step as a CUDA graph (false: kernel by kernel)
   bool fusion = true;             ///< CUDA: batchnorm + activation as one kernel each way
+  bool cudnn_fusion = false;      ///< CUDA: such a pair feeding a conv in cuDNN's fused conv prologue (RunOptions::cudnn_fusion)
   int warmup = 3;             ///< untimed training steps first
   int repeats = 7;            ///< timed repetitions; the median is reported
   int steps_per_repeat = 5;   ///< training steps per repetition

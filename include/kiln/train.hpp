@@ -146,6 +146,7 @@ struct RunOptions {
   bool nondeterministic = false;         ///< CUDA: allow nondeterministic cuDNN engines; resume is then not bit-exact
   bool cuda_graph = true;                ///< CUDA: replay each training step as a CUDA graph after a warm-up (--no-cuda-graph: off)
   bool fusion = true;                    ///< CUDA: batchnorm + activation as one kernel each way (--no-fusion: off)
+  bool cudnn_fusion = false;             ///< CUDA: such a pair feeding a conv runs in cuDNN's fused conv prologue where cuDNN has engines (--cudnn-fusion; not yet checked on a GPU)
   Pipeline pipeline = Pipeline::automatic;  ///< CUDA: how training batches reach the device
   int device_index = 0;                  ///< CUDA: which device (cudaSetDevice)
   /// Steps [first, last] (from 1) run between cudaProfilerStart and cudaProfilerStop, for

@@ -198,6 +198,10 @@ struct CudaOptions {
   bool cuda_graph = true;
   // Batchnorm + activation pairs as one kernel each way (cuda/fusion.hpp); false: --no-fusion.
   bool fusion = true;
+  // Where such a pair feeds a convolution, apply it in the convolution's prologue with
+  // cuDNN's fused graphs when cuDNN has engines for them (cuda/fused_convs.hpp;
+  // --cudnn-fusion). Off by default until it has been checked on a GPU.
+  bool cudnn_fusion = false;
   // Every batch size the plan will run besides its capacity (a short last batch), so that
   // their cuDNN plans are built at construction; a size not declared is planned on first use.
   std::vector<std::int64_t> batch_sizes;

@@ -46,6 +46,7 @@ struct Settings {
   bool nondeterministic = false;
   bool cuda_graph = true;
   bool fusion = true;
+  bool cudnn_fusion = false;
 };
 
 ExecutionOptions resolve(const Settings& s) {
@@ -79,6 +80,7 @@ ExecutionOptions resolve(const Settings& s) {
   o.cuda.deterministic = !s.nondeterministic;
   o.cuda.cuda_graph = s.cuda_graph;
   o.cuda.fusion = s.fusion;
+  o.cuda.cudnn_fusion = s.fusion && s.cudnn_fusion;
   return o;
 }
 
@@ -103,7 +105,8 @@ ExecutionOptions resolve_options(const RunOptions& run) {
                   .tf32 = run.tf32,
                   .nondeterministic = run.nondeterministic,
                   .cuda_graph = run.cuda_graph,
-                  .fusion = run.fusion});
+                  .fusion = run.fusion,
+                  .cudnn_fusion = run.cudnn_fusion});
 }
 
 ExecutionOptions resolve_options(const Target& target, const CompileOptions& options) {
@@ -130,7 +133,8 @@ ExecutionOptions resolve_options(const BenchOptions& options) {
                   .tf32 = options.tf32,
                   .nondeterministic = options.nondeterministic,
                   .cuda_graph = options.cuda_graph,
-                  .fusion = options.fusion});
+                  .fusion = options.fusion,
+                  .cudnn_fusion = options.cudnn_fusion});
 }
 
 std::unique_ptr<Executor> make_executor(const Graph& graph, std::int64_t batch, const ExecutionOptions& options) {

@@ -339,7 +339,7 @@ TEST(CliTrain, CpuConvKernels) {
   EXPECT_FALSE(has(bench.out, "% peak")) << bench.out;
   EXPECT_TRUE(has(bench.out, "summed over the layers timed one by one; an epoch of 50,000 images")) << bench.out;
   // The CUDA switches are accepted everywhere, as the other CUDA flags are.
-  CliRun flags = run_kiln("bench " + model + " --device cpu --batch 8 --steps 1 --repeats 1 --no-cuda-graph --no-fusion");
+  CliRun flags = run_kiln("bench " + model + " --device cpu --batch 8 --steps 1 --repeats 1 --no-cuda-graph --no-fusion --cudnn-fusion");
   EXPECT_EQ(flags.code, 0) << flags.err;
   if (!has_onednn()) {
     CliRun refused = run_kiln("bench " + model + " --device cpu --cpu-conv onednn --batch 8 --steps 1 --repeats 1");

@@ -26,6 +26,7 @@ struct BenchCliOptions {
   bool nondeterministic = false;
   bool no_cuda_graph = false;
   bool no_fusion = false;
+  bool cudnn_fusion = false;
 };
 
 int run_bench(const BenchCliOptions& o) {
@@ -47,6 +48,7 @@ int run_bench(const BenchCliOptions& o) {
   b.nondeterministic = o.nondeterministic;
   b.cuda_graph = !o.no_cuda_graph;
   b.fusion = !o.no_fusion;
+  b.cudnn_fusion = o.cudnn_fusion;
   BenchResult r = bench(spec.graph, spec.train, b);
 
   // Achieved arithmetic: the graph's FLOPs over the measured times.
@@ -190,6 +192,9 @@ void add_bench(CLI::App& root, std::vector<Command>& commands) {
                 "on the CPU");
   app->add_flag("--no-fusion", o->no_fusion,
                 "CUDA: batchnorm and the activation after it as two kernels each way. Accepted and without effect on the CPU");
+  app->add_flag("--cudnn-fusion", o->cudnn_fusion,
+                "CUDA: batchnorm + activation feeding a convolution in cuDNN's fused prologue where it has engines. "
+                "Accepted and without effect on the CPU");
   commands.push_back({app, [o] { return run_bench(*o); }});
 }
 

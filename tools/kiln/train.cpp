@@ -58,6 +58,7 @@ struct TrainOptions {
   bool nondeterministic = false;
   bool no_cuda_graph = false;
   bool no_fusion = false;
+  bool cudnn_fusion = false;
   std::string pipeline = "auto";
   std::string eval = "epoch";
 };
@@ -289,6 +290,7 @@ int run_train(const TrainOptions& o) {
   run.nondeterministic = o.nondeterministic;
   run.cuda_graph = !o.no_cuda_graph;
   run.fusion = !o.no_fusion;
+  run.cudnn_fusion = o.cudnn_fusion;
   auto pipeline = parse_pipeline(o.pipeline);
   if (!pipeline) throw UsageError(fmt::format("--pipeline must be auto, resident or stream, got '{}'", o.pipeline));
   run.pipeline = *pipeline;
@@ -411,6 +413,7 @@ int run_train(const TrainOptions& o) {
     if (run.device == Backend::cuda && run.nondeterministic) notes.emplace_back("nondeterministic");
     if (run.device == Backend::cuda && !run.cuda_graph) notes.emplace_back("no CUDA graph");
     if (run.device == Backend::cuda && !run.fusion) notes.emplace_back("no fusion");
+    if (run.device == Backend::cuda && run.fusion && run.cudnn_fusion) notes.emplace_back("cuDNN fusion");
     const std::string device = fmt::format("device {}{}", to_string(run.device),
                                            notes.empty() ? "" : fmt::format(" ({})", fmt::join(notes, ", ")));
     const std::string head = fmt::format("training {} (", spec.graph.name()), tail = "), " + device;
@@ -592,6 +595,10 @@ void add_train(CLI::App& root, std::vector<Command>& commands) {
   app->add_flag("--no-fusion", o->no_fusion,
                 "CUDA: run batchnorm and the activation after it as two kernels each way instead of one (for comparison). "
                 "Accepted and without effect on the CPU");
+  app->add_flag("--cudnn-fusion", o->cudnn_fusion,
+                "CUDA: where a batchnorm + activation feeds a convolution, apply them in the convolution's prologue "
+                "with cuDNN's fused graphs when cuDNN has engines for them (not yet checked on a GPU; default: kiln's "
+                "fused kernel). Accepted and without effect on the CPU");
   app->add_option("--pipeline", o->pipeline, "CUDA: auto, resident (dataset in device memory) or stream (pinned buffers)")
       ->check(CLI::IsMember({"auto", "resident", "stream"}))
       ->capture_default_str();
