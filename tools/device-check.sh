@@ -53,8 +53,9 @@ add gpu 55 "$ctest_run -L '^gpu\$' -j 8 --timeout 45 --output-junit $work/ctest-
 add cudnn 15 "$ctest_run -L '^cudnn\$' -j 8 --timeout 12 --output-junit $work/ctest-cudnn.xml"
 add info 5 "$kiln info --json >$work/info.json"
 add train 35 "rm -rf $work/run-quick && $kiln train data/models/cifar_quick.yaml --device cuda --epochs 3 $data_flag --out $work/run-quick --json >$work/train.jsonl"
-add bench 40 "set -o pipefail; for m in cifar_quick:nchw:fp32 resnet20:nhwc:fp32 resnet20:nhwc:bf16 resnet20:nhwc:bf16:eager; do \
+add bench 40 "set -o pipefail; for m in resnet20:nhwc:fp32 resnet20:nhwc:bf16 resnet20:nhwc:bf16:eager resnet20:nhwc:bf16:cudnn; do \
 IFS=: read -r model layout dtype mode <<<\"\$m\"; extra=; [ \"\$mode\" = eager ] && extra='--no-cuda-graph --no-fusion'; \
+[ \"\$mode\" = cudnn ] && extra=--cudnn-fusion; \
 $kiln bench data/models/\$model.yaml --device cuda --batch 128 --layout \$layout --dtype \$dtype --repeats 3 --steps 10 \$extra \
 | sed -n \"s|^train:|\$m: train:|p\" | tee -a $work/bench.txt || exit; done; \
 $kiln check data/models/airbench.yaml --target cuda --dtype bf16 | grep -m 2 '^  cuDNN on this GPU:' | tee -a $work/bench.txt || true"
