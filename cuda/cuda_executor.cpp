@@ -97,9 +97,13 @@ void CudaExecutor::check_memory_before_planning() const {
 void CudaExecutor::bind_layers_to_graph() {
   runs_.resize(graph_.layers().size());
   group_of_conv_.assign(graph_.layers().size(), -1);
+  // The fused convolution reads the batchnorm's input in forward and in its weight gradient:
+  // the memory plan keeps that input until the batchnorm's backward only where the batchnorm
+  // has one (a frozen stem's batchnorm does not), so only such groups qualify.
   if (options_.cudnn_fusion)
     for (std::size_t gi = 0; gi < fusion_.groups.size(); ++gi)
-      if (const int conv = fusion_.groups[gi].conv; conv >= 0) group_of_conv_[static_cast<std::size_t>(conv)] = static_cast<int>(gi);
+      if (const FusedGroup& g = fusion_.groups[gi]; g.conv >= 0 && plan_.gradient[static_cast<std::size_t>(g.bn)] >= 0)
+        group_of_conv_[static_cast<std::size_t>(g.conv)] = static_cast<int>(gi);
   for (const Layer& layer : graph_.layers()) {
     LayerRun& run = runs_[static_cast<std::size_t>(layer.index)];
     run.layer = &layer;
@@ -167,8 +171,8 @@ void CudaExecutor::allocate_arena() {
   std::int64_t stats_floats = 0;
   for (std::size_t gi = 0; gi < fusion_.groups.size(); ++gi)
     if (const int conv = fusion_.groups[gi].conv; conv >= 0 && options_.cudnn_fusion) {
-      fused_stats_at_[gi] = stats_floats;
-      stats_floats += 2 * graph_.layers()[static_cast<std::size_t>(conv)].shape.c;
+      fused_stats_at_[gi] = stats_floats;  // sum, then sum of squares, each 16-byte aligned (cuDNN's tensors)
+      stats_floats += 2 * detail::align_up(graph_.layers()[static_cast<std::size_t>(conv)].shape.c, 4);
     }
   if (stats_floats) fused_stats_ = DeviceBuffer(static_cast<std::size_t>(stats_floats) * 4);
   std::byte* base = arena_.data();
@@ -246,7 +250,8 @@ void CudaExecutor::bind_plans(std::int64_t n) {
     const std::int64_t k = graph_.layers()[static_cast<std::size_t>(g.conv)].shape.c;
     float* stats = reinterpret_cast<float*>(fused_stats_.data()) + fused_stats_at_[gi];
     fused_convs_.bind(*p, {.x = bn.x[0], .scale = bn.state + 2 * c, .bias = bn.state + 3 * c, .w = conv.params[0],
-                           .y = conv.y, .sum = stats, .sqsum = stats + k, .dy = conv.dy, .dw = conv.grads[0],
+                           .y = conv.y, .sum = stats, .sqsum = stats + detail::align_up(k, 4), .dy = conv.dy,
+                           .dw = conv.grads[0],
                            .workspace = workspace_});
   }
 }

@@ -14,6 +14,10 @@ bool FusedConvs::build(const Graph& graph, const FusedGroup& g, int group, std::
     refused_.emplace(group, std::move(why));
     return false;
   };
+  // The scale and shift are read where the batchnorm's state keeps them (state + 2C, + 3C),
+  // which cuDNN's 16-byte aligned tensors need C to be a multiple of 4 for.
+  if (const std::int64_t c = graph.layers()[static_cast<std::size_t>(g.bn)].shape.c; c % 4 != 0)
+    return refuse(fmt::format("{} channels: the batchnorm's saved scale and shift are not 16-byte aligned", c));
   FusedConvPlans p;
   p.compiled = std::make_unique<FusedConvCompiled>();
   FusedConvCompiled& c = *p.compiled;
@@ -31,7 +35,7 @@ bool FusedConvs::build(const Graph& graph, const FusedGroup& g, int group, std::
       const std::array bwd{w.mul.get(), w.add.get(), w.act.get(), c.conv_wgrad.get()};
       p.wgrad.emplace(handle_, bwd, dtype_, policy_, workspace_limit, 1, name + " (fused wgrad)");
     }
-  } catch (const NoEngineError& e) {
+  } catch (const DeviceError& e) {  // no engine, or a cuDNN call refusing the graph: kiln's kernel runs it
     return refuse(e.what());
   }
   plans_.emplace(std::make_pair(group, n), std::move(p));
