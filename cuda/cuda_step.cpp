@@ -1,7 +1,10 @@
 // The CUDA executor's step: staging, forward, loss, backward and the optimizer, each layer
-// through its op table entry, in the order and with the memory the plan gives. Nothing here
-// allocates or waits for the device, except while profiling (an event wait per layer) and
-// the bounded back-pressure of Staging and StatsRing.
+// through its op table entry (a fused group in its batchnorm's slot), in the order and with
+// the memory the plan gives. A training step's parts go through the StepRecorder, which runs
+// them, captures them into a CUDA graph or replays it (cuda/step_graph.hpp); the parts
+// themselves are the StepRunner functions below. Nothing here allocates or waits for the
+// device, except while profiling (an event wait per layer) and the bounded back-pressure of
+// Staging, StatsRing and StepValues.
 #include <fmt/format.h>
 #include <vector>
 
