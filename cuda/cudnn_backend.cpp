@@ -57,50 +57,39 @@ std::array<std::int64_t, 4> strides_for(const std::array<std::int64_t, 4>& d, La
   return {h * w * c, 1, w * c, c};
 }
 
-namespace {
 
-// Runs the setters in order, stopping at the first failure; finalize last.
-class Steps {
- public:
-  explicit Steps(BackendDescriptor& d) : d_(d) {}
-  Steps& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, std::int64_t count, const void* v) {
-    if (code_ == CUDNN_STATUS_SUCCESS) code_ = d_.set(name, type, count, v);
-    return *this;
-  }
-  Steps& set_int64(cudnnBackendAttributeName_t name, std::span<const std::int64_t> v) {
-    return set(name, CUDNN_TYPE_INT64, static_cast<std::int64_t>(v.size()), v.data());
-  }
-  Steps& set_desc(cudnnBackendAttributeName_t name, const BackendDescriptor& other) {
-    cudnnBackendDescriptor_t raw = other.get();
-    return set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw);
-  }
-  Status finalize() {
-    if (code_ == CUDNN_STATUS_SUCCESS) code_ = d_.finalize();
-    if (code_ == CUDNN_STATUS_SUCCESS) return {};
-    return {code_, cudnn_message(code_)};
-  }
+Steps& Steps::set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, std::int64_t count, const void* v) {
+  if (code_ == CUDNN_STATUS_SUCCESS) code_ = d_.set(name, type, count, v);
+  return *this;
+}
 
- private:
-  BackendDescriptor& d_;
-  cudnnStatus_t code_ = CUDNN_STATUS_SUCCESS;
-};
+Steps& Steps::set_desc(cudnnBackendAttributeName_t name, const BackendDescriptor& other) {
+  cudnnBackendDescriptor_t raw = other.get();
+  return set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw);
+}
 
-}  // namespace
+Status Steps::finalize() {
+  if (code_ == CUDNN_STATUS_SUCCESS) code_ = d_.finalize();
+  if (code_ == CUDNN_STATUS_SUCCESS) return {};
+  return {code_, cudnn_message(code_)};
+}
 
-Status make_tensor(TensorDesc& out, std::int64_t uid, const std::array<std::int64_t, 4>& dims, DType dtype, Layout layout) {
+Status make_tensor(TensorDesc& out, std::int64_t uid, const std::array<std::int64_t, 4>& dims, DType dtype, Layout layout,
+                   bool is_virtual) {
   out.desc = BackendDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   out.uid = uid;
   out.dims = dims;
   auto strides = strides_for(dims, layout);
   cudnnDataType_t type = cudnn_type(dtype);
   const std::int64_t alignment = 16;
-  return Steps(out.desc)
-      .set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type)
+  Steps steps(out.desc);
+  steps.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type)
       .set_int64(CUDNN_ATTR_TENSOR_DIMENSIONS, dims)
       .set_int64(CUDNN_ATTR_TENSOR_STRIDES, strides)
       .set_int64(CUDNN_ATTR_TENSOR_UNIQUE_ID, std::span(&uid, 1))
-      .set_int64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, std::span(&alignment, 1))
-      .finalize();
+      .set_int64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, std::span(&alignment, 1));
+  if (is_virtual) steps.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual);
+  return steps.finalize();
 }
 
 ConvGeometry conv_geometry(const Attrs& a) {

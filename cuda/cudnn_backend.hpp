@@ -55,6 +55,23 @@ struct Status {
 
 cudnnDataType_t cudnn_type(DType dtype);
 
+// Runs a descriptor's setters in order, stopping at the first failure; finalize last and
+// returns the first failure's status with cuDNN's words.
+class Steps {
+ public:
+  explicit Steps(BackendDescriptor& d) : d_(d) {}
+  Steps& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, std::int64_t count, const void* v);
+  Steps& set_int64(cudnnBackendAttributeName_t name, std::span<const std::int64_t> v) {
+    return set(name, CUDNN_TYPE_INT64, static_cast<std::int64_t>(v.size()), v.data());
+  }
+  Steps& set_desc(cudnnBackendAttributeName_t name, const BackendDescriptor& other);
+  Status finalize();
+
+ private:
+  BackendDescriptor& d_;
+  cudnnStatus_t code_ = CUDNN_STATUS_SUCCESS;
+};
+
 // Dims [N, C, H, W] and the strides of `layout` (cuDNN always takes dims in NCHW order).
 std::array<std::int64_t, 4> strides_for(const std::array<std::int64_t, 4>& dims, Layout layout);
 
@@ -64,8 +81,10 @@ struct TensorDesc {
   std::array<std::int64_t, 4> dims{};
 };
 
-// A 4-D tensor descriptor, finalized. Vectors of N features are [batch, N, 1, 1].
-Status make_tensor(TensorDesc& out, std::int64_t uid, const std::array<std::int64_t, 4>& dims, DType dtype, Layout layout);
+// A 4-D tensor descriptor, finalized. Vectors of N features are [batch, N, 1, 1]. A virtual
+// tensor is an intermediate of one operation graph, never in memory (a fused graph's).
+Status make_tensor(TensorDesc& out, std::int64_t uid, const std::array<std::int64_t, 4>& dims, DType dtype, Layout layout,
+                   bool is_virtual = false);
 
 // Convolution geometry in cuDNN's terms (pre = top/left, post = bottom/right padding).
 struct ConvGeometry {

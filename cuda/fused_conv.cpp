@@ -14,32 +14,6 @@ namespace {
 
 const Layer& at(const Graph& graph, int index) { return graph.layers()[static_cast<std::size_t>(index)]; }
 
-// Sets attributes in order, keeping the first failure (later setters are skipped, so
-// cuDNN's last-error string is that failure's), then finalizes. cudnn_backend.cpp has the
-// same for its builders in an unnamed namespace.
-class Attributes {
- public:
-  explicit Attributes(BackendDescriptor& d) : d_(d) {}
-  Attributes& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, const void* value,
-                  std::int64_t count = 1) {
-    if (code_ == CUDNN_STATUS_SUCCESS) code_ = d_.set(name, type, count, value);
-    return *this;
-  }
-  Attributes& desc(cudnnBackendAttributeName_t name, const BackendDescriptor& other) {
-    cudnnBackendDescriptor_t raw = other.get();
-    return set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, &raw);
-  }
-  Status finalize() {
-    if (code_ == CUDNN_STATUS_SUCCESS) code_ = d_.finalize();
-    if (code_ == CUDNN_STATUS_SUCCESS) return {};
-    return {code_, cudnn_message(code_)};
-  }
-
- private:
-  BackendDescriptor& d_;
-  cudnnStatus_t code_ = CUDNN_STATUS_SUCCESS;
-};
-
 // A refusal of kiln's own (the pattern cannot take the group), reported like cuDNN's.
 Status refused(std::string message) { return {CUDNN_STATUS_NOT_SUPPORTED, std::move(message)}; }
 
@@ -69,32 +43,13 @@ std::optional<PointwiseActivation> pointwise_activation(const Layer& act) {
   }
 }
 
-// make_tensor's descriptor with IS_VIRTUAL set: an intermediate of one graph, never in memory.
-Status make_virtual_tensor(TensorDesc& out, std::int64_t uid, const std::array<std::int64_t, 4>& dims, Layout layout) {
-  out.desc = BackendDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-  out.uid = uid;
-  out.dims = dims;
-  const auto strides = strides_for(dims, layout);
-  const cudnnDataType_t type = CUDNN_DATA_FLOAT;
-  const std::int64_t alignment = 16;
-  const bool is_virtual = true;
-  return Attributes(out.desc)
-      .set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, &type)
-      .set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, dims.data(), 4)
-      .set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, strides.data(), 4)
-      .set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, &uid)
-      .set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, &alignment)
-      .set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, &is_virtual)
-      .finalize();
-}
-
 Status make_pointwise_mode(BackendDescriptor& out, cudnnPointwiseMode_t mode, const PointwiseActivation* activation = nullptr) {
   out = BackendDescriptor(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
   const cudnnDataType_t precision = CUDNN_DATA_FLOAT;
-  Attributes steps(out);
-  steps.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, &mode)
-      .set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, &precision);
-  if (activation && activation->parameter) steps.set(*activation->parameter, CUDNN_TYPE_DOUBLE, &activation->value);
+  Steps steps(out);
+  steps.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode)
+      .set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &precision);
+  if (activation && activation->parameter) steps.set(*activation->parameter, CUDNN_TYPE_DOUBLE, 1, &activation->value);
   return steps.finalize();
 }
 
@@ -102,10 +57,10 @@ Status make_pointwise_mode(BackendDescriptor& out, cudnnPointwiseMode_t mode, co
 Status make_pointwise_op(BackendDescriptor& out, const BackendDescriptor& mode, const TensorDesc& x, const TensorDesc* b,
                          const TensorDesc& y) {
   out = BackendDescriptor(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-  Attributes steps(out);
-  steps.desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, mode).desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x.desc);
-  if (b) steps.desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b->desc);
-  return steps.desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y.desc).finalize();
+  Steps steps(out);
+  steps.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, mode).set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x.desc);
+  if (b) steps.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b->desc);
+  return steps.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y.desc).finalize();
 }
 
 // scale, bias and the activation on x, into three virtual tensors from `uid`. `failed` is
@@ -118,7 +73,7 @@ Status make_prologue(FusedPrologue& out, const FusedConvCompiled& c, const Point
   };
   const auto& dims = c.conv.x.dims;
   for (TensorDesc* t : {&out.scaled, &out.shifted, &out.activated})
-    if (auto s = make_virtual_tensor(*t, uid++, dims, layout); !s.ok()) return fail("virtual tensor descriptor", s);
+    if (auto s = make_tensor(*t, uid++, dims, DType::f32, layout, true); !s.ok()) return fail("virtual tensor descriptor", s);
   if (auto s = make_pointwise_mode(out.mul_mode, CUDNN_POINTWISE_MUL); !s.ok()) return fail("scale pointwise descriptor", s);
   if (auto s = make_pointwise_mode(out.add_mode, CUDNN_POINTWISE_ADD); !s.ok()) return fail("bias pointwise descriptor", s);
   if (auto s = make_pointwise_mode(out.act_mode, activation.mode, &activation); !s.ok())
@@ -138,8 +93,8 @@ Status make_graph(BackendDescriptor& out, std::span<const BackendDescriptor* con
   std::vector<cudnnBackendDescriptor_t> raw;
   for (const BackendDescriptor* op : operations) raw.push_back(op->get());
   out = BackendDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  return Attributes(out)
-      .set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, raw.data(), static_cast<std::int64_t>(raw.size()))
+  return Steps(out)
+      .set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<std::int64_t>(raw.size()), raw.data())
       .finalize();
 }
 
@@ -185,25 +140,25 @@ Status compile_fused_conv(const Graph& graph, const FusedGroup& group, const Tar
   if (auto s = make_prologue(out.fwd_prologue, out, *activation, 11, layout, failed); !s.ok()) return s;
   const float alpha = 1.0f, beta = 0.0f;
   out.conv_fwd = BackendDescriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-  if (auto s = Attributes(out.conv_fwd)
-                   .desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, out.fwd_prologue.activated.desc)
-                   .desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, out.conv.w.desc)
-                   .desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, out.conv.y.desc)
-                   .desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, out.conv.conv)
-                   .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, &alpha)
-                   .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, &beta)
+  if (auto s = Steps(out.conv_fwd)
+                   .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, out.fwd_prologue.activated.desc)
+                   .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, out.conv.w.desc)
+                   .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, out.conv.y.desc)
+                   .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, out.conv.conv)
+                   .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha)
+                   .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta)
                    .finalize();
       !s.ok())
     return fail("fused forward", s);
   const cudnnGenStatsMode_t stats_mode = CUDNN_GENSTATS_SUM_SQSUM;
   const cudnnDataType_t precision = CUDNN_DATA_FLOAT;
   out.genstats = BackendDescriptor(CUDNN_BACKEND_OPERATION_GEN_STATS_DESCRIPTOR);
-  if (auto s = Attributes(out.genstats)
-                   .set(CUDNN_ATTR_OPERATION_GENSTATS_MODE, CUDNN_TYPE_GENSTATS_MODE, &stats_mode)
-                   .set(CUDNN_ATTR_OPERATION_GENSTATS_MATH_PREC, CUDNN_TYPE_DATA_TYPE, &precision)
-                   .desc(CUDNN_ATTR_OPERATION_GENSTATS_XDESC, out.conv.y.desc)
-                   .desc(CUDNN_ATTR_OPERATION_GENSTATS_SUMDESC, out.sum.desc)
-                   .desc(CUDNN_ATTR_OPERATION_GENSTATS_SQSUMDESC, out.sqsum.desc)
+  if (auto s = Steps(out.genstats)
+                   .set(CUDNN_ATTR_OPERATION_GENSTATS_MODE, CUDNN_TYPE_GENSTATS_MODE, 1, &stats_mode)
+                   .set(CUDNN_ATTR_OPERATION_GENSTATS_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &precision)
+                   .set_desc(CUDNN_ATTR_OPERATION_GENSTATS_XDESC, out.conv.y.desc)
+                   .set_desc(CUDNN_ATTR_OPERATION_GENSTATS_SUMDESC, out.sum.desc)
+                   .set_desc(CUDNN_ATTR_OPERATION_GENSTATS_SQSUMDESC, out.sqsum.desc)
                    .finalize();
       !s.ok())
     return fail("genstats", s);
@@ -214,13 +169,13 @@ Status compile_fused_conv(const Graph& graph, const FusedGroup& group, const Tar
   // Weight gradient: the same prologue on x (its own virtual tensors), then dw from dy.
   if (auto s = make_prologue(out.wgrad_prologue, out, *activation, 14, layout, failed); !s.ok()) return s;
   out.conv_wgrad = BackendDescriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
-  if (auto s = Attributes(out.conv_wgrad)
-                   .desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, out.wgrad_prologue.activated.desc)
-                   .desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, out.conv.dw.desc)
-                   .desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, out.conv.dy.desc)
-                   .desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, out.conv.conv)
-                   .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, &alpha)
-                   .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, &beta)
+  if (auto s = Steps(out.conv_wgrad)
+                   .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, out.wgrad_prologue.activated.desc)
+                   .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, out.conv.dw.desc)
+                   .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, out.conv.dy.desc)
+                   .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, out.conv.conv)
+                   .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha)
+                   .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta)
                    .finalize();
       !s.ok())
     return fail("fused backward-filter", s);

@@ -17,10 +17,12 @@
 
 namespace kiln::cuda {
 
-// How a group runs.
+// How a group runs. The plan gives every group kiln's kernel; whether a group ending in a
+// convolution runs on cuDNN instead (--cudnn-fusion) is decided per batch size on the device,
+// by whether cuDNN has engines for it (FusedConvs), not here.
 enum class GroupKernel {
   kiln,   // batchnorm + activation: kiln's fused kernel pair (batchnorm_act_forward/backward)
-  cudnn,  // batchnorm + activation -> conv: one cuDNN graph (engine found on this device)
+  cudnn,  // batchnorm + activation -> conv: cuDNN's prologue-fused graphs
 };
 
 struct FusedGroup {

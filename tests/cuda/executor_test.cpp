@@ -85,6 +85,17 @@ void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, 
                      << gpu[worst] << ", cpu " << cpu[worst] << " (atol " << atol << ", rtol " << rtol << ")";
 }
 
+// PyTorch's initialization with seed 9 on the CPU executor, copied to the CUDA one.
+void seed_weights(const Graph& g, detail::Executor& cpu, detail::Executor& gpu) {
+  detail::init_params(cpu, 9);
+  auto params = g.params();
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    std::vector<float> v(static_cast<std::size_t>(params[p].elements));
+    cpu.read_param(p, v);
+    gpu.write_param(p, v);
+  }
+}
+
 // The bounds of compare_step: fp32's, and in bf16/fp16 (both backends in the dtype, the CPU
 // emulating it) one or two units of the dtype's last place where the backends' fp32 sums,
 // rounded to the dtype, land on either side of a rounding boundary.
@@ -114,13 +125,8 @@ void compare_step(Layout layout, bool resident, std::int64_t n, DType dtype = DT
   o.dtype = dtype;
   o.batch_sizes = {n};  // a short batch: planned at construction (the Trainer run below plans on first use)
   auto gpu = detail::make_cuda_executor(g, capacity, o);
-  detail::init_params(*cpu, 9);
+  seed_weights(g, *cpu, *gpu);
   auto params = g.params();
-  for (std::size_t p = 0; p < params.size(); ++p) {
-    std::vector<float> v(static_cast<std::size_t>(params[p].elements));
-    cpu->read_param(p, v);
-    gpu->write_param(p, v);
-  }
   Batch b = make_batch(g, n);
   std::uint64_t key = 0;
   if (resident) {
@@ -401,13 +407,8 @@ Trajectory run_steps(const Graph& g, const detail::CudaOptions& o, int steps) {
   with.batch_sizes = {short_n};
   auto ex = detail::make_cuda_executor(g, capacity, with);
   auto cpu = detail::make_cpu_executor(g, capacity, 1, Layout::nchw, CpuConv::automatic, DType::f32);
-  detail::init_params(*cpu, 9);
+  seed_weights(g, *cpu, *ex);
   auto params = g.params();
-  for (std::size_t p = 0; p < params.size(); ++p) {
-    std::vector<float> v(static_cast<std::size_t>(params[p].elements));
-    cpu->read_param(p, v);
-    ex->write_param(p, v);
-  }
   Batch b = make_batch(g, capacity);
   const std::uint64_t key = ex->make_resident(b.data);
   detail::InputTransform t;
