@@ -71,9 +71,10 @@ Run train(const Graph& g, Layout layout, std::int64_t steps, const std::string& 
 }
 
 void expect_same_training(const Graph& g, std::int64_t steps, double tolerance) {
-  const std::string dir = ::testing::TempDir();
-  const Run nchw = train(g, Layout::nchw, steps, dir + "/layout_nchw.safetensors");
-  const Run nhwc = train(g, Layout::nhwc, steps, dir + "/layout_nhwc.safetensors");
+  // Files of this test's own: ctest runs the CpuLayouts tests at once, in one temporary folder.
+  const std::string dir = ::testing::TempDir() + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  const Run nchw = train(g, Layout::nchw, steps, dir + "_layout_nchw.safetensors");
+  const Run nhwc = train(g, Layout::nhwc, steps, dir + "_layout_nhwc.safetensors");
   ASSERT_EQ(nchw.losses.size(), static_cast<std::size_t>(steps));
   ASSERT_EQ(nhwc.losses.size(), nchw.losses.size());
   for (std::size_t i = 0; i < nchw.losses.size(); ++i)
